@@ -1,0 +1,78 @@
+# aestudy: `make run` executes the notebook series, `make test` runs everything CI checks.
+# Both set the environment up first (idempotent). See README.md.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.aestudy-setup
+PROFILE ?= standard
+
+# CPU-only machines get the CPU build of torch pinned by constraints/cpu.txt (fast, small);
+# machines with an NVIDIA driver resolve torch normally (a CUDA build). Override with TORCH=cpu|cuda.
+HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH ?= $(if $(HAS_NVIDIA),cuda,cpu)
+ifeq ($(TORCH),cpu)
+PIP_TORCH := -c constraints/cpu.txt
+else
+PIP_TORCH :=
+endif
+
+.PHONY: setup data browser run test lint unit notebooks e2e bench lab clean help
+
+help:
+	@echo "make setup  - create .venv, install aestudy[dev,bench], register the 'aestudy' kernel, fetch data"
+	@echo "make run    - setup, then run the notebook series with papermill into runs/ (PROFILE=$(PROFILE))"
+	@echo "make test   - setup, then ruff + unit tests + notebooks (smoke) + browser tests"
+	@echo "make bench  - setup, then the training-speed / quality benchmarks"
+	@echo "make lab    - JupyterLab on the venv, opened on notebooks/"
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	@echo "==> creating virtual environment $(VENV) (torch: $(TORCH) build)"
+	$(PYTHON) -m venv $(VENV)
+	@echo "==> installing aestudy (editable) with extras dev,bench"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(PIP_TORCH) -e '.[dev,bench]'
+	@echo "==> registering Jupyter kernel 'aestudy' inside the venv"
+	$(BIN)/python -m ipykernel install --sys-prefix --name aestudy --display-name "Python (aestudy)" >/dev/null
+	@touch $(STAMP)
+
+# Fetch Fashion-MNIST (local copy, Debian package, or checksummed download). As root on Debian/Ubuntu,
+# install the `dataset-fashion-mnist` package when every other route failed.
+data: $(STAMP)
+	@echo "==> fetching the default dataset (fashion-mnist)"
+	@$(BIN)/aestudy data fetch fashion-mnist || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "==> installing Debian package dataset-fashion-mnist"; \
+	    (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) && \
+	    $(BIN)/aestudy data fetch fashion-mnist; \
+	  else exit 1; fi; }
+
+# Debian's Chromium for the browser tests (never `playwright install`, which downloads a browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "==> installing Debian package chromium (browser tests)"; \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)); \
+	fi
+
+run: setup
+	$(BIN)/aestudy run --profile $(PROFILE)
+
+lint: $(STAMP)
+	@echo "==> ruff"
+	$(BIN)/ruff check .
+
+test: setup browser lint
+	@echo "==> pytest (unit, notebooks in the smoke profile, end-to-end)"
+	AESTUDY_PROFILE=smoke $(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m benchmarks.train_speed
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
