@@ -1,0 +1,149 @@
+"""Checkpoint cache: hashed keys, atomic + locked writes, corruption detection.
+
+A checkpoint is one file `<cache>/<key>.pt` holding only tensors and plain Python values
+(`state_dict`, config dict, history as a dict of lists, aestudy version, key) plus a SHA-256 digest
+of that content, so a truncated, garbled or hand-edited file is detected on load instead of used.
+Location: the `cache_dir` argument, else `$AESTUDY_CACHE`, else `~/.cache/aestudy/models`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from filelock import FileLock
+
+from aestudy.errors import CheckpointError
+
+CACHE_ENV = "AESTUDY_CACHE"
+DEFAULT_CACHE = Path("~/.cache/aestudy/models")
+FORMAT = 1
+_FIELDS = ("format", "version", "key", "config", "history", "state_dict", "sha256")
+
+
+def cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The checkpoint folder: the argument, else `$AESTUDY_CACHE`, else `~/.cache/aestudy/models`."""
+    chosen = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE
+    return Path(chosen).expanduser()
+
+
+def hash_key(payload: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of a JSON-able mapping (key order and tuple/list spelling do not matter)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def checkpoint_path(key: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where the checkpoint for `key` lives."""
+    return cache_dir(directory) / f"{key}.pt"
+
+
+@contextlib.contextmanager
+def lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an inter-process lock `<path minus .pt>.lock` (creating the folder) for check-train-write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_suffix(".lock"))):
+        yield
+
+
+def _content_digest(record: Mapping[str, Any]) -> str:
+    """SHA-256 over the record's metadata (canonical JSON) and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    meta = {name: record[name] for name in ("format", "version", "key", "config", "history")}
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name in sorted(record["state_dict"]):
+        tensor = record["state_dict"][name].detach().cpu().contiguous()
+        digest.update(f"\n{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _history_to_lists(history: pd.DataFrame) -> dict[str, list[Any]]:
+    """A DataFrame as {column: list of plain Python values} (loadable with weights_only=True)."""
+    return {str(column): history[column].tolist() for column in history.columns}
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then os.replace onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # persist the rename itself; not every filesystem allows it
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    history: pd.DataFrame,
+    version: str,
+    key: str | None = None,
+) -> Path:
+    """Write a checksummed checkpoint atomically (tensors moved to CPU); return its path."""
+    path = Path(path)
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "version": str(version),
+        "key": key,
+        "config": dict(config),
+        "history": _history_to_lists(history),
+        "state_dict": {name: tensor.detach().cpu().clone() for name, tensor in state_dict.items()},
+    }
+    record["sha256"] = _content_digest(record)
+    _atomic_torch_save(record, path)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, version: str | None = None, key: str | None = None
+) -> dict[str, Any]:
+    """Load and verify a checkpoint (weights_only); history comes back as a DataFrame.
+
+    Raises CheckpointError naming the file when it is missing, unreadable, truncated, fails its
+    checksum, or was written for another aestudy `version` or `key` than the ones asked for.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist.")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for bad bytes (RuntimeError, EOFError, UnpicklingError…)
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupted): {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(record, dict) or set(record) != set(_FIELDS) or record["format"] != FORMAT:
+        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise CheckpointError(f"checkpoint {path} is not an aestudy checkpoint (format {FORMAT}); found {found}.")
+    if _content_digest(record) != record["sha256"]:
+        raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum (corrupted).")
+    if version is not None and record["version"] != str(version):
+        raise CheckpointError(
+            f"checkpoint {path} was written by aestudy {record['version']}, this is aestudy {version}."
+        )
+    if key is not None and record["key"] != key:
+        raise CheckpointError(f"checkpoint {path} holds key {record['key']}, expected {key}.")
+    record["history"] = pd.DataFrame(record["history"])
+    return record
