@@ -1,0 +1,268 @@
+"""The claims ledger: every claim a notebook makes is recorded with its evidence in `metrics.json`.
+
+Two kinds of claim:
+
+* **asserted** — the study's own logic depends on it (e.g. ELBO ≤ log p(x)). In the `standard` and `full`
+  profiles a failing asserted claim raises `ClaimFailed` after it has been recorded; in `smoke` (tiny runs
+  cannot settle claims) it is only recorded.
+* **examined** — a textbook statement under test (e.g. "the VAE generalises better"). Its verdict is recorded
+  either way and it never raises; the report shows which held and which did not.
+
+Sanity is enforced in every profile and for both kinds: each measured number must be finite, and every
+`bounds={"name": (lo, hi)}` entry must hold.
+
+The ledger file is `$AESTUDY_METRICS_FILE` when set (the runner sets one per notebook), else `./metrics.json`.
+Layout: ``{"schema": 1, "notebooks": {NOTEBOOK: {"claims": [record, ...], "metrics": {name: value}}}}``,
+NOTEBOOK being `$AESTUDY_NOTEBOOK` or "notebook". Writes are read-modify-write under a file lock and atomic,
+so concurrent notebooks sharing one file never lose each other's records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from filelock import FileLock
+
+from aestudy.config import resolve_profile
+from aestudy.errors import ClaimFailed, ConfigError, DataError
+
+SCHEMA = 1
+METRICS_FILE_ENV = "AESTUDY_METRICS_FILE"
+NOTEBOOK_ENV = "AESTUDY_NOTEBOOK"
+DEFAULT_METRICS_FILE = "metrics.json"
+DEFAULT_NOTEBOOK = "notebook"
+KINDS: tuple[str, ...] = ("asserted", "examined")
+ENFORCING_PROFILES: tuple[str, ...] = ("standard", "full")
+TABLE_COLUMNS: tuple[str, ...] = ("id", "kind", "statement", "measured", "holds", "enforced")
+
+
+def metrics_path(path: str | os.PathLike | None = None) -> Path:
+    """The ledger file: `path`, else $AESTUDY_METRICS_FILE, else ./metrics.json."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(METRICS_FILE_ENV) or DEFAULT_METRICS_FILE)
+
+
+def notebook_name(notebook: str | None = None) -> str:
+    """The notebook a record belongs to: `notebook`, else $AESTUDY_NOTEBOOK, else "notebook"."""
+    return notebook or os.environ.get(NOTEBOOK_ENV) or DEFAULT_NOTEBOOK
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numbers, tensors, arrays, paths and containers to plain JSON (non-finite floats as strings)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        # JSON has no NaN/inf; keep them visible as text rather than dropping them.
+        return number if math.isfinite(number) else str(number)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _empty_ledger() -> dict[str, Any]:
+    return {"schema": SCHEMA, "notebooks": {}}
+
+
+def load_metrics(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read the ledger (an empty one when the file does not exist yet)."""
+    file = metrics_path(path)
+    if not file.exists():
+        return _empty_ledger()
+    try:
+        ledger = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"The metrics file {file} is not valid JSON ({exc}); delete it or point "
+            f"${METRICS_FILE_ENV} at a fresh file."
+        ) from exc
+    if not isinstance(ledger, dict) or ledger.get("schema") != SCHEMA or "notebooks" not in ledger:
+        raise DataError(f"The metrics file {file} is not an aestudy ledger with schema {SCHEMA}.")
+    return ledger
+
+
+def _write_atomic(file: Path, ledger: dict[str, Any]) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(ledger, handle, indent=1, allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply `change` to one notebook's entry under the file lock, then write the ledger atomically."""
+    file = metrics_path()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(file) + ".lock"):
+        ledger = load_metrics(file)
+        entry = ledger["notebooks"].setdefault(notebook_name(notebook), {"claims": [], "metrics": {}})
+        entry.setdefault("claims", [])
+        entry.setdefault("metrics", {})
+        change(entry)
+        _write_atomic(file, ledger)
+
+
+def record_metric(name: str, value: Any, *, notebook: str | None = None) -> None:
+    """Store a named measurement (replacing an earlier value of the same name) in the ledger."""
+    plain = to_jsonable(value)
+
+    def change(entry: dict[str, Any]) -> None:
+        entry["metrics"][str(name)] = plain
+
+    _update_notebook(notebook, change)
+
+
+def _numbers(value: Any, name: str) -> list[tuple[str, float]]:
+    """Every number inside `value` (recursing into containers and tensors), labelled by its path."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return _numbers(value.item(), name)
+        return [pair for i, v in enumerate(value.tolist()) for pair in _numbers(v, f"{name}[{i}]")]
+    if isinstance(value, (bool, np.bool_)):
+        return []
+    if isinstance(value, numbers.Real):
+        return [(name, float(value))]
+    if isinstance(value, Mapping):
+        return [pair for k, v in value.items() for pair in _numbers(v, f"{name}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [pair for i, v in enumerate(value) for pair in _numbers(v, f"{name}[{i}]")]
+    return []
+
+
+def _sanity_problems(measured: Mapping[str, Any], bounds: Mapping[str, tuple[float | None, float | None]]
+                     ) -> list[str]:
+    """Non-finite measured numbers and violated bounds, as readable sentences."""
+    problems = [f"{label} = {number} is not finite"
+                for key, value in measured.items() for label, number in _numbers(value, str(key))
+                if not math.isfinite(number)]
+    for key, (lo, hi) in bounds.items():
+        for label, number in _numbers(measured[key], str(key)):
+            if not math.isfinite(number):
+                continue
+            if (lo is not None and number < lo) or (hi is not None and number > hi):
+                problems.append(f"{label} = {number:.6g} is outside its bounds [{lo}, {hi}]")
+    return problems
+
+
+def _validate_claim_args(claim_id: str, measured: Any, kind: str,
+                         bounds: Mapping[str, Any] | None) -> dict[str, tuple[float | None, float | None]]:
+    if not isinstance(claim_id, str) or not claim_id:
+        raise ConfigError(f"claim_id={claim_id!r} is invalid; it must be a non-empty string.")
+    if kind not in KINDS:
+        raise ConfigError(f"kind={kind!r} is not a claim kind; valid values: {', '.join(KINDS)}.")
+    if not isinstance(measured, Mapping):
+        raise ConfigError(f"measured={measured!r} is invalid; it must be a dict of named values.")
+    checked: dict[str, tuple[float | None, float | None]] = {}
+    for key, pair in (bounds or {}).items():
+        if key not in measured:
+            raise ConfigError(f"bounds names {key!r}, which is not in measured; valid names: "
+                              f"{', '.join(map(str, measured)) or '(none)'}.")
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ConfigError(f"bounds[{key!r}]={pair!r} is invalid; it must be a (lo, hi) pair (None = open).")
+        checked[key] = (pair[0], pair[1])
+    return checked
+
+
+def compact(measured: Mapping[str, Any], *, digits: int = 4) -> str:
+    """A one-line rendering of measured values (`name=value, ...`, numbers to `digits` significant digits)."""
+    def fmt(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value)
+        if isinstance(value, (int, float)):
+            return f"{value:.{digits}g}"
+        if isinstance(value, list):
+            shown = ", ".join(fmt(v) for v in value[:4])
+            return f"[{shown}{', …' if len(value) > 4 else ''}]"
+        if isinstance(value, dict):
+            return "{" + compact(value, digits=digits) + "}"
+        return str(value)
+
+    return ", ".join(f"{key}={fmt(value)}" for key, value in to_jsonable(dict(measured)).items())
+
+
+def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], holds: bool, *,
+                profile: str | None = None, kind: str = "asserted", notebook: str | None = None,
+                bounds: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
+    """Record a claim with its evidence; raise `ClaimFailed` when it is insane or an enforced claim fails.
+
+    `measured` holds the numbers the verdict rests on; `holds` is the verdict. The record (returned and
+    stored, replacing any earlier record with the same id) has: id, statement, kind, measured, holds,
+    enforced (would a failure raise: asserted kind in standard/full), profile, notebook, time (UTC ISO),
+    bounds and sanity (a list of problems; `holds` is recorded False when there are any).
+    """
+    checked_bounds = _validate_claim_args(claim_id, measured, kind, bounds)
+    profile = resolve_profile(profile)
+    problems = _sanity_problems(measured, checked_bounds)
+    verdict = bool(holds) and not problems
+    enforced = kind == "asserted" and profile in ENFORCING_PROFILES
+    record = {
+        "id": claim_id, "statement": str(statement), "kind": kind, "measured": to_jsonable(dict(measured)),
+        "holds": verdict, "enforced": enforced, "profile": profile, "notebook": notebook_name(notebook),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bounds": to_jsonable(checked_bounds), "sanity": problems,
+    }
+
+    def change(entry: dict[str, Any]) -> None:
+        claims = [c for c in entry["claims"] if c.get("id") != claim_id]
+        position = next((i for i, c in enumerate(entry["claims"]) if c.get("id") == claim_id), len(claims))
+        claims.insert(position, record)
+        entry["claims"] = claims
+
+    _update_notebook(notebook, change)
+    if problems:
+        raise ClaimFailed(f"Claim {claim_id!r} failed its sanity checks ({'; '.join(problems)}): "
+                          f"{statement} — measured {compact(measured)}.")
+    if enforced and not verdict:
+        raise ClaimFailed(f"Claim {claim_id!r} does not hold in profile {profile!r}: {statement} — "
+                          f"measured {compact(measured)}.")
+    return record
+
+
+def claims_table(path: str | os.PathLike | None = None, notebook: str | None = None, *,
+                 all_notebooks: bool = False) -> pd.DataFrame:
+    """The "what we measured" table: one row per claim (id, kind, statement, measured, holds, enforced).
+
+    By default the rows are the current notebook's claims; `all_notebooks=True` lists every notebook's
+    claims and adds a leading `notebook` column.
+    """
+    ledger = load_metrics(path)
+    if all_notebooks:
+        entries = list(ledger["notebooks"].items())
+    else:
+        name = notebook_name(notebook)
+        entries = [(name, ledger["notebooks"].get(name, {}))]
+    rows = [{"notebook": name, **{col: claim.get(col) for col in TABLE_COLUMNS},
+             "measured": compact(claim.get("measured", {}))}
+            for name, entry in entries for claim in entry.get("claims", [])]
+    columns = (["notebook"] if all_notebooks else []) + list(TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=["notebook", *TABLE_COLUMNS])[columns]

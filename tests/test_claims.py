@@ -1,0 +1,157 @@
+"""The claims ledger: raising per profile and kind, sanity guards, replacement, file location, concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import numpy as np
+import pytest
+import torch
+
+from aestudy import claims
+from aestudy.errors import ClaimFailed, ConfigError, DataError
+
+
+@pytest.fixture
+def ledger(tmp_path, monkeypatch):
+    """A fresh ledger file selected through the environment, as the runner does."""
+    path = tmp_path / "runs" / "metrics.json"
+    monkeypatch.setenv(claims.METRICS_FILE_ENV, str(path))
+    monkeypatch.setenv(claims.NOTEBOOK_ENV, "01_test")
+    monkeypatch.delenv("AESTUDY_PROFILE", raising=False)
+    return path
+
+
+def _claims(path, notebook="01_test"):
+    return json.loads(path.read_text())["notebooks"][notebook]["claims"]
+
+
+@pytest.mark.parametrize("profile", ["standard", "full"])
+def test_failed_asserted_claim_raises_after_recording(ledger, profile):
+    with pytest.raises(ClaimFailed) as info:
+        claims.check_claim("elbo-bound", "ELBO <= log p(x)", {"elbo": -90.5, "log_px": -91.0}, False,
+                           profile=profile)
+    assert str(info.value) == (f"Claim 'elbo-bound' does not hold in profile '{profile}': ELBO <= log p(x) — "
+                               "measured elbo=-90.5, log_px=-91.")
+    (record,) = _claims(ledger)
+    assert record["holds"] is False and record["enforced"] is True and record["profile"] == profile
+    assert record["measured"] == {"elbo": -90.5, "log_px": -91.0}
+
+
+def test_failed_asserted_claim_is_only_recorded_in_smoke(ledger):
+    record = claims.check_claim("c1", "x > y", {"x": 1.0, "y": 2.0}, False, profile="smoke")
+    assert record["holds"] is False and record["enforced"] is False
+    assert _claims(ledger)[0]["id"] == "c1"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "standard", "full"])
+def test_examined_claim_never_raises_and_records_verdict(ledger, profile):
+    record = claims.check_claim("vae-generalises", "the VAE generalises better", {"gap": -0.3}, False,
+                                profile=profile, kind="examined")
+    assert record["kind"] == "examined" and record["holds"] is False and record["enforced"] is False
+
+
+def test_profile_comes_from_environment(ledger, monkeypatch):
+    monkeypatch.setenv("AESTUDY_PROFILE", "smoke")
+    assert claims.check_claim("c", "s", {"v": 1}, False)["profile"] == "smoke"
+    monkeypatch.setenv("AESTUDY_PROFILE", "full")
+    with pytest.raises(ClaimFailed):
+        claims.check_claim("c", "s", {"v": 1}, False)
+
+
+@pytest.mark.parametrize("kind", ["asserted", "examined"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), torch.tensor([0.5, float("nan")])])
+def test_non_finite_values_raise_in_every_profile(ledger, kind, bad):
+    with pytest.raises(ClaimFailed, match="failed its sanity checks .*is not finite"):
+        claims.check_claim("nan", "finite", {"ok": 1.0, "value": bad}, True, profile="smoke", kind=kind)
+    (record,) = _claims(ledger)
+    assert record["holds"] is False and "not finite" in record["sanity"][0]
+
+
+def test_bounds_are_checked_in_smoke(ledger):
+    claims.check_claim("in", "share in [0,1]", {"share": 0.4}, True, profile="smoke", bounds={"share": (0, 1)})
+    with pytest.raises(ClaimFailed, match=r"share = 1.2 is outside its bounds \[0, 1\]"):
+        claims.check_claim("out", "share in [0,1]", {"share": 1.2}, True, profile="smoke",
+                           bounds={"share": (0, 1)})
+    claims.check_claim("open", "positive", {"v": 1e9}, True, profile="smoke", bounds={"v": (0, None)})
+
+
+def test_bounds_naming_an_unmeasured_value_is_a_config_error(ledger):
+    with pytest.raises(ConfigError, match="bounds names 'y', which is not in measured; valid names: x"):
+        claims.check_claim("c", "s", {"x": 1.0}, True, bounds={"y": (0, 1)})
+
+
+def test_invalid_kind_names_valid_values(ledger):
+    with pytest.raises(ConfigError, match="kind='hoped' is not a claim kind; valid values: asserted, examined"):
+        claims.check_claim("c", "s", {"x": 1.0}, True, kind="hoped")
+
+
+def test_rechecking_a_claim_replaces_it_in_place(ledger):
+    for value in (1.0, 2.0):
+        claims.check_claim("a", "first", {"v": value}, True)
+        claims.check_claim("b", "second", {"v": value}, True)
+    records = _claims(ledger)
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert [r["measured"]["v"] for r in records] == [2.0, 2.0]
+
+
+def test_values_become_plain_json(ledger):
+    measured = {"np": np.float32(0.25), "int": np.int64(3), "t": torch.tensor(1.5), "vec": torch.arange(3),
+                "flag": np.bool_(True), "name": "vae"}
+    record = claims.check_claim("json", "plain", measured, True)
+    assert record["measured"] == {"np": 0.25, "int": 3, "t": 1.5, "vec": [0, 1, 2], "flag": True, "name": "vae"}
+    claims.record_metric("series", np.linspace(0, 1, 3))
+    stored = claims.load_metrics()["notebooks"]["01_test"]
+    assert stored["metrics"]["series"] == [0.0, 0.5, 1.0]
+    assert stored["claims"][0]["measured"] == record["measured"]
+
+
+def test_default_location_is_cwd_and_default_notebook(tmp_path, monkeypatch):
+    monkeypatch.delenv(claims.METRICS_FILE_ENV, raising=False)
+    monkeypatch.delenv(claims.NOTEBOOK_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    claims.record_metric("mse", 0.01)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        "schema": 1, "notebooks": {"notebook": {"claims": [], "metrics": {"mse": 0.01}}}}
+
+
+def test_claims_table_is_compact_and_per_notebook(ledger):
+    claims.check_claim("a", "first", {"x": 1 / 3, "n": 10}, True)
+    claims.check_claim("b", "other", {"x": 2.0}, False, kind="examined", notebook="02_other")
+    table = claims.claims_table()
+    assert list(table.columns) == ["id", "kind", "statement", "measured", "holds", "enforced"]
+    assert table.to_dict("records") == [{"id": "a", "kind": "asserted", "statement": "first",
+                                         "measured": "x=0.3333, n=10", "holds": True, "enforced": True}]
+    everything = claims.claims_table(all_notebooks=True)
+    assert list(everything["notebook"]) == ["01_test", "02_other"]
+    assert claims.claims_table(notebook="missing").empty
+
+
+def test_corrupt_ledger_is_reported_not_overwritten(ledger):
+    ledger.parent.mkdir(parents=True)
+    ledger.write_text("{not json")
+    with pytest.raises(DataError, match="is not valid JSON"):
+        claims.record_metric("x", 1)
+    assert ledger.read_text() == "{not json"
+
+
+def _write_many(notebook: str, count: int) -> None:
+    """Write `count` claims and metrics (the ledger path is inherited through the environment)."""
+    for i in range(count):
+        claims.check_claim(f"{notebook}-{i}", "concurrent", {"i": i}, True, notebook=notebook)
+        claims.record_metric(f"m{i}", i, notebook=notebook)
+
+
+def test_two_processes_writing_at_once_lose_nothing(ledger):
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_write_many, args=(name, 20)) for name in ("p1", "p2")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    stored = claims.load_metrics()["notebooks"]
+    for name in ("p1", "p2"):
+        assert [c["id"] for c in stored[name]["claims"]] == [f"{name}-{i}" for i in range(20)]
+        assert stored[name]["metrics"] == {f"m{i}": i for i in range(20)}
