@@ -155,3 +155,17 @@ def test_two_processes_writing_at_once_lose_nothing(ledger):
     for name in ("p1", "p2"):
         assert [c["id"] for c in stored[name]["claims"]] == [f"{name}-{i}" for i in range(20)]
         assert stored[name]["metrics"] == {f"m{i}": i for i in range(20)}
+
+
+def test_watermark_shows_and_records_run_facts(ledger):
+    import time
+
+    from aestudy.watermark import watermark
+
+    table = watermark(seed=3, profile="smoke", device="cpu", started_at=time.time() - 12.0)
+    assert {"python", "torch", "numpy", "sklearn", "aestudy", "device"} <= set(table.index)
+    assert table.loc["seed", "value"] == "3" and table.loc["profile", "value"] == "smoke"
+    recorded = claims.load_metrics()["notebooks"]["01_test"]["metrics"]["watermark"]
+    assert recorded["torch"] == torch.__version__ and recorded["seed"] == 3
+    assert recorded["wall_time_s"] >= 12.0
+    assert "torch threads" in recorded["device"]
