@@ -1,0 +1,287 @@
+"""The study's figures: each function draws on `ax` (a new one when None) and returns it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.axes import Axes
+
+from aestudy.errors import ConfigError
+
+NATS = "nats / image"
+# Fixed colours so a model keeps its colour across every figure of the series.
+_COLORBLIND = sns.color_palette("colorblind", 10)
+MODEL_COLORS: dict[str, tuple[float, float, float]] = {
+    "AE": _COLORBLIND[0], "VAE": _COLORBLIND[1], "DAE": _COLORBLIND[2], "β-VAE": _COLORBLIND[3],
+    "PCA": (0.55, 0.55, 0.55),
+}
+
+ImageLike = torch.Tensor | np.ndarray
+DecodeFn = Callable[[torch.Tensor], ImageLike]
+
+
+def set_theme() -> None:
+    """Apply the study's seaborn theme (white grid, notebook context, colour-blind palette)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams["image.cmap"] = "gray"
+
+
+def model_palette(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """Colours for `names`: the fixed colour for AE/VAE/DAE/β-VAE/PCA, unused palette colours for others."""
+    spare = [c for c in _COLORBLIND if c not in MODEL_COLORS.values()]
+    others = [n for n in dict.fromkeys(names) if n not in MODEL_COLORS]
+    return {n: MODEL_COLORS.get(n) or spare[others.index(n) % len(spare)] for n in dict.fromkeys(names)}
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> Axes:
+    """The given Axes, or the Axes of a new figure."""
+    return plt.subplots(figsize=figsize)[1] if ax is None else ax
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A tensor (any device, with or without grad) or array-like as a float numpy array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _as_images(images: ImageLike) -> np.ndarray:
+    """Images (N,1,H,W) or (N,H,W) as a float array (N,H,W)."""
+    arr = to_numpy(images)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3:
+        raise ConfigError(f"images must have shape (N, 1, H, W) or (N, H, W); got {tuple(arr.shape)}.")
+    return arr
+
+
+def mosaic(images: ImageLike, *, nrow: int, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile images (N,1,H,W) into one (rows·(H+p)+p, nrow·(W+p)+p) array, `nrow` images per row."""
+    imgs = _as_images(images)
+    if nrow < 1:
+        raise ConfigError(f"nrow={nrow} must be ≥ 1.")
+    n, h, w = imgs.shape
+    ncol, rows = min(nrow, max(n, 1)), max(math.ceil(n / nrow), 1)
+    out = np.full((rows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value, dtype=float)
+    for k, img in enumerate(imgs):
+        r, c = divmod(k, ncol)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        out[top : top + h, left : left + w] = img
+    return out
+
+
+def _show(ax: Axes, tiles: np.ndarray, **kwargs: Any) -> None:
+    """Draw a grey-level mosaic with values in [0, 1]."""
+    ax.imshow(tiles, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", **kwargs)
+    ax.grid(False)
+
+
+def image_grid(
+    images: ImageLike, *, nrow: int = 8, ax: Axes | None = None, title: str | None = None, padding: int = 2
+) -> Axes:
+    """Images (N,1,H,W) in [0, 1] as one mosaic with `nrow` images per row."""
+    tiles = mosaic(images, nrow=nrow, padding=padding)
+    width = min(0.8 * tiles.shape[1] / 30, 12.0)
+    ax = _axes(ax, (width, min(width * tiles.shape[0] / tiles.shape[1], 12.0)))
+    _show(ax, tiles)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def image_rows(
+    rows: Mapping[str, ImageLike], *, ax: Axes | None = None, xlabel: str = "", title: str | None = None
+) -> Axes:
+    """Labelled rows of images: one row per name (rows may differ in length; short rows are padded)."""
+    if not rows:
+        raise ConfigError("rows must hold at least one name -> images entry.")
+    arrays = {name: _as_images(imgs) for name, imgs in rows.items()}
+    shapes = {a.shape[1:] for a in arrays.values()}
+    if len(shapes) != 1:
+        raise ConfigError(f"all rows must hold images of one size; got sizes {sorted(shapes)}.")
+    (h, w), cols = shapes.pop(), max(len(a) for a in arrays.values())
+    blank = np.ones((h, w))
+    stacked = [img for a in arrays.values() for img in [*a, *[blank] * (cols - len(a))]]
+    pad = 2
+    ax = _axes(ax, (max(0.7 * cols, 3.0) + 1.5, 0.7 * len(arrays) + 0.6))
+    _show(ax, mosaic(np.stack(stacked), nrow=cols, padding=pad))
+    ax.set_yticks([pad + (h + pad) * k + h / 2 for k in range(len(arrays))], list(arrays))
+    ax.set_xticks([])
+    ax.set_xlabel(xlabel)
+    sns.despine(ax=ax, left=True, bottom=True)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def reconstruction_pairs(
+    originals: ImageLike, recons: ImageLike, *, n: int = 8, ax: Axes | None = None, title: str | None = None
+) -> Axes:
+    """The first `n` originals (top row) above their reconstructions (bottom row)."""
+    return image_rows({"original": originals[:n], "reconstruction": recons[:n]}, ax=ax, title=title)
+
+
+def interpolation_strips(rows: Mapping[str, ImageLike], *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """One strip per model of images decoded along a latent path from t = 0 (left) to t = 1 (right)."""
+    return image_rows(rows, ax=ax, xlabel="position along the latent path, t = 0 → 1", title=title)
+
+
+def training_curves(
+    history: pd.DataFrame | Mapping[str, pd.DataFrame],
+    *,
+    columns: Sequence[str] = ("train_loss", "val_loss"),
+    ax: Axes | None = None,
+    ylabel: str = f"loss [{NATS}]",
+) -> Axes:
+    """Loss columns of one training history (or of several, by model name) against the epoch."""
+    histories = {"": history} if isinstance(history, pd.DataFrame) else dict(history)
+    colors = model_palette(list(histories))
+    styles = ["-", "--", ":", "-."]
+    ax = _axes(ax)
+    for name, df in histories.items():
+        missing = [c for c in ("epoch", *columns) if c not in df.columns]
+        if missing:
+            raise ConfigError(f"history {name!r} lacks columns {missing}; it has {list(df.columns)}.")
+        for k, col in enumerate(columns):
+            label = f"{name} {col}".strip()
+            color = colors[name] if name else f"C{k}"
+            ax.plot(df["epoch"], df[col], styles[k % len(styles)], color=color, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return ax
+
+
+def latent_scatter(
+    codes: ImageLike,
+    labels: ImageLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    s: float = 8.0,
+    legend: bool = True,
+) -> Axes:
+    """2-D codes (N,2) as points coloured by class."""
+    z, y = to_numpy(codes), to_numpy(labels).astype(int)
+    if z.ndim != 2 or z.shape[1] != 2 or len(y) != len(z):
+        raise ConfigError(f"codes must be (N, 2) with N labels; got codes {z.shape}, labels {y.shape}.")
+    names = list(class_names) if class_names is not None else [str(k) for k in range(y.max(initial=0) + 1)]
+    hue = [names[k] for k in y]
+    ax = _axes(ax, (6.0, 5.0))
+    sns.scatterplot(x=z[:, 0], y=z[:, 1], hue=hue, hue_order=names, palette="tab10", s=s, linewidth=0,
+                    legend=legend, ax=ax)
+    ax.set_xlabel("$z_1$ (latent units)")
+    ax.set_ylabel("$z_2$ (latent units)")
+    if legend:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="class", markerscale=2, frameon=False)
+    return ax
+
+
+def decode_images(decode_fn: DecodeFn, z: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Run `decode_fn` on latents (M,D) as a float32 tensor without gradients; images as (M,H,W)."""
+    with torch.no_grad():
+        return _as_images(decode_fn(torch.as_tensor(np.asarray(z), dtype=torch.float32)))
+
+
+def manifold_grid(
+    decode_fn: DecodeFn,
+    *,
+    bounds: tuple[tuple[float, float], tuple[float, float]],
+    n: int = 15,
+    ax: Axes | None = None,
+) -> Axes:
+    """Decode an n×n grid of 2-D latents spanning `bounds` into a mosaic drawn in latent coordinates."""
+    (x0, x1), (y0, y1) = bounds
+    if n < 2 or not (x0 < x1 and y0 < y1):
+        raise ConfigError(f"manifold_grid needs n ≥ 2 and bounds ((xmin, xmax), (ymin, ymax)) with min < max; "
+                          f"got n={n}, bounds={bounds}.")
+    xs, ys = np.linspace(x0, x1, n), np.linspace(y1, y0, n)  # top row of the mosaic is the largest z_2
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)  # (n*n, 2), row-major from the top left
+    tiles = mosaic(decode_images(decode_fn, grid), nrow=n, padding=0)
+    dx, dy = (x1 - x0) / (n - 1) / 2, (y1 - y0) / (n - 1) / 2
+    ax = _axes(ax, (6.0, 6.0))
+    _show(ax, tiles, extent=(x0 - dx, x1 + dx, y0 - dy, y1 + dy))
+    ax.set_xlabel("$z_1$ (latent units)")
+    ax.set_ylabel("$z_2$ (latent units)")
+    return ax
+
+
+def rate_distortion(df: pd.DataFrame, *, ax: Axes | None = None, annotate: bool = True) -> Axes:
+    """Distortion against rate, one point per β (mean over repeats) and one line per model, β annotated."""
+    missing = [c for c in ("beta", "rate", "distortion") if c not in df.columns]
+    if missing:
+        raise ConfigError(f"rate_distortion needs columns beta, rate, distortion; missing {missing}.")
+    data = df.assign(model=df["model"] if "model" in df.columns else "VAE")
+    points = data.groupby(["model", "beta"], sort=False)[["rate", "distortion"]].mean().reset_index()
+    colors = model_palette(list(points["model"]))
+    ax = _axes(ax)
+    for name, g in points.groupby("model", sort=False):
+        g = g.sort_values("beta")
+        ax.plot(g["rate"], g["distortion"], "o-", color=colors[name], label=name)
+        for row in g.itertuples() if annotate else ():
+            ax.annotate(f"β={row.beta:g}", (row.rate, row.distortion), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"rate  KL(q(z|x) ‖ p(z))  [{NATS}]")
+    ax.set_ylabel(f"distortion  −E_q log p(x|z)  [{NATS}]")
+    ax.legend()
+    return ax
+
+
+def roc_curves(curves: Mapping[str, tuple[Any, Any, float]], *, ax: Axes | None = None) -> Axes:
+    """ROC curves (fpr, tpr, auc) by score name, with the chance diagonal."""
+    colors = model_palette(list(curves))
+    ax = _axes(ax, (5.0, 5.0))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(to_numpy(fpr), to_numpy(tpr), color=colors[name], label=f"{name} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="0.5", label="chance (AUROC 0.5)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def metric_bars(df: pd.DataFrame, *, ax: Axes | None = None, ylabel: str | None = None) -> Axes:
+    """Bars of a tidy (model, metric, value[, seed]) table: mean per model and metric, error bars ±1 sd over seeds."""
+    missing = [c for c in ("model", "metric", "value") if c not in df.columns]
+    if missing:
+        raise ConfigError(f"metric_bars needs tidy columns model, metric, value; missing {missing}.")
+    models = list(dict.fromkeys(df["model"]))
+    metrics = list(dict.fromkeys(df["metric"]))
+    ax = _axes(ax, (max(2.0 * len(metrics), 4.0), 4.0))
+    sns.barplot(data=df, x="metric", y="value", hue="model", hue_order=models, order=metrics,
+                palette=model_palette(models), errorbar="sd", capsize=0.1, ax=ax)
+    ax.set_xlabel("metric" if len(metrics) > 1 else "")
+    ax.set_ylabel(ylabel or (metrics[0] if len(metrics) == 1 else "value"))
+    return ax
+
+
+def line_vs(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    hue: str | None = None,
+    *,
+    ax: Axes | None = None,
+    logx: bool = False,
+    logy: bool = False,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> Axes:
+    """`y` against `x`, one line per `hue` level, mean ± 1 sd over repeated rows (e.g. seeds)."""
+    missing = [c for c in (x, y, hue) if c is not None and c not in df.columns]
+    if missing:
+        raise ConfigError(f"line_vs: columns {missing} are not in the table; it has {list(df.columns)}.")
+    palette = model_palette(list(dict.fromkeys(df[hue]))) if hue is not None else None
+    ax = _axes(ax)
+    sns.lineplot(data=df, x=x, y=y, hue=hue, palette=palette, marker="o", errorbar="sd", ax=ax)
+    ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    return ax

@@ -1,0 +1,221 @@
+"""Plots draw what they claim: the right number of artists, mosaics of the right size, labelled axes."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.image import AxesImage
+
+from aestudy import plots
+from aestudy.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _images(n: int, h: int = 6, w: int = 5) -> torch.Tensor:
+    """n distinct constant images (N,1,H,W): image k has value k/n everywhere."""
+    return (torch.arange(n, dtype=torch.float32) / n).view(n, 1, 1, 1).expand(n, 1, h, w).clone()
+
+
+def _only_image(ax) -> np.ndarray:
+    (img,) = [a for a in ax.get_children() if isinstance(a, AxesImage)]
+    return np.asarray(img.get_array())
+
+
+def test_set_theme_gives_each_model_a_distinct_fixed_colour():
+    plots.set_theme()
+    names = ["AE", "VAE", "DAE", "β-VAE", "PCA"]
+    pal = plots.model_palette(["VAE", "other", *names])
+    assert [pal[n] for n in names] == [plots.MODEL_COLORS[n] for n in names]
+    assert len(set(pal.values())) == len(pal) == 6
+
+
+def test_mosaic_places_each_image_in_its_tile():
+    tiles = plots.mosaic(_images(5), nrow=3, padding=2)
+    assert tiles.shape == (2 * (6 + 2) + 2, 3 * (5 + 2) + 2)
+    # image k sits at row k // 3, column k % 3; the unused sixth tile and the padding stay white
+    for k in range(5):
+        r, c = divmod(k, 3)
+        np.testing.assert_allclose(tiles[2 + 8 * r : 8 + 8 * r, 2 + 7 * c : 7 + 7 * c], k / 5, rtol=1e-6)
+    assert np.all(tiles[10:16, 16:21] == 1.0)
+    assert np.all(tiles[:2] == 1.0)
+
+
+def test_image_grid_draws_one_mosaic_and_accepts_arrays():
+    ax = plots.image_grid(_images(10).numpy(), nrow=4, title="samples")
+    assert _only_image(ax).shape == (3 * 8 + 2, 4 * 7 + 2)
+    assert ax.get_title() == "samples"
+
+
+def test_image_grid_rejects_other_shapes():
+    with pytest.raises(ConfigError, match=r"images must have shape \(N, 1, H, W\) or \(N, H, W\); got \(2, 3, 4, 4\)"):
+        plots.image_grid(torch.zeros(2, 3, 4, 4))
+
+
+def test_reconstruction_pairs_puts_originals_on_top():
+    originals, recons = _images(10), 1 - _images(10)
+    ax = plots.reconstruction_pairs(originals, recons, n=4)
+    tiles = _only_image(ax)
+    assert tiles.shape == (2 * 8 + 2, 4 * 7 + 2)
+    assert np.all(tiles[2:8, 2:7] == originals[0, 0, 0, 0].item())
+    assert np.all(tiles[10:16, 2:7] == recons[0, 0, 0, 0].item())
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["original", "reconstruction"]
+
+
+def test_interpolation_strips_one_labelled_row_per_model():
+    ax = plots.interpolation_strips({"AE": _images(7), "VAE": _images(7), "PCA": _images(7)})
+    assert _only_image(ax).shape == (3 * 8 + 2, 7 * 7 + 2)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["AE", "VAE", "PCA"]
+    assert "t = 0" in ax.get_xlabel()
+
+
+def test_image_rows_rejects_mixed_image_sizes():
+    with pytest.raises(ConfigError, match="all rows must hold images of one size"):
+        plots.image_rows({"a": torch.zeros(2, 1, 4, 4), "b": torch.zeros(2, 1, 5, 5)})
+
+
+def _history(offset: float) -> pd.DataFrame:
+    epochs = np.arange(1, 6)
+    return pd.DataFrame({"epoch": epochs, "train_loss": 300 / epochs + offset, "val_loss": 310 / epochs + offset})
+
+
+def test_training_curves_one_line_per_model_and_column_with_units():
+    ax = plots.training_curves({"AE": _history(0), "VAE": _history(5)})
+    assert len(ax.lines) == 4
+    assert ax.get_xlabel() == "epoch" and "nats / image" in ax.get_ylabel()
+    ae_train = ax.lines[0]
+    np.testing.assert_allclose(ae_train.get_ydata(), _history(0)["train_loss"])
+    np.testing.assert_allclose(matplotlib.colors.to_rgb(ae_train.get_color()), plots.MODEL_COLORS["AE"])
+
+
+def test_training_curves_single_history_and_missing_column():
+    assert len(plots.training_curves(_history(0), columns=("val_loss",)).lines) == 1
+    with pytest.raises(ConfigError, match=r"history '' lacks columns \['val_kl'\]"):
+        plots.training_curves(_history(0), columns=("val_kl",))
+
+
+def test_latent_scatter_one_point_per_code_coloured_by_class():
+    codes, labels = torch.randn(50, 2), torch.arange(50) % 3
+    ax = plots.latent_scatter(codes, labels, class_names=["a", "b", "c"])
+    (points,) = ax.collections
+    np.testing.assert_allclose(points.get_offsets(), codes.numpy(), rtol=1e-6)
+    assert len({tuple(c) for c in points.get_facecolors()}) == 3
+    assert ax.get_xlabel() and ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+
+
+def test_latent_scatter_rejects_higher_dimensional_codes():
+    with pytest.raises(ConfigError, match=r"codes must be \(N, 2\)"):
+        plots.latent_scatter(torch.zeros(4, 3), torch.zeros(4))
+
+
+def test_manifold_grid_decodes_a_grid_in_latent_coordinates():
+    calls = []
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        calls.append(z.clone())
+        # pixel value encodes the latent: (z1 + 2) / 4 in the left half, (z2 + 1) / 2 in the right half
+        left = ((z[:, 0] + 2) / 4).view(-1, 1, 1, 1).expand(-1, 1, 4, 2)
+        right = ((z[:, 1] + 1) / 2).view(-1, 1, 1, 1).expand(-1, 1, 4, 2)
+        return torch.cat([left, right], dim=3)
+
+    ax = plots.manifold_grid(decode, bounds=((-2.0, 2.0), (-1.0, 1.0)), n=5)
+    (z,) = calls
+    assert z.shape == (25, 2) and z.dtype == torch.float32
+    tiles = _only_image(ax)
+    assert tiles.shape == (5 * 4, 5 * 4)
+    # top-left tile is (z1, z2) = (xmin, ymax); bottom-right is (xmax, ymin)
+    assert tiles[0, 0] == 0.0 and tiles[0, 3] == 1.0
+    assert tiles[-1, -4] == 1.0 and tiles[-1, -1] == 0.0
+    image = next(a for a in ax.get_children() if isinstance(a, AxesImage))
+    np.testing.assert_allclose(image.get_extent(), (-2.5, 2.5, -1.25, 1.25))
+    assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_manifold_grid_rejects_empty_bounds():
+    with pytest.raises(ConfigError, match="bounds"):
+        plots.manifold_grid(lambda z: z, bounds=((1.0, 1.0), (0.0, 1.0)))
+
+
+def test_rate_distortion_one_annotated_point_per_beta_averaged_over_seeds():
+    betas = [0.1, 0.5, 1.0, 4.0]
+    df = pd.DataFrame(
+        [{"beta": b, "seed": s, "rate": 40 / b + s, "distortion": 200 + 10 * b - s} for b in betas for s in (0, 1)]
+    )
+    ax = plots.rate_distortion(df)
+    (line,) = ax.lines
+    np.testing.assert_allclose(line.get_xdata(), [40 / b + 0.5 for b in betas])
+    np.testing.assert_allclose(line.get_ydata(), [200 + 10 * b - 0.5 for b in betas])
+    assert sorted(t.get_text() for t in ax.texts) == sorted(f"β={b:g}" for b in betas)
+    assert "nats / image" in ax.get_xlabel() and "nats / image" in ax.get_ylabel()
+
+
+def test_rate_distortion_one_line_per_model_and_required_columns():
+    df = pd.DataFrame({"beta": [1, 2, 1, 2], "rate": [3, 2, 4, 3], "distortion": [5, 6, 4, 5],
+                       "model": ["VAE", "VAE", "β-VAE", "β-VAE"]})
+    ax = plots.rate_distortion(df)
+    assert len(ax.lines) == 2 and len(ax.texts) == 4
+    with pytest.raises(ConfigError, match=r"missing \['rate'\]"):
+        plots.rate_distortion(df.drop(columns="rate"))
+
+
+def test_roc_curves_one_curve_per_score_plus_chance():
+    curves = {"AE recon": ([0, 0.2, 1], [0, 0.7, 1], 0.75), "VAE −ELBO": ([0, 0.1, 1], [0, 0.8, 1], 0.85)}
+    ax = plots.roc_curves(curves)
+    assert len(ax.lines) == 3
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:2] == ["AE recon (AUROC 0.750)", "VAE −ELBO (AUROC 0.850)"]
+    assert ax.get_xlabel() == "false positive rate" and ax.get_ylabel() == "true positive rate"
+
+
+def test_metric_bars_mean_bars_with_sd_error_bars_over_seeds():
+    rng = np.random.default_rng(0)
+    rows = [{"model": m, "metric": k, "seed": s, "value": rng.normal(loc)}
+            for m, loc in (("AE", 1.0), ("VAE", 3.0)) for k in ("MSE", "PSNR") for s in range(4)]
+    df = pd.DataFrame(rows)
+    ax = plots.metric_bars(df, ylabel="value (mixed units)")
+    bars = [p for p in ax.patches if p.get_height() != 0]
+    assert len(bars) == 4
+    stats = df.groupby(["model", "metric"], sort=False)["value"].agg(["mean", "std"])
+    heights = sorted(p.get_height() for p in bars)
+    np.testing.assert_allclose(heights, sorted(stats["mean"]))
+    # each error bar (one polyline with its caps) spans mean ± sample sd (ddof=1)
+    spans = sorted(np.nanmax(line.get_ydata()) - np.nanmin(line.get_ydata()) for line in ax.lines)
+    np.testing.assert_allclose(spans, sorted(2 * stats["std"]))
+    assert ax.get_ylabel() == "value (mixed units)"
+
+
+def test_metric_bars_names_the_axis_after_a_single_metric():
+    df = pd.DataFrame({"model": ["AE", "VAE"], "metric": ["PSNR [dB]"] * 2, "value": [20.0, 18.0]})
+    assert plots.metric_bars(df).get_ylabel() == "PSNR [dB]"
+
+
+def test_line_vs_one_line_per_hue_level_and_log_axis():
+    df = pd.DataFrame({"k": [1, 10, 100] * 2, "bound": [-300, -290, -285, -310, -295, -288],
+                       "model": ["VAE"] * 3 + ["PCA"] * 3})
+    ax = plots.line_vs(df, "k", "bound", "model", logx=True, ylabel="IWAE bound [nats / image]")
+    drawn = [line for line in ax.lines if len(line.get_xdata())]  # the legend's handles hold no data
+    assert len(drawn) == 2
+    np.testing.assert_array_equal(drawn[0].get_ydata(), [-300, -290, -285])
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "k" and ax.get_ylabel() == "IWAE bound [nats / image]"
+    with pytest.raises(ConfigError, match=r"columns \['nope'\] are not in the table"):
+        plots.line_vs(df, "k", "nope")
+
+
+def test_plots_draw_on_the_given_axes():
+    fig, axes = plt.subplots(1, 2)
+    assert plots.image_grid(_images(4), nrow=2, ax=axes[1]) is axes[1]
+    assert plots.training_curves(_history(0), ax=axes[0]) is axes[0]
+    assert len(plt.get_fignums()) == 1
