@@ -141,15 +141,16 @@ class GaussianLikelihood(Likelihood):
         super().__init__()
         self.squash = squash
         self.learned = sigma is None
-        start = math.log(init_sigma if sigma is None else sigma)
+        # a fixed σ stays a Python float (exact in any dtype); a learned one is a float32 parameter
+        self.fixed_sigma = None if sigma is None else float(sigma)
         if self.learned:
-            self.log_sigma = nn.Parameter(torch.tensor(start))
-        else:
-            self.register_buffer("log_sigma", torch.tensor(start), persistent=False)
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(init_sigma)))
 
     @property
-    def sigma(self) -> Tensor:
-        """The current σ (a scalar tensor)."""
+    def sigma(self) -> Tensor | float:
+        """The current σ: the fixed float, or the learned scalar tensor (kept in [1e-3, 10])."""
+        if self.fixed_sigma is not None:
+            return self.fixed_sigma
         return self.log_sigma.clamp(math.log(1e-3), math.log(10.0)).exp()
 
     def param(self, raw: Tensor) -> Tensor:
@@ -158,8 +159,9 @@ class GaussianLikelihood(Likelihood):
 
     def log_prob(self, x: Tensor, out: Tensor) -> Tensor:
         """Σ_pixels [−(x − mean)²/(2σ²) − log σ − ½ log 2π]."""
-        log_sigma = torch.log(self.sigma)
-        z = (x - out) / self.sigma
+        sigma = self.sigma
+        log_sigma = math.log(sigma) if isinstance(sigma, float) else torch.log(sigma)
+        z = (x - out) / sigma
         return _sum_pixels(-0.5 * z * z - log_sigma - 0.5 * _LOG_2PI)
 
     def mean(self, out: Tensor) -> Tensor:
