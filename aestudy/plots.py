@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.axes import Axes
+from matplotlib.ticker import NullLocator
 
 from aestudy.errors import ConfigError
 
@@ -19,7 +20,7 @@ NATS = "nats / image"
 # Fixed colours so a model keeps its colour across every figure of the series.
 _COLORBLIND = sns.color_palette("colorblind", 10)
 MODEL_COLORS: dict[str, tuple[float, float, float]] = {
-    "AE": _COLORBLIND[0], "VAE": _COLORBLIND[1], "DAE": _COLORBLIND[2], "β-VAE": _COLORBLIND[3],
+    "AE": _COLORBLIND[0], "VAE": _COLORBLIND[1], "DAE": _COLORBLIND[2], "β-VAE": _COLORBLIND[4],
     "PCA": (0.55, 0.55, 0.55),
 }
 
@@ -282,6 +283,10 @@ def line_vs(
     ax = _axes(ax)
     sns.lineplot(data=df, x=x, y=y, hue=hue, palette=palette, marker="o", errorbar="sd", ax=ax)
     ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear")
+    xs = sorted(df[x].unique())
+    if logx and len(xs) <= 12:  # label the measured sizes (2, 4, … 64) rather than powers of ten
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
     return ax

@@ -209,6 +209,7 @@ def test_line_vs_one_line_per_hue_level_and_log_axis():
     assert len(drawn) == 2
     np.testing.assert_array_equal(drawn[0].get_ydata(), [-300, -290, -285])
     assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "100"]
     assert ax.get_xlabel() == "k" and ax.get_ylabel() == "IWAE bound [nats / image]"
     with pytest.raises(ConfigError, match=r"columns \['nope'\] are not in the table"):
         plots.line_vs(df, "k", "nope")
