@@ -1,0 +1,117 @@
+"""The `aestudy` command: `aestudy data list|fetch|info` (one `_add_<group>_parser` per command group)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from aestudy.errors import AestudyError
+
+
+def _data_list(args: argparse.Namespace) -> int:
+    """Print a table of the datasets: shape, classes, local availability, licence."""
+    from aestudy.data import list_datasets
+
+    rows = [("name", "shape", "classes", "local", "licence")]
+    for row in list_datasets(args.data_dir):
+        local = f"yes ({row.location})" if row.available else "no"
+        rows.append((row.name, "x".join(map(str, row.shape)), str(row.num_classes), local, row.licence))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    """Download/verify a dataset and build its decoded cache."""
+    from aestudy.data import fetch_dataset
+
+    folder = fetch_dataset(args.name, data_dir=args.data_dir, progress=not args.no_progress)
+    print(f"{args.name}: ready in {folder}")
+    return 0
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    """Print split sizes, shape, classes, source, checksum and licence of a dataset."""
+    from aestudy.data import default_val_size, load_dataset
+
+    val_size = default_val_size(args.name) if args.val_size is None else args.val_size
+    data = load_dataset(args.name, val_size=val_size, seed=args.seed, data_dir=args.data_dir,
+                        progress=not args.no_progress)
+    info = data.info
+    lines = [
+        ("name", info.name),
+        ("splits", f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,}"),
+        ("shape", "x".join(map(str, info.shape))),
+        ("classes", f"{info.num_classes} ({', '.join(info.class_names)})"),
+        ("source", info.source),
+        ("checksum", f"sha256:{info.checksum}"),
+        ("licence", info.licence),
+    ]
+    if info.note:
+        lines.append(("note", info.note))
+    for key, value in lines:
+        print(f"{key + ':':<10}{value}")
+    return 0
+
+
+def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`aestudy data list|fetch|info`."""
+    from aestudy.data import DATASET_NAMES
+
+    data = subparsers.add_parser("data", help="list, fetch and describe datasets")
+    data.set_defaults(func=lambda _args: _usage(data))
+    commands = data.add_subparsers(title="data commands", metavar="COMMAND")
+    names = ", ".join(DATASET_NAMES)
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", default=None,
+                          help="data root (default: $AESTUDY_DATA, else data/ in the checkout, else ~/.cache)")
+
+    listing = commands.add_parser("list", parents=[data_dir], help="the datasets and whether they are local")
+    listing.set_defaults(func=_data_list)
+
+    fetch = commands.add_parser("fetch", parents=[data_dir], help="make a dataset available offline")
+    fetch.add_argument("name", metavar="NAME", help=f"one of: {names}")
+    fetch.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    fetch.set_defaults(func=_data_fetch)
+
+    info = commands.add_parser("info", parents=[data_dir], help="split sizes, shape, source, checksum, licence")
+    info.add_argument("name", metavar="NAME", help=f"one of: {names}")
+    info.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000; digits 140)")
+    info.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    info.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    info.set_defaults(func=_data_info)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    """Print a (sub)command's help when it was given no subcommand."""
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `aestudy` argument parser with every command group."""
+    parser = argparse.ArgumentParser(prog="aestudy", description="AE vs VAE study: data, runs and sweeps.")
+    parser.set_defaults(func=lambda _args: _usage(parser))
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_data_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `aestudy` command; errors print one line to stderr and return 2."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and usage errors; report its code instead
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except AestudyError as exc:
+        print(f"aestudy: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
