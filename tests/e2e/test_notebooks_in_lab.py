@@ -35,6 +35,7 @@ STATE_JS = """
     .filter(cell => (cell.querySelector('.cm-content')?.textContent ?? '').trim() !== '')
     .map(cell => cell.querySelector('.jp-InputArea-prompt')?.textContent.trim() ?? '');
   const errors = [...panel.querySelectorAll('.jp-OutputArea-output')]
+    .filter(e => !e.querySelector('.jp-OutputArea-output'))  // leaves only: a widget's box holds outputs too
     .filter(e => e.dataset.mimeType === 'application/vnd.jupyter.error' || traceback.test(e.innerText))
     .map(e => e.innerText.slice(0, 2000));
   const images = [...panel.querySelectorAll('.jp-OutputArea-output img')].map(e => e.getAttribute('src'));
@@ -72,6 +73,19 @@ def notebook_state(page) -> dict:
     return page.evaluate(STATE_JS, js_args())
 
 
+def wait_until(page, predicate_js: str, timeout_ms: int, waiting_for: str, **extra: object) -> None:
+    """Poll `predicate_js` in the page until it holds; on timeout fail saying what and the notebook's state."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        page.wait_for_function(predicate_js, arg=js_args(**extra), timeout=timeout_ms)
+    except PlaywrightTimeoutError:
+        state = notebook_state(page)
+        summary = {key: state[key] for key in ("found", "idle", "dialogs", "prompts")}
+        seconds = timeout_ms / 1000
+        raise AssertionError(f"timed out after {seconds:.0f} s waiting for {waiting_for}; {summary}") from None
+
+
 class Screenshots:
     """Full-page screenshots of one test, saved under the artifacts folder and listed for failure reports."""
 
@@ -101,7 +115,7 @@ class Screenshots:
 def open_notebook(page, lab: LabServer, name: str) -> None:
     """Open `name` alone in JupyterLab and wait until its kernel is idle."""
     page.goto(lab.notebook_url(name))
-    page.wait_for_function(IDLE_JS, arg=js_args(), timeout=OPEN_TIMEOUT_MS)
+    wait_until(page, IDLE_JS, OPEN_TIMEOUT_MS, f"{name} to open with an idle kernel")
     assert_no_dialog(page)
 
 
@@ -109,7 +123,7 @@ def run_all(page) -> None:
     """Run every cell through the menu (Run > Run All Cells) and wait until the run ends or fails."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    page.wait_for_function(RUN_FINISHED_JS, arg=js_args(), timeout=RUN_TIMEOUT_MS)
+    wait_until(page, RUN_FINISHED_JS, RUN_TIMEOUT_MS, "Run All to finish")
 
 
 def assert_no_dialog(page) -> None:
@@ -123,7 +137,8 @@ def assert_clean(page, *, require_executed: bool) -> dict:
     state = notebook_state(page)
     assert state["found"], f"no visible notebook panel ({PANEL})"
     assert not state["dialogs"], f"JupyterLab shows a dialog: {state['dialogs']}"
-    assert not state["errors"], "error output(s) in the notebook:\n" + "\n-----\n".join(state["errors"])
+    if state["errors"]:
+        raise AssertionError("error output(s) in the notebook:\n" + "\n-----\n".join(state["errors"]))
     if require_executed:
         pending = [prompt for prompt in state["prompts"] if not EXECUTED_PROMPT.match(prompt)]
         assert state["prompts"] and not pending, f"cells left unexecuted after Run All: {state['prompts']}"
@@ -132,7 +147,7 @@ def assert_clean(page, *, require_executed: bool) -> dict:
 
 def wait_figure_changed(page, before: list[str]) -> list[str]:
     """Wait until the main widget's figure differs from `before` with the kernel idle; return the new one."""
-    page.wait_for_function(FIGURE_CHANGED_JS, arg=js_args(before=before), timeout=WIDGET_TIMEOUT_MS)
+    wait_until(page, FIGURE_CHANGED_JS, WIDGET_TIMEOUT_MS, "the main widget's figure to change", before=before)
     state = assert_clean(page, require_executed=True)
     assert state["widgetImages"] != before, "the figure did not change"
     return state["widgetImages"]
@@ -156,7 +171,7 @@ def move_main_control(page, before: list[str]) -> list[str]:
             handle.press("ArrowRight")
             try:
                 before = wait_figure_changed(page, before)
-            except Exception as exc:
+            except AssertionError as exc:
                 exc.add_note(f"after ArrowRight press {press} on the main slider (readout was {readout!r})")
                 raise
         return before
@@ -169,7 +184,7 @@ def move_main_control(page, before: list[str]) -> list[str]:
         select.select_option(others[0])
         try:
             return wait_figure_changed(page, before)
-        except Exception as exc:
+        except AssertionError as exc:
             exc.add_note(f"after selecting {others[0]!r} (was {current!r}) in the main dropdown")
             raise
     raise AssertionError(f"main control is neither an ipywidgets slider nor a dropdown (classes: {classes})")
@@ -182,7 +197,7 @@ def notebook_params() -> list:
 
 @pytest.mark.parametrize("notebook", notebook_params())
 def test_notebook_runs_and_main_widget_rerenders(
-    notebook: Path, lab_server: LabServer, page, artifacts_dir: Path
+    notebook: Path, page, lab_server: LabServer, artifacts_dir: Path
 ) -> None:
     """Run All shows no error; moving the main control changes the figure in its widget box."""
     shots = Screenshots(page, artifacts_dir, notebook.stem)
@@ -198,7 +213,7 @@ def test_notebook_runs_and_main_widget_rerenders(
 
 
 def test_papermill_run_opens_with_its_figures(
-    lab_server: LabServer, page, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    page, lab_server: LabServer, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A papermill-executed copy (the `runs/` one) opens in JupyterLab, unrun, with its stored figures and no errors."""
     papermill = pytest.importorskip("papermill")
