@@ -17,8 +17,6 @@ from tqdm.auto import tqdm
 from aestudy.errors import ConfigError
 from aestudy.models import Posterior, clamp_logvar
 
-_LOG_2PI = math.log(2.0 * math.pi)
-
 
 def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, e^logvar) ‖ N(0, 1)) per latent dimension: ½ (μ² + σ² − 1 − log σ²), (B, D)."""
