@@ -111,7 +111,10 @@ class Posterior:
         """A reparameterised draw z = mu + σ ε (the AE returns mu)."""
         if self.logvar is None:
             return self.mu
-        eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        if generator is None:  # randn_like draws the same values and traces under torch.compile(dynamic=True)
+            eps = torch.randn_like(self.mu)
+        else:
+            eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
         return self.mu + torch.exp(0.5 * clamp_logvar(self.logvar)) * eps
 
 
