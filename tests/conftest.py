@@ -21,4 +21,3 @@ def pytest_configure(config) -> None:
     session_dir = Path(tempfile.mkdtemp(prefix="aestudy-tests-"))
     os.environ.setdefault("AESTUDY_CACHE", str(session_dir / "models"))
     os.environ.setdefault("AESTUDY_METRICS_FILE", str(session_dir / "metrics.json"))
-    os.environ.setdefault("MPLBACKEND", "Agg")
