@@ -84,6 +84,24 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_data_info)
 
 
+def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`aestudy run`: execute the notebook series with papermill into runs/NAME, with a report."""
+    from aestudy.run import add_run_arguments, run_main
+
+    run = subparsers.add_parser("run", help="execute the notebook series into runs/NAME (metrics + report)")
+    add_run_arguments(run)
+    run.set_defaults(func=run_main)
+
+
+def _add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`aestudy sweep NAME=V1,V2 ...`: one papermill execution per grid point, in parallel."""
+    from aestudy.sweep import add_sweep_arguments, sweep_main
+
+    sweep = subparsers.add_parser("sweep", help="run a parameter grid (process pool or Dask) into runs/NAME")
+    add_sweep_arguments(sweep)
+    sweep.set_defaults(func=sweep_main)
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     """Print a (sub)command's help when it was given no subcommand."""
     parser.print_help(sys.stderr)
@@ -96,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(func=lambda _args: _usage(parser))
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_data_parser(subparsers)
+    _add_run_parser(subparsers)
+    _add_sweep_parser(subparsers)
     return parser
 
 
