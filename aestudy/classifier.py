@@ -143,6 +143,9 @@ def get_classifier(data: Any, *, epochs: int | None = None, seed: int = 0,
 
     Training: `epochs` (default 3) of Adam (lr 1e-3, batch 128) on the training split; accuracy on the test
     split is stored in `test_accuracy`. A corrupted cached file is reported (warning) and retrained.
+    It learns the splits as stored: grey training images unless binarize="static", and with any
+    binarization a binarized test split (so `test_accuracy` is then measured on binary images); the
+    fingerprint keeps classifiers for differently prepared data apart.
     """
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     if not (isinstance(epochs, int) and epochs >= 1):

@@ -118,8 +118,9 @@ def ssim(x: Tensor, x_hat: Tensor, *, window_size: int = 11, sigma: float = 1.5,
                           f"{tuple(x_hat.shape)}.")
     size = min(window_size, x.shape[2], x.shape[3])
     size -= 1 - size % 2  # keep it odd so the window has a centre
-    window = _gaussian_window(size, sigma).to(x.device)
-    a, b = x.to(torch.float64), x_hat.to(torch.float64)
+    dtype = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+    window = _gaussian_window(size, sigma).to(x.device, dtype)
+    a, b = x.to(dtype), x_hat.to(dtype)
     mu_a, mu_b = _blur(a, window), _blur(b, window)
     var_a = _blur(a * a, window) - mu_a * mu_a
     var_b = _blur(b * b, window) - mu_b * mu_b
@@ -219,7 +220,7 @@ def kl_per_dim(model: nn.Module, images: Tensor, *, batch_size: int = 1000,
     with _evaluating(model):
         for x, y in _batches(images, labels, batch_size, _device(model)):
             post = model.encode(x, y)
-            part = gaussian_kl_per_dim(post.mu, post.logvar).double().sum(dim=0).cpu()
+            part = gaussian_kl_per_dim(post.mu, post.logvar).cpu().double().sum(dim=0)
             total = part if total is None else total + part
     if total is None:
         raise ConfigError("kl_per_dim got no images; pass at least one.")
