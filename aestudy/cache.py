@@ -131,8 +131,9 @@ def load_checkpoint(
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad bytes (RuntimeError, EOFError, UnpicklingError…)
+        # torch's own text (kept in __cause__) may advise weights_only=False, which is wrong for a damaged file
         raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupted): {type(err).__name__}: {err}"
+            f"checkpoint {path} is unreadable (truncated or corrupted; torch.load raised {type(err).__name__})."
         ) from err
     if not isinstance(record, dict) or set(record) != set(_FIELDS) or record["format"] != FORMAT:
         found = sorted(record) if isinstance(record, dict) else type(record).__name__

@@ -8,7 +8,6 @@ per epoch, so the loop never waits on a `.item()` sync.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 import warnings
@@ -119,25 +118,13 @@ class TrainResult:
 
 def _key_payload(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
     """What determines the weights: model config, training fields, data fingerprint, aestudy version."""
-    return {"model": asdict(model_cfg), "train": train_cfg.key_fields(), "data": data_fingerprint(data),
+    return {"model": asdict(model_cfg), "train": train_cfg.key_fields(), "data": data.fingerprint,
             "version": aestudy.__version__}
 
 
 def train_key(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset) -> str:
     """The cache key: SHA-256 of model config, training fields, data fingerprint and aestudy version."""
     return cache.hash_key(_key_payload(model_cfg, train_cfg, data))
-
-
-def data_fingerprint(data: Dataset) -> str:
-    """`data.fingerprint`, or for a hand-built Dataset without one a SHA-256 of its tensors and binarize mode."""
-    if data.fingerprint:
-        return data.fingerprint
-    digest = hashlib.sha256(f"{data.info.name}|{data.binarize}".encode())
-    for split in (data.train, data.val, data.test):
-        for tensor in (split.images, split.labels):
-            digest.update(f"|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return "content-" + digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager
@@ -171,7 +158,7 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     """bfloat16 autocast on CUDA only (warn once elsewhere instead of silently ignoring it)."""
     if cfg.bf16 and device.type != "cuda":
         warnings.warn(f"bf16=True has no effect on device {device.type!r}: bfloat16 autocast is used on CUDA only.",
-                      stacklevel=3)
+                      stacklevel=5)  # fit's caller
     return cfg.bf16 and device.type == "cuda"
 
 

@@ -1,0 +1,264 @@
+"""Checkpoint cache: location, keys, atomic checksummed files, corruption detection, load-or-train."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from test_train import TINY, toy_dataset  # tests/ is on sys.path (pytest's rootdir-less test layout)
+
+import aestudy
+from aestudy import cache, train
+from aestudy.errors import CheckpointError
+from aestudy.noise import NoiseConfig
+from aestudy.train import TrainConfig, train_or_load
+
+CFG = TrainConfig(epochs=2, batch_size=32, progress=False)
+
+# ---------------------------------------------------------------------------------------------- file format
+
+
+def _save(path: Path, **overrides) -> dict:
+    """Write a small checkpoint and return what was written."""
+    args = {
+        "state_dict": {"w": torch.arange(64, dtype=torch.float32) + 0.5, "b": torch.tensor(2.0),
+                       "h": torch.linspace(0, 1, 5).bfloat16()},
+        "config": {"model": {"hidden": (32, 16), "kind": "vae"}, "seed": 0},
+        "history": pd.DataFrame({"epoch": [1, 2], "val_loss": [3.5, float("nan")]}),
+        "version": "0.1.0",
+        "key": "k1",
+    }
+    args.update(overrides)
+    cache.save_checkpoint(path, **args)
+    return args
+
+
+def test_cache_dir_precedence_argument_then_env_then_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path / "env"))
+    assert cache.cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert cache.cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("AESTUDY_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "aestudy" / "models"
+    assert cache.checkpoint_path("abc", tmp_path) == tmp_path / "abc.pt"
+
+
+def test_hash_key_ignores_key_order_and_tuple_spelling_but_not_values():
+    a = cache.hash_key({"model": {"hidden": (32, 16), "latent": 2}, "seed": 0})
+    assert a == cache.hash_key({"seed": 0, "model": {"latent": 2, "hidden": [32, 16]}})
+    assert a != cache.hash_key({"seed": 1, "model": {"latent": 2, "hidden": [32, 16]}})
+    assert len(a) == 64 and int(a, 16) >= 0
+
+
+def test_round_trip_keeps_tensors_config_and_history(tmp_path):
+    path = tmp_path / "k1.pt"
+    written = _save(path)
+    record = cache.load_checkpoint(path, version="0.1.0", key="k1")
+    assert set(record["state_dict"]) == set(written["state_dict"])
+    for name, tensor in written["state_dict"].items():
+        assert record["state_dict"][name].dtype == tensor.dtype
+        assert torch.equal(record["state_dict"][name], tensor)
+    assert record["config"] == written["config"]
+    pd.testing.assert_frame_equal(record["history"], written["history"])
+    assert record["version"] == "0.1.0" and record["key"] == "k1"
+    assert [p.name for p in tmp_path.iterdir()] == ["k1.pt"]  # no temp file left behind
+
+
+def test_checkpoint_holds_only_plain_types_loadable_with_weights_only(tmp_path):
+    path = tmp_path / "k1.pt"
+    _save(path)
+    raw = torch.load(path, weights_only=True)
+    assert isinstance(raw["history"], dict) and raw["history"]["epoch"] == [1, 2]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip_tensor_byte", "edit_version"])
+def test_damaged_file_raises_checkpoint_error_naming_it(tmp_path, damage):
+    path = tmp_path / "k1.pt"
+    written = _save(path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "garbage":
+        data = bytearray(b"not a checkpoint at all" * 50)
+    elif damage == "empty":
+        data = bytearray()
+    elif damage == "flip_tensor_byte":  # torch does not check the zip CRC: only our checksum sees this
+        at = data.find(written["state_dict"]["w"].numpy().tobytes())
+        assert at > 0
+        data[at + 10] ^= 0xFF
+    else:  # same length, so the pickle still loads: the checksum must catch it
+        at = data.find(b"0.1.0")
+        data[at:at + 5] = b"0.1.7"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {path} (is unreadable|fails its SHA-256|is not an)"):
+        cache.load_checkpoint(path)
+
+
+def test_version_and_key_mismatch_are_errors(tmp_path):
+    path = tmp_path / "k1.pt"
+    _save(path)
+    with pytest.raises(CheckpointError, match=r"written by aestudy 0\.1\.0, this is aestudy 9\.9"):
+        cache.load_checkpoint(path, version="9.9")
+    with pytest.raises(CheckpointError, match="holds key k1, expected other"):
+        cache.load_checkpoint(path, key="other")
+
+
+def test_foreign_and_missing_files_are_errors(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="is not an aestudy checkpoint"):
+        cache.load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        cache.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "k1.pt"
+    _save(path)
+    before = path.read_bytes()
+
+    def broken_save(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        _save(path, key="k2")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["k1.pt"]
+
+
+# ---------------------------------------------------------------------------------------------- load-or-train
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_miss_trains_and_stores_then_hit_loads_identical_model(tmp_path, monkeypatch):
+    data = toy_dataset()
+    first = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    path = cache.checkpoint_path(first.key, tmp_path)
+    assert not first.from_cache and path.is_file() and len(first.history) == 2
+    record = cache.load_checkpoint(path, version=aestudy.__version__, key=first.key)
+    assert record["config"]["train"]["epochs"] == 2 and record["config"]["model"]["hidden"] == (32,)
+
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("fit called on a cache hit"))
+    second = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    assert second.from_cache and second.key == first.key
+    assert states_equal(first.model.state_dict(), second.model.state_dict())
+    pd.testing.assert_frame_equal(first.history, second.history)
+    assert not second.model.training
+
+
+def test_training_through_the_cache_is_seeded(tmp_path):
+    data = toy_dataset()
+    a = train_or_load(TINY, CFG, data, cache_dir=tmp_path / "a")
+    b = train_or_load(TINY, CFG, data, cache_dir=tmp_path / "b")
+    assert not b.from_cache and states_equal(a.model.state_dict(), b.model.state_dict())
+
+
+def test_cache_dir_defaults_to_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path / "env"))
+    result = train_or_load(TINY, CFG, toy_dataset())
+    assert (tmp_path / "env" / f"{result.key}.pt").is_file()
+
+
+@pytest.mark.parametrize("change", [
+    lambda m, t, d: (dataclasses.replace(m, latent_dim=3), t, d),
+    lambda m, t, d: (dataclasses.replace(m, kind="ae"), t, d),
+    lambda m, t, d: (m, dataclasses.replace(t, lr=2e-3), d),
+    lambda m, t, d: (m, dataclasses.replace(t, epochs=3), d),
+    lambda m, t, d: (m, dataclasses.replace(t, noise=NoiseConfig("gaussian", 0.1)), d),
+    lambda m, t, d: (m, dataclasses.replace(t, bf16=True), d),
+    lambda m, t, d: (m, t, dataclasses.replace(d, fingerprint="other-data")),
+], ids=["latent_dim", "kind", "lr", "epochs", "noise", "bf16", "fingerprint"])
+def test_key_changes_with_model_training_and_data(change):
+    base = (TINY, CFG, toy_dataset(fingerprint="fmnist-abc"))
+    assert train.train_key(*change(*base)) != train.train_key(*base)
+
+
+def test_key_changes_with_version_and_hand_built_data_content(monkeypatch):
+    data = toy_dataset()
+    key = train.train_key(TINY, CFG, data)
+    assert train.train_key(TINY, CFG, toy_dataset(seed=1)) != key  # no fingerprint: the tensors' hash decides
+    assert train.train_key(TINY, CFG, toy_dataset(binarize="dynamic")) != key
+    assert train.train_key(TINY, CFG, toy_dataset()) == key
+    monkeypatch.setattr(aestudy, "__version__", "99.0")
+    assert train.train_key(TINY, CFG, data) != key
+
+
+def test_device_compile_and_progress_do_not_change_the_key():
+    data = toy_dataset()
+    key = train.train_key(TINY, CFG, data)
+    same = dataclasses.replace(CFG, device="cpu", compile=True, progress=True)
+    assert train.train_key(TINY, same, data) == key
+
+
+def test_device_and_progress_reuse_the_cached_model(tmp_path, monkeypatch):
+    data = toy_dataset()
+    train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("fit called on a cache hit"))
+    again = train_or_load(TINY, dataclasses.replace(CFG, device="cpu"), data, cache_dir=tmp_path, progress=True)
+    assert again.from_cache
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_key"])
+def test_bad_checkpoint_is_reported_deleted_and_retrained(tmp_path, damage):
+    data = toy_dataset()
+    first = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    path = cache.checkpoint_path(first.key, tmp_path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 100)
+    else:  # a valid checkpoint of another configuration under this name
+        other = train_or_load(TINY, dataclasses.replace(CFG, lr=2e-3), data, cache_dir=tmp_path)
+        shutil.copy(cache.checkpoint_path(other.key, tmp_path), path)
+    with pytest.warns(UserWarning, match=rf"checkpoint {path} .*Deleting .* and retraining"):
+        again = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    assert not again.from_cache
+    assert states_equal(again.model.state_dict(), first.model.state_dict())  # seeded: the same model again
+    assert cache.load_checkpoint(path, version=aestudy.__version__, key=first.key)["key"] == first.key
+
+
+def test_diverged_training_stores_nothing(tmp_path):
+    data = toy_dataset()
+    with pytest.raises(aestudy.errors.TrainingDivergedError):
+        train_or_load(TINY, dataclasses.replace(CFG, lr=1e30), data, cache_dir=tmp_path)
+    assert list(tmp_path.glob("*.pt")) == []
+
+
+# ------------------------------------------------------------------------------------------- two processes
+
+
+def _train_in_process(cache_dir: str, barrier, results) -> None:
+    """Child process: wait for the sibling, then train_or_load the same key; report weights and from_cache."""
+    data = toy_dataset(n=500)
+    barrier.wait()
+    result = train_or_load(TINY, TrainConfig(epochs=3, batch_size=32, progress=False), data, cache_dir=cache_dir)
+    results.put((result.from_cache, {k: v.numpy() for k, v in result.model.state_dict().items()}))
+
+
+def test_two_processes_training_the_same_key_at_once(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_train_in_process, args=(str(tmp_path), barrier, results)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    # the lock makes the second wait for the first and load its checkpoint instead of training again
+    assert sorted(from_cache for from_cache, _ in outcomes) == [False, True]
+    (_, a), (_, b) = outcomes
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    (checkpoint,) = tmp_path.glob("*.pt")
+    record = cache.load_checkpoint(checkpoint, version=aestudy.__version__)
+    assert all((record["state_dict"][k].numpy() == a[k]).all() for k in a)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
