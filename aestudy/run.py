@@ -446,8 +446,8 @@ def execute_notebook(notebook: Path, output: Path, parameters: Mapping[str, Any]
     _quiet_papermill_parameter_warnings()
     start = time.perf_counter()
     with _environ(env):
-        papermill.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=kernel,
-                                   progress_bar=progress, cwd=str(notebook.parent))
+        papermill.execute_notebook(str(notebook.resolve()), str(output.resolve()), parameters=dict(parameters),
+                                   kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent.resolve()))
     return time.perf_counter() - start
 
 
@@ -515,7 +515,7 @@ def merge_metrics(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
             "parameters": state["parameters"][name], "error": state["errors"].get(name),
         })
     merged = {
-        "schema": 1, "run": run_dir.name, "status": state["run_status"], "started": state["started"],
+        "schema": 1, "run": state["name"], "status": state["run_status"], "started": state["started"],
         "finished": state.get("finished"), "profile": state["profile"], "notebooks": notebooks,
         "environment": state["environment"],
     }
@@ -538,15 +538,22 @@ def _finish(run_dir: Path, state: dict[str, Any], status: str) -> None:
     write_report(run_dir)
 
 
-def _interrupted(run_dir: Path, state: dict[str, Any], name: str) -> None:
-    """Put the interrupted notebook back to pending and save everything, so `--resume` redoes it."""
-    state["status"][name] = "pending"
-    _finish(run_dir, state, "interrupted")
-    print(f"\ninterrupted during {name}; completed notebooks are kept. Continue with: aestudy run --resume "
-          f"{run_dir}", file=sys.stderr)
-
-
 def _execute_series(run_dir: Path, state: dict[str, Any], *, progress: bool) -> RunResult:
+    """Execute every notebook of `state` not yet done, in order; Ctrl-C anywhere leaves it resumable."""
+    try:
+        return _execute_pending(run_dir, state, progress=progress)
+    except KeyboardInterrupt:
+        running = [name for name in state["notebooks"] if state["status"][name] == "running"]
+        for name in running:
+            state["status"][name] = "pending"
+        _finish(run_dir, state, "interrupted")
+        where = f"during {running[0]}" if running else "between notebooks"
+        print(f"\ninterrupted {where}; completed notebooks are kept. Continue with: aestudy run --resume "
+              f"{run_dir}", file=sys.stderr)
+        raise
+
+
+def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool) -> RunResult:
     """Execute every notebook of `state` not yet done, in order, saving state around each one."""
     notebooks_dir = Path(state["notebooks_dir"])
     names = state["notebooks"]
@@ -569,13 +576,9 @@ def _execute_series(run_dir: Path, state: dict[str, Any], *, progress: bool) -> 
         try:
             execute_notebook(notebook, run_dir / name, state["parameters"][name], kernel=state["kernel"],
                              env=env, progress=progress)
-        except KeyboardInterrupt:
-            _interrupted(run_dir, state, name)
-            raise
         except Exception as exc:  # noqa: BLE001 - any failure of a notebook stops the run the same way
             failure = describe_failure(exc)
-            if failure["ename"] == "KeyboardInterrupt":
-                _interrupted(run_dir, state, name)
+            if failure["ename"] == "KeyboardInterrupt":  # the kernel got the Ctrl-C first
                 raise KeyboardInterrupt from exc
             state["status"][name] = "failed"
             state["errors"][name] = failure
@@ -656,6 +659,8 @@ def resume_study(run_dir: str | os.PathLike[str], *, kernel: str | None = None,
                  progress: bool = True) -> RunResult:
     """Continue a failed or interrupted run from its first notebook not done, with the saved parameters."""
     run_dir = Path(run_dir)
+    if run_dir.is_symlink():  # runs/latest: work in (and report) the run it points at
+        run_dir = run_dir.parent / os.readlink(run_dir)
     state = load_state(run_dir)
     if kernel is not None:
         kernel_python(kernel)

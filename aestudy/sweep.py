@@ -31,6 +31,7 @@ from aestudy.claims import load_metrics
 from aestudy.errors import ConfigError
 from aestudy.run import (
     DEFAULT_KERNEL,
+    EXIT_INTERRUPTED,
     RUN_LEVEL,
     collect_params,
     describe_failure,
@@ -330,9 +331,14 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sweep_main(args: argparse.Namespace) -> int:
-    """`aestudy sweep`: 0 when every point finished, 1 when some failed (invalid options raise ConfigError)."""
-    result = run_sweep(parse_grid(args.grid), args.notebooks_dir, only=parse_only(args.only),
-                       params=collect_params(args.parameters, args.params), profile=args.profile,
-                       device=args.device, kernel=args.kernel, out=args.out, scheduler=args.scheduler,
-                       workers=args.workers, progress=not args.quiet)
+    """`aestudy sweep`: 0 every point finished, 1 some failed, 130 interrupted (bad options raise ConfigError)."""
+    try:
+        result = run_sweep(parse_grid(args.grid), args.notebooks_dir, only=parse_only(args.only),
+                           params=collect_params(args.parameters, args.params), profile=args.profile,
+                           device=args.device, kernel=args.kernel, out=args.out, scheduler=args.scheduler,
+                           workers=args.workers, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\naestudy sweep: interrupted; finished points are kept in their points/<id>/ folders.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result.exit_code

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from aestudy import report
-from aestudy.errors import ConfigError
+from aestudy.cli import main
+from aestudy.errors import ConfigError, DeviceError
 from aestudy.run import (
     collect_params,
     discover_notebooks,
@@ -152,6 +154,22 @@ def test_invalid_run_is_rejected_before_anything_is_written(tmp_path):
 # ------------------------------------------------------------------------------------------ a full run
 
 
+def test_cli_rejects_bad_options_before_running(tmp_path, capsys):
+    out = tmp_path / "runs" / "x"
+    code = main(["run", "--notebooks-dir", str(NOTEBOOKS), "--out", str(out), "-p", "latnt_dim", "3"])
+    assert code == 2 and not out.exists()
+    assert capsys.readouterr().err.startswith("aestudy: error: unknown parameter 'latnt_dim': not in the parameters")
+    assert main(["run", "--resume", str(out), "-p", "seed", "1", "--only", "01"]) == 2
+    assert capsys.readouterr().err == ("aestudy: error: --resume continues with the run's saved parameters; "
+                                       "drop --only, -p.\n")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_without_a_gpu_is_rejected_before_running():
+    with pytest.raises(DeviceError, match=r"^device='cuda' was requested but no CUDA GPU is available"):
+        plan_run(NOTEBOOKS, profile="smoke", device="cuda")
+
+
 @pytest.fixture(scope="module")
 def series_run(tmp_path_factory):
     """The whole toy series under `-p latent_dim 3 -p beta 4 -p dataset mnist` (executed once per module)."""
@@ -161,6 +179,7 @@ def series_run(tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 def test_run_completes_with_every_claim_and_its_evidence(series_run):
     assert series_run.status == "complete" and series_run.exit_code == 0
     metrics = _metrics(series_run.run_dir)
@@ -178,6 +197,7 @@ def test_run_completes_with_every_claim_and_its_evidence(series_run):
     assert metrics["notebooks"][BETA]["parameters"] == {"profile": "smoke", "latent_dim": 3, "beta": 4.0}
 
 
+@pytest.mark.slow
 def test_run_records_the_environment(series_run):
     env = _metrics(series_run.run_dir)["environment"]
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
@@ -189,6 +209,7 @@ def test_run_records_the_environment(series_run):
     assert env["parameters"][ALPHA]["lr"] == 1e-3  # defaults of the parameters cell are recorded too
 
 
+@pytest.mark.slow
 def test_parameters_are_injected_only_where_declared(series_run):
     alpha = _assignments(_injected(series_run.run_dir / f"{ALPHA}.ipynb"))
     beta = _assignments(_injected(series_run.run_dir / f"{BETA}.ipynb"))
@@ -196,6 +217,7 @@ def test_parameters_are_injected_only_where_declared(series_run):
     assert beta == {"profile": '"smoke"', "latent_dim": "3", "beta": "4.0"}
 
 
+@pytest.mark.slow
 def test_state_and_latest_link(series_run):
     run_dir = series_run.run_dir
     state = load_state(run_dir)
@@ -205,6 +227,7 @@ def test_state_and_latest_link(series_run):
     assert latest.is_symlink() and os.readlink(latest) == "e2e" and latest.resolve() == run_dir.resolve()
 
 
+@pytest.mark.slow
 def test_report_shows_claims_comparison_timings_and_figures(series_run):
     md = (series_run.run_dir / "report.md").read_text()
     assert "Status: **complete** · profile `smoke`" in md
@@ -242,6 +265,7 @@ def test_verdict_names_enforcement_and_sanity():
 # ------------------------------------------------------------------------------------------ failure, resume
 
 
+@pytest.mark.slow
 def test_failure_stops_the_run_and_resume_finishes_it(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "runs" / "broken"
     monkeypatch.delenv("TOY_FIXED", raising=False)
@@ -284,6 +308,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
     run_dir = tmp_path / "runs" / "interrupted"
     reached = tmp_path / "reached"
@@ -308,6 +333,9 @@ def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
     state = load_state(run_dir)
     assert state["status"] == {f"{ALPHA}.ipynb": "pending"} and state["run_status"] == "interrupted"
 
-    resumed = resume_study(run_dir, progress=False)  # without TOY_GATE the notebook runs through
-    assert resumed.status == "complete"
-    assert [c["id"] for c in _metrics(run_dir)["notebooks"][ALPHA]["claims"]] == ["toy-triangle"]
+    # Resumed through runs/latest, in this process (no TOY_GATE: the notebook runs through).
+    resumed = resume_study(run_dir.parent / "latest", progress=False)
+    assert resumed.status == "complete" and resumed.run_dir == run_dir
+    metrics = _metrics(run_dir)
+    assert metrics["run"] == "interrupted" and metrics["status"] == "complete"
+    assert [c["id"] for c in metrics["notebooks"][ALPHA]["claims"]] == ["toy-triangle"]
