@@ -66,6 +66,22 @@ def scalar_metrics_frame(entry: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 
+def table_metrics(entry: Mapping[str, Any]) -> list[tuple[str, pd.DataFrame]]:
+    """A notebook's structured metrics as tables: lists of row dicts as they are, dicts as key/value rows."""
+    tables = []
+    for name, value in entry.get("metrics", {}).items():
+        if name in (COMPARISON_METRIC, FIGURES_METRIC):
+            continue
+        if isinstance(value, list) and value and all(isinstance(row, Mapping) for row in value):
+            columns = list(dict.fromkeys(key for row in value for key in row))
+            tables.append((name, pd.DataFrame(value, columns=columns)))
+        elif isinstance(value, Mapping) and value:
+            rows = [{"key": key, "value": inner if isinstance(inner, (int, float, str, bool)) or inner is None
+                     else json.dumps(inner)} for key, inner in value.items()]
+            tables.append((name, pd.DataFrame(rows, columns=["key", "value"])))
+    return tables
+
+
 def comparison_frame(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     """The AE-vs-VAE table (the last notebook that recorded `comparison_table`), or None."""
     tables = [entry["metrics"][COMPARISON_METRIC] for entry in metrics.get("notebooks", {}).values()
@@ -156,6 +172,7 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path) -> list[Block]:
         scalars = scalar_metrics_frame(entry)
         if len(scalars):
             blocks.append(Block("table", scalars, caption="metrics"))
+        blocks += [Block("table", table, caption=metric) for metric, table in table_metrics(entry)]
     blocks += [Block("h2", "Timings"), Block("table", timings_frame(metrics))]
     figures = _figure_paths(metrics, run_dir)
     if figures:
@@ -165,8 +182,17 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path) -> list[Block]:
     return blocks
 
 
+def _show(value: Any) -> str:
+    """A table cell as text: floats to 4 significant digits, missing values empty."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _md_cell(value: Any) -> str:
-    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    text = _show(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -221,7 +247,7 @@ def _split_markup(text: str) -> list[str]:
 
 
 def _html_table(frame: pd.DataFrame) -> str:
-    table = frame.to_html(index=False, escape=True, border=0, na_rep="")
+    table = frame.map(_show).to_html(index=False, escape=True, border=0)
     if "verdict" in frame.columns:
         table = table.replace("<td>holds</td>", '<td class="holds">holds</td>')
         table = table.replace("<td>does not hold", '<td class="fails">does not hold')

@@ -236,7 +236,8 @@ def test_report_shows_claims_comparison_timings_and_figures(series_run):
     assert "| toy-kl-scale | the toy KL grows linearly with beta | asserted | beta=4, kl=12 | holds |" in md
     assert "| toy-beta-small | beta at most 1 (examined) | examined | beta=4 | does not hold |" in md
     assert "| Aspect | AE | VAE | Evidence | Verdict |\n| --- | --- | --- | --- | --- |\n" in md
-    assert "| toy \\| pipes | n/a | 4.0 | toy-beta-small | examined |" in md
+    assert ("| toy KL | 0 | 12 | toy-kl-scale | VAE pays KL |\n"
+            "| toy \\| pipes | n/a | 4 | toy-beta-small | examined |") in md
     assert re.search(r"\| 02_toy_beta \| done \| \d+\.\d \| 2 \| 1 \|", md)
     assert "![02_toy_beta: toy_beta.png](figures/toy_beta.png)" in md
     page = (series_run.run_dir / "report.html").read_text()
@@ -253,6 +254,16 @@ def test_markdown_table_escapes_pipes_and_newlines():
 
     frame = pd.DataFrame([{"a": "x|y", "b": "two\nlines", "c": None}])
     assert report.markdown_table(frame) == "| a | b | c |\n| --- | --- | --- |\n| x\\|y | two lines |  |"
+
+
+def test_structured_metrics_become_tables():
+    entry = {"metrics": {"gen": [{"source": "prior", "fid": 120.8213}, {"source": "real", "fid": 0.4}],
+                         "watermark": {"seed": 0, "torch": "2.13"}, "kl": 1.5, "comparison_table": [{"A": 1}]}}
+    (gen_name, gen), (wm_name, wm) = report.table_metrics(entry)
+    assert gen_name == "gen" and report.markdown_table(gen) == (
+        "| source | fid |\n| --- | --- |\n| prior | 120.8 |\n| real | 0.4 |")
+    assert wm_name == "watermark" and wm.to_dict("records") == [{"key": "seed", "value": 0},
+                                                               {"key": "torch", "value": "2.13"}]
 
 
 def test_verdict_names_enforcement_and_sanity():
