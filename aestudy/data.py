@@ -551,6 +551,22 @@ def default_val_size(name: str) -> int:
     return 140 if name == "digits" else 5000
 
 
+TRAIN_POOL_SIZES = {"fashion-mnist": 60000, "mnist": 60000, "digits": 1437}  # images before the val carve
+
+
+def split_sizes(name: str, *, limit: int | None, val_size: int) -> dict[str, int | None]:
+    """A profile's `limit` and `val_size` scaled down to what dataset `name` holds (digits has 1,437 train images).
+
+    The validation split never exceeds the dataset's default, and a `limit` that would take the whole (remaining)
+    training split becomes None, so one profile table serves every dataset.
+    """
+    if name not in TRAIN_POOL_SIZES:
+        raise ConfigError(f"name={name!r} is not a dataset; valid names: {', '.join(DATASET_NAMES)}.")
+    val = min(val_size, default_val_size(name))
+    train_pool = TRAIN_POOL_SIZES[name] - val
+    return {"limit": None if limit is None or limit >= train_pool else limit, "val_size": val}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Splits and binarization
 

@@ -530,3 +530,17 @@ def test_hand_built_dataset_is_fingerprinted_by_content() -> None:
     with pytest.raises(ConfigError) as err:
         data.Split(torch.zeros(3, 2, 2), torch.zeros(3, dtype=torch.int64))
     assert str(err.value) == "Split(images, labels) needs images (N, C, H, W) and labels (N,); got (3, 2, 2) and (3,)."
+
+
+def test_split_sizes_scale_profiles_to_small_datasets() -> None:
+    from aestudy.data import split_sizes
+
+    assert split_sizes("fashion-mnist", limit=2000, val_size=500) == {"limit": 2000, "val_size": 500}
+    assert split_sizes("fashion-mnist", limit=None, val_size=5000) == {"limit": None, "val_size": 5000}
+    assert split_sizes("digits", limit=2000, val_size=500) == {"limit": None, "val_size": 140}
+    assert split_sizes("digits", limit=200, val_size=5000) == {"limit": 200, "val_size": 140}
+    sizes = split_sizes("digits", limit=2000, val_size=5000)
+    data = load_dataset("digits", seed=0, **sizes)
+    assert len(data.val) == 140 and len(data.train) == 1437 - 140
+    with pytest.raises(ConfigError, match=r"name='svhn' is not a dataset; valid names: fashion-mnist, mnist, digits"):
+        split_sizes("svhn", limit=None, val_size=10)
