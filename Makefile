@@ -66,7 +66,8 @@ lint: $(STAMP)
 
 test: setup browser lint
 	@echo "==> pytest (unit, notebooks in the smoke profile, end-to-end)"
-	AESTUDY_PROFILE=smoke $(BIN)/python -m pytest
+	AESTUDY_PROFILE=smoke $(BIN)/python -m pytest tests notebooks \
+	  --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 bench: setup
 	$(BIN)/python -m benchmarks.train_speed

@@ -32,6 +32,8 @@ def set_theme() -> None:
     """Apply the study's seaborn theme (white grid, notebook context, colour-blind palette)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams["image.cmap"] = "gray"
+    # Outside legends (latent scatter) and multi-panel figures need the layout engine to leave them room.
+    plt.rcParams["figure.constrained_layout.use"] = True
 
 
 def model_palette(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -154,7 +156,7 @@ def training_curves(
         for k, col in enumerate(columns):
             label = f"{name} {col}".strip()
             color = colors[name] if name else f"C{k}"
-            ax.plot(df["epoch"], df[col], styles[k % len(styles)], color=color, label=label)
+            ax.plot(df["epoch"], df[col], styles[k % len(styles)], marker="o", ms=4, color=color, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.legend()
