@@ -1,0 +1,597 @@
+"""Notebook 03's measurements: AE, VAE, DAE and β-VAE trained under one protocol and compared side by side.
+
+Every model shares the backbone, latent size, decoder likelihood, optimiser, epochs and data (`Protocol`);
+the DAE differs only by corrupted inputs, the β-VAE only by its KL weight. Each measurement returns a tidy
+DataFrame with one row per model and seed (or per grid point); `mean_sd` aggregates the seeds, and
+`comparison_table` turns the measured facts and claim verdicts into the AE-vs-VAE table. Trainings go
+through `train_or_load`, so the VAE of notebook 02 (same configuration) is loaded, not retrained.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from torch import Tensor, nn
+
+from aestudy.classifier import generation_scores
+from aestudy.data import Dataset, binarize_images
+from aestudy.errors import ConfigError, TrainingDivergedError
+from aestudy.experiments import decoder_fn
+from aestudy.metrics import (
+    active_units,
+    encode_means,
+    interpolation_smoothness,
+    latent_path_images,
+    mmd,
+    mse_per_image,
+    prior_holes,
+    psnr,
+    sharpness,
+    ssim,
+)
+from aestudy.models import ModelConfig, build_model, count_parameters
+from aestudy.noise import NoiseConfig, corrupt
+from aestudy.objectives import loss_terms
+from aestudy.train import TrainConfig, TrainResult, train_or_load
+
+MODEL_NAMES: tuple[str, ...] = ("AE", "VAE", "DAE", "β-VAE")
+TABLE_ASPECTS: tuple[str, ...] = ("Purpose", "Architecture", "Latent space", "Loss function", "Output",
+                                  "Use cases", "Advantages", "Limitations")
+TABLE_COLUMNS: tuple[str, ...] = ("Aspect", "AE", "VAE", "Evidence", "Verdict")
+COLLAPSED_MAX_UNITS = 1  # a run whose code keeps at most this many active units has collapsed
+DENSITY_KINDS: tuple[str, ...] = ("gaussian", "gmm")
+
+Results = Mapping[tuple[str, int], TrainResult]
+Spec = tuple[ModelConfig, TrainConfig]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(cond: bool, name: str, value: Any, valid: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}={value!r} is invalid; {valid}.")
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# --- the protocol -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Protocol:
+    """What the compared models share (backbone, latent size, likelihood) and what sets DAE and β-VAE apart."""
+
+    latent_dim: int = 16
+    arch: str = "mlp"
+    likelihood: str = "bernoulli"
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    hidden: tuple[int, ...] = (512, 256)  # MLP widths (ModelConfig's default, as in notebooks 01 and 02)
+    beta_vae: float = 4.0  # KL weight of the β-VAE column
+    dae_noise: float = 0.3  # σ of the Gaussian input corruption the DAE learns to undo
+    n_seeds: int = 2  # training seeds per model (base seed, base seed + 1, ...)
+
+    def __post_init__(self) -> None:
+        _require(_is_number(self.beta_vae) and self.beta_vae > 0, "beta_vae", self.beta_vae,
+                 "it must be a finite number > 0 (the β-VAE's KL weight)")
+        _require(_is_number(self.dae_noise) and self.dae_noise > 0, "dae_noise", self.dae_noise,
+                 "it must be a finite number > 0 (the σ of the DAE's Gaussian input noise)")
+        _require(_is_int(self.n_seeds) and self.n_seeds >= 1, "n_seeds", self.n_seeds, "it must be an integer >= 1")
+        self.model_config("vae")  # ModelConfig validates latent_dim, arch, likelihood and input_shape
+
+    def model_config(self, kind: str, *, latent_dim: int | None = None) -> ModelConfig:
+        """The shared architecture as an AE (`kind="ae"`) or a VAE (`kind="vae"`)."""
+        return ModelConfig(kind=kind, arch=self.arch, latent_dim=latent_dim or self.latent_dim, hidden=self.hidden,
+                           likelihood=self.likelihood, input_shape=tuple(self.input_shape))
+
+    def specs(self, train_cfg: TrainConfig) -> dict[str, Spec]:
+        """(model config, training config) of AE, VAE, DAE and β-VAE: one optimiser, schedule and data."""
+        base = replace(train_cfg, beta=1.0, noise=None)
+        return {
+            "AE": (self.model_config("ae"), base),
+            "VAE": (self.model_config("vae"), base),
+            "DAE": (self.model_config("ae"), replace(base, noise=NoiseConfig("gaussian", float(self.dae_noise)))),
+            "β-VAE": (self.model_config("vae"), replace(base, beta=float(self.beta_vae))),
+        }
+
+    def seeds(self, base_seed: int) -> tuple[int, ...]:
+        """The training seeds: `base_seed`, `base_seed + 1`, … (`n_seeds` of them)."""
+        return tuple(base_seed + k for k in range(self.n_seeds))
+
+
+def train_all(specs: Mapping[str, Spec], data: Dataset, seeds: Sequence[int]) -> dict[tuple[str, int], TrainResult]:
+    """Every model of `specs` trained (or loaded from the cache) once per seed, keyed by (name, seed).
+
+    The models are returned on the CPU in eval mode: every evaluation here is batched and cheap, and CPU
+    generators then drive all sampling, so results do not depend on the training device's RNG.
+    """
+    results = {(name, seed): train_or_load(model_cfg, replace(train_cfg, seed=seed), data)
+               for seed in seeds for name, (model_cfg, train_cfg) in specs.items()}
+    for res in results.values():
+        res.model.cpu().eval()
+    return results
+
+
+def fixed_binarization(images: Tensor, *, seed: int) -> Tensor:
+    """One Bernoulli(x) draw of grey images with a fixed seed (the input a Bernoulli model sees at test time)."""
+    return binarize_images(images, torch.Generator().manual_seed(seed))
+
+
+# --- aggregation over seeds -------------------------------------------------------------------------------
+
+def mean_sd(df: pd.DataFrame, by: str | Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Mean, sample sd (ddof = 1; NaN for one seed) and count of `values` per group, columns `v_mean`, `v_sd`, `n`."""
+    keys = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in (*keys, *values) if c not in df.columns]
+    if missing:
+        raise ConfigError(f"mean_sd: columns {missing} are not in the table; it has {list(df.columns)}.")
+    grouped = df.groupby(keys, sort=False)[list(values)]
+    out = pd.concat({"mean": grouped.mean(), "sd": grouped.std(ddof=1)}, axis=1)
+    out.columns = [f"{value}_{stat}" for stat, value in out.columns]
+    out = out[[f"{v}_{s}" for v in values for s in ("mean", "sd")]]
+    out["n"] = grouped.size()
+    return out
+
+
+def mean_sd_text(df: pd.DataFrame, by: str | Sequence[str], values: Sequence[str], *,
+                 digits: int = 4) -> pd.DataFrame:
+    """The same groups as `mean_sd` rendered as "mean ± sd" strings (`digits` significant digits)."""
+    stats = mean_sd(df, by, values)
+
+    def text(mean: float, sd: float) -> str:
+        return f"{mean:.{digits}g}" if not math.isfinite(sd) else f"{mean:.{digits}g} ± {sd:.2g}"
+
+    return pd.DataFrame({v: [text(m, s) for m, s in zip(stats[f"{v}_mean"], stats[f"{v}_sd"], strict=True)]
+                         for v in values}, index=stats.index)
+
+
+def means(df: pd.DataFrame, by: str, value: str) -> dict[Any, float]:
+    """The mean of `value` per level of `by` (over seeds), as a plain dict."""
+    return {k: float(v) for k, v in df.groupby(by, sort=False)[value].mean().items()}
+
+
+# --- 1. reconstruction ------------------------------------------------------------------------------------
+
+def reconstruction_scores(model: nn.Module, inputs: Tensor, targets: Tensor, *,
+                          batch_size: int = 1000) -> dict[str, float]:
+    """Mean MSE (intensity²), PSNR (dB) and SSIM of `model.reconstruct(inputs)` against `targets` (N,C,H,W)."""
+    if inputs.shape != targets.shape:
+        raise ConfigError(f"inputs and targets must have one shape; got {tuple(inputs.shape)} and "
+                          f"{tuple(targets.shape)}.")
+    parts: dict[str, list[Tensor]] = {"mse": [], "psnr": [], "ssim": []}
+    device = _device(model)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            x_hat = model.reconstruct(inputs[start:start + batch_size].to(device)).cpu()
+            target = targets[start:start + batch_size]
+            parts["mse"].append(mse_per_image(target, x_hat))
+            parts["psnr"].append(psnr(target, x_hat))
+            parts["ssim"].append(ssim(target, x_hat))
+    return {name: float(torch.cat(values).double().mean()) for name, values in parts.items()}
+
+
+def reconstruction_table(results: Results, inputs: Tensor, targets: Tensor) -> pd.DataFrame:
+    """Test MSE / PSNR / SSIM per (model, seed)."""
+    return pd.DataFrame([{"model": name, "seed": seed, **reconstruction_scores(res.model, inputs, targets)}
+                         for (name, seed), res in results.items()])
+
+
+# --- 2. generation: the prior, and densities fitted to an AE's codes ---------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class CodeDensity:
+    """A Gaussian mixture over codes (ex-post density, Ghosh et al. 2020): weights (K,), means (K, D), Σ (K, D, D)."""
+
+    weights: Tensor
+    means: Tensor
+    covariances: Tensor
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """n codes (n, D) float32: a component by weight, then its mean + temperature · chol(Σ) ε."""
+        _require(_is_int(n) and n >= 1, "n", n, "it must be an integer >= 1")
+        component = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
+        chol = torch.linalg.cholesky(self.covariances)  # (K, D, D)
+        eps = torch.randn((n, self.means.shape[1], 1), generator=generator, dtype=chol.dtype)
+        return (self.means[component] + temperature * (chol[component] @ eps).squeeze(-1)).float()
+
+
+def fit_code_density(codes: Tensor, *, kind: str = "gmm", n_components: int = 10, seed: int = 0,
+                     max_points: int = 20000) -> CodeDensity:
+    """A full-covariance Gaussian ("gaussian") or an `n_components` GMM ("gmm", scikit-learn EM) of codes (N, D)."""
+    _require(kind in DENSITY_KINDS, "kind", kind, f"valid values: {', '.join(DENSITY_KINDS)}")
+    x = codes[:max_points].detach().cpu().double().numpy()
+    if kind == "gaussian":
+        cov = np.atleast_2d(np.cov(x, rowvar=False))
+        return CodeDensity(torch.ones(1, dtype=torch.float64), torch.from_numpy(x.mean(axis=0))[None],
+                           torch.from_numpy(cov)[None])
+    _require(_is_int(n_components) and 1 <= n_components <= len(x), "n_components", n_components,
+             f"it must be an integer in [1, {len(x)}] (the number of codes)")
+    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed).fit(x)
+    return CodeDensity(torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_),
+                       torch.from_numpy(gmm.covariances_))
+
+
+def generation_sources(model: nn.Module, n: int, *, seed: int = 0, fit_inputs: Tensor | None = None,
+                       n_components: int = 10, temperature: float = 1.0) -> dict[str, Tensor]:
+    """Decoded samples (n, C, H, W) from N(0, I), and, given `fit_inputs`, from densities fitted to their codes."""
+    gen = torch.Generator().manual_seed(seed)
+    sources = {"prior N(0, I)": model.sample(n, generator=gen, temperature=temperature).cpu()}
+    if fit_inputs is not None:
+        codes = encode_means(model, fit_inputs)
+        decode = decoder_fn(model)
+        for label, kind in (("Gaussian ex post", "gaussian"), ("GMM ex post", "gmm")):
+            density = fit_code_density(codes, kind=kind, n_components=n_components, seed=seed)
+            sources[label] = decode(density.sample(n, generator=gen, temperature=temperature))
+    return sources
+
+
+def generation_table(results: Results, classifier: nn.Module, reference: Tensor, *, n: int, seed: int = 0,
+                     ex_post: Sequence[str] = ("AE",), fit_inputs: Tensor | None = None,
+                     n_components: int = 10) -> pd.DataFrame:
+    """FID-FMNIST, precision, recall and classifier confidence of each model's samples (per model, seed, source)."""
+    rows = []
+    for (name, model_seed), res in results.items():
+        fit = fit_inputs if name in ex_post else None
+        sources = generation_sources(res.model, n, seed=seed + model_seed, fit_inputs=fit, n_components=n_components)
+        rows += [{"model": name, "seed": model_seed, "source": source,
+                  **generation_scores(classifier, reference, images)} for source, images in sources.items()]
+    return pd.DataFrame(rows)
+
+
+def gap_closed(fid_baseline: float, fid_fixed: float, fid_target: float) -> float:
+    """Share of the FID gap baseline → target that a fix closes: (baseline − fixed) / (baseline − target)."""
+    gap = fid_baseline - fid_target
+    if gap == 0:
+        raise ConfigError("gap_closed is undefined when the baseline and the target have the same FID.")
+    return (fid_baseline - fid_fixed) / gap
+
+
+# --- 3. latent space --------------------------------------------------------------------------------------
+
+def aggregate_posterior_sample(model: nn.Module, images: Tensor, *, generator: torch.Generator | None = None,
+                               batch_size: int = 1000) -> Tensor:
+    """One z ~ q(z|x) per image (N, D) on the CPU: a draw of the aggregated posterior (the AE: its codes)."""
+    device = _device(model)
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            post = model.encode(images[start:start + batch_size].to(device))
+            if post.logvar is None:
+                parts.append(post.mu.cpu())
+            else:
+                eps = torch.randn(post.mu.shape, generator=generator, dtype=post.mu.dtype)
+                parts.append(post.mu.cpu() + torch.exp(0.5 * post.logvar.cpu()) * eps)
+    return torch.cat(parts)
+
+
+def random_pairs(n_images: int, n_pairs: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """`n_pairs` index pairs (a, b) of distinct images among `n_images`, drawn with `seed`."""
+    _require(_is_int(n_images) and n_images >= 2, "n_images", n_images, "it must be an integer >= 2")
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(n_images, (n_pairs,), generator=gen)
+    b = (a + torch.randint(1, n_images, (n_pairs,), generator=gen)) % n_images  # never equal to a
+    return a, b
+
+
+def latent_table(results: Results, images: Tensor, classifier: Any, *, n: int, n_pairs: int, steps: int = 10,
+                 seed: int = 0) -> pd.DataFrame:
+    """Per (model, seed): MMD² of aggregated posterior vs N(0, I), prior holes, path roughness, active units."""
+    rows = []
+    a, b = random_pairs(len(images), n_pairs, seed=seed)
+    for (name, model_seed), res in results.items():
+        model = res.model
+        gen = torch.Generator().manual_seed(seed + model_seed)
+        q = aggregate_posterior_sample(model, images[:n], generator=gen)
+        prior = torch.randn(q.shape, generator=gen)
+        n_active, _ = active_units(model, images)
+        rows.append({"model": name, "seed": model_seed, "mmd": mmd(q, prior),
+                     "holes": prior_holes(model, classifier, n=n, generator=gen),
+                     "roughness": interpolation_smoothness(model, images[a], images[b], steps=steps),
+                     "active_units": n_active})
+    return pd.DataFrame(rows)
+
+
+def project_codes(codes: Tensor) -> np.ndarray:
+    """Codes (N, D) onto their top two principal axes, *uncentred* (N, 2): N(0, I) projects to N(0, I₂) exactly."""
+    x = codes.detach().cpu().double().numpy()
+    if x.shape[1] <= 2:
+        return x
+    axes = PCA(n_components=2).fit(x).components_  # (2, D), orthonormal rows
+    return x @ axes.T
+
+
+# --- 4. generalisation ------------------------------------------------------------------------------------
+
+def own_loss(model: nn.Module, images: Tensor, train_cfg: TrainConfig, *, seed: int = 0,
+             batch_size: int = 1000) -> float:
+    """The model's training objective on `images`, nats per image, with fixed randomness (β, input noise as trained)."""
+    device = _device(model)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    total = 0.0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
+            loss, _ = loss_terms(model, inputs, beta=train_cfg.beta, target=x, generator=gen)
+            total += float(loss) * len(x)
+    return total / len(images)
+
+
+def generalisation_table(results: Results, specs: Mapping[str, Spec], *, train_inputs: Tensor,
+                         train_targets: Tensor, test_inputs: Tensor, test_targets: Tensor,
+                         seed: int = 0) -> pd.DataFrame:
+    """Per (model, seed): train and test reconstruction MSE and own loss, gaps (test − train) and relative gaps."""
+    rows = []
+    for (name, model_seed), res in results.items():
+        train_cfg = specs[name][1]
+        row: dict[str, Any] = {"model": name, "seed": model_seed}
+        for part, inputs, targets in (("train", train_inputs, train_targets), ("test", test_inputs, test_targets)):
+            row[f"{part}_mse"] = reconstruction_scores(res.model, inputs, targets)["mse"]
+            row[f"{part}_loss"] = own_loss(res.model, inputs, train_cfg, seed=seed)
+        for what in ("mse", "loss"):
+            row[f"{what}_gap"] = row[f"test_{what}"] - row[f"train_{what}"]
+            row[f"{what}_gap_rel"] = row[f"{what}_gap"] / abs(row[f"train_{what}"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- 5. training cost -------------------------------------------------------------------------------------
+
+def epochs_to_converge(val_loss: Sequence[float], *, tolerance: float = 0.01) -> int:
+    """The first epoch (1-based) whose validation loss is within `tolerance` (relative) of the run's best."""
+    losses = np.asarray(val_loss, dtype=float)
+    if losses.size == 0 or not np.isfinite(losses).all():
+        raise ConfigError(f"epochs_to_converge needs a non-empty finite loss curve; got {losses.tolist()}.")
+    best = losses.min()
+    return int(np.argmax(losses <= best + tolerance * abs(best))) + 1
+
+
+def cost_table(results: Results) -> pd.DataFrame:
+    """Per (model, seed): parameters, median seconds per epoch (history), epochs to converge, cached or not."""
+    return pd.DataFrame([{"model": name, "seed": seed, "parameters": count_parameters(res.model),
+                          "seconds_per_epoch": float(res.history["seconds"].median()),
+                          "epochs_to_converge": epochs_to_converge(res.history["val_loss"]),
+                          "epochs": len(res.history), "from_cache": res.from_cache}
+                         for (name, seed), res in results.items()])
+
+
+def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, steps: int = 10,
+                seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Seconds per training step (forward, backward, Adam) of fresh models, interleaved round by round.
+
+    Interleaving (each round times every model once, in a rotated order) spreads a drifting machine load
+    over all models alike, so the medians compare the models, not the moments they ran.
+    """
+    _require(_is_int(rounds) and rounds >= 1, "rounds", rounds, "it must be an integer >= 1")
+    _require(_is_int(steps) and steps >= 1, "steps", steps, "it must be an integer >= 1")
+    torch.manual_seed(seed)
+    models = {name: build_model(model_cfg).to(device).train() for name, (model_cfg, _) in specs.items()}
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in models.items()}
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = batch.to(device)
+    names = list(specs)
+    rows = []
+    for r in range(rounds + 1):  # round 0 warms up allocators and kernels; it is not recorded
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            train_cfg = specs[name][1]
+            start = time.perf_counter()
+            for _ in range(steps):
+                inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
+                loss, _ = loss_terms(models[name], inputs, beta=train_cfg.beta, target=x, generator=gen)
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+            if r:
+                rows.append({"model": name, "round": r, "seconds_per_step": (time.perf_counter() - start) / steps})
+    return pd.DataFrame(rows)
+
+
+# --- 6. tuning sensitivity --------------------------------------------------------------------------------
+
+def _grid_run(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, test_inputs: Tensor,
+              test_targets: Tensor) -> dict[str, Any]:
+    """Train one grid point and score it; a diverged run is recorded (test_mse NaN), not raised."""
+    try:
+        res = train_or_load(model_cfg, train_cfg, data)
+    except TrainingDivergedError:
+        return {"test_mse": math.nan, "active_units": 0, "diverged": True}
+    n_active, _ = active_units(res.model, test_inputs)
+    return {"test_mse": reconstruction_scores(res.model, test_inputs, test_targets)["mse"],
+            "active_units": n_active, "diverged": False}
+
+
+def tuning_grid(protocol: Protocol, train_cfg: TrainConfig, data: Dataset, *, lrs: Sequence[float],
+                betas: Sequence[float], seeds: Sequence[int], test_inputs: Tensor,
+                test_targets: Tensor) -> pd.DataFrame:
+    """AE and VAE over learning rates × seeds (β = 1), and the VAE over β × seeds (at `train_cfg.lr`).
+
+    Columns: model, varied ("lr" or "beta"), lr, beta, seed, test_mse, active_units, diverged, collapsed
+    (active units ≤ COLLAPSED_MAX_UNITS).
+    """
+    points = [(name, kind, "lr", lr, 1.0, s) for name, kind in (("AE", "ae"), ("VAE", "vae"))
+              for lr in lrs for s in seeds]
+    points += [("VAE", "vae", "beta", train_cfg.lr, float(b), s) for b in betas if b != 1.0 for s in seeds]
+    rows = []
+    for name, kind, varied, lr, beta, s in points:
+        cfg = replace(train_cfg, lr=float(lr), beta=beta, seed=s, noise=None)
+        rows.append({"model": name, "varied": varied, "lr": float(lr), "beta": beta, "seed": s,
+                     **_grid_run(protocol.model_config(kind), cfg, data, test_inputs, test_targets)})
+    grid = pd.DataFrame(rows)
+    grid["collapsed"] = grid["diverged"] | (grid["active_units"] <= COLLAPSED_MAX_UNITS)
+    return grid
+
+
+def tuning_summary(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per model: runs, failed runs (collapsed or diverged), and the spread of test MSE over the lr × seed runs.
+
+    relative_spread = (worst − best) / best test MSE over the learning-rate runs (which both models share);
+    the β runs count towards the failures only, since β trades reconstruction for rate by design.
+    """
+    rows = []
+    for name, g in grid.groupby("model", sort=False):
+        lr_runs = g[g["varied"] == "lr"]["test_mse"].dropna()
+        best, worst = float(lr_runs.min()), float(lr_runs.max())
+        rows.append({"model": name, "runs": len(g), "lr_runs": int((g["varied"] == "lr").sum()),
+                     "best_mse": best, "worst_mse": worst, "relative_spread": (worst - best) / best,
+                     "collapsed": int(g["collapsed"].sum()), "diverged": int(g["diverged"].sum())})
+    return pd.DataFrame(rows).set_index("model")
+
+
+# --- 7. blurriness ----------------------------------------------------------------------------------------
+
+def sharpness_table(results: Results, inputs: Tensor, data_images: Tensor, *, n: int,
+                    seed: int = 0) -> pd.DataFrame:
+    """Mean Laplacian variance (intensity²) of reconstructions and prior samples per (model, seed), and of the data."""
+    rows = [{"model": "data", "seed": seed, "source": "test images",
+             "sharpness": float(sharpness(data_images[:n]).mean())}]
+    for (name, model_seed), res in results.items():
+        model = res.model
+        recon = model.reconstruct(inputs[:n].to(_device(model))).cpu()
+        samples = model.sample(n, generator=torch.Generator().manual_seed(seed + model_seed)).cpu()
+        rows += [{"model": name, "seed": model_seed, "source": source, "sharpness": float(sharpness(images).mean())}
+                 for source, images in (("reconstructions", recon), ("prior samples", samples))]
+    return pd.DataFrame(rows)
+
+
+# --- 9. widgets' image sources ----------------------------------------------------------------------------
+
+def interpolation_rows(models: Mapping[str, nn.Module], inputs: Tensor, originals: Tensor, i: int, j: int, *,
+                       steps: int = 10) -> dict[str, Tensor]:
+    """Image rows for test images i → j: the two originals, then each model's decoded straight latent path."""
+    rows = {"A, B (data)": torch.stack([originals[i], originals[j]])}
+    for name, model in models.items():
+        rows[name] = latent_path_images(model, inputs[i], inputs[j], steps=steps)
+    return rows
+
+
+def sample_grids(models: Mapping[str, nn.Module], densities: Mapping[str, tuple[nn.Module, CodeDensity]],
+                 n: int, temperature: float, *, seed: int = 0) -> dict[str, Tensor]:
+    """n samples at `temperature` per prior model (z ~ N(0, t²I)) and per (model, ex-post density) pair."""
+    grids = {name: model.sample(n, generator=torch.Generator().manual_seed(seed), temperature=temperature).cpu()
+             for name, model in models.items()}
+    for name, (model, density) in densities.items():
+        z = density.sample(n, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+        grids[name] = decoder_fn(model)(z)
+    return grids
+
+
+# --- 8. the table -----------------------------------------------------------------------------------------
+
+TEXTBOOK: dict[str, tuple[str, str]] = {
+    "Purpose": ("learn a compact code that reconstructs its input (compression, features)",
+                "learn a generative model p(x) = ∫ p(x|z) p(z) dz with amortised inference q(z|x)"),
+    "Architecture": ("encoder → code z → decoder", "encoder → (μ, log σ²) → z = μ + σ ε → decoder"),
+    "Latent space": ("unregularised: arbitrary scale and shape, holes between classes",
+                     "pulled towards the prior N(0, I): continuous, samplable"),
+    "Loss function": ("reconstruction only: −log p(x | decode(encode(x)))",
+                      "−ELBO = −E_q log p(x|z) + KL(q(z|x) ‖ p(z))"),
+    "Output": ("a deterministic reconstruction", "a distribution: reconstructions and new samples from the prior"),
+    "Use cases": ("compression, denoising (DAE), features, anomaly scores from reconstruction error",
+                  "generation, likelihood bounds, anomaly scores from −ELBO, semi-supervised learning"),
+    "Advantages": ("simpler, faster per epoch, sharper reconstructions",
+                   "principled sampling, a smooth latent space, a bound on log p(x)"),
+    "Limitations": ("no principled way to sample; decoding N(0, I) falls into holes",
+                    "blurrier outputs, posterior collapse, more sensitive to β and learning rate"),
+}
+VERDICTS: tuple[str, ...] = ("ae-reconstructs-better", "vae-samples-beat-ae-prior", "ex-post-density-closes-gap",
+                             "vae-latent-matches-prior", "vae-smoother-interpolations", "vae-generalises-better",
+                             "ae-faster-per-epoch", "vae-needs-careful-tuning", "vae-outputs-blurrier")
+FACTS: tuple[str, ...] = (
+    "mse_ae", "mse_vae", "mse_dae", "mse_bvae", "ssim_ae", "ssim_vae",
+    "fid_ae_prior", "fid_ae_gauss", "fid_ae_gmm", "fid_vae", "fid_bvae", "fid_data", "gap_closed_gmm",
+    "mmd_ae", "mmd_vae", "holes_ae", "holes_vae", "rough_ae", "rough_vae", "params_ae", "params_vae",
+    "loss_gap_rel_ae", "loss_gap_rel_vae", "mse_gap_rel_ae", "mse_gap_rel_vae", "step_ratio",
+    "spread_ae", "spread_vae", "collapsed_ae", "collapsed_vae", "runs_vae",
+    "sharp_data", "sharp_ae_recon", "sharp_vae_recon", "sharp_vae_samples",
+)
+
+
+def _verdict(verdicts: Mapping[str, bool], *names: str) -> str:
+    """"holds", "does not hold" or "mixed: …" for the named claims (ids without the notebook prefix)."""
+    held = [n for n in names if verdicts[n]]
+    if len(held) == len(names):
+        return "holds (" + ", ".join(f"03.{n}" for n in names) + ")"
+    if not held:
+        return "does not hold (" + ", ".join(f"03.{n}" for n in names) + ")"
+    return ("mixed: " + ", ".join(f"03.{n} holds" for n in held) + "; "
+            + ", ".join(f"03.{n} does not" for n in names if n not in held))
+
+
+def _evidence(f: Mapping[str, float]) -> dict[str, str]:
+    """The measured evidence sentence of each aspect, from the facts (means over seeds)."""
+    return {
+        "Purpose": (f"test MSE AE {f['mse_ae']:.4f} vs VAE {f['mse_vae']:.4f}; prior-sample FID-FMNIST "
+                    f"VAE {f['fid_vae']:.1f} vs AE {f['fid_ae_prior']:.1f} (real images {f['fid_data']:.1f})"),
+        "Architecture": (f"same MLP backbone: AE {f['params_ae']:,.0f} vs VAE {f['params_vae']:,.0f} parameters "
+                         "(the VAE's head outputs μ and log σ²)"),
+        "Latent space": (f"MMD² to N(0, I): AE {f['mmd_ae']:.3f} vs VAE {f['mmd_vae']:.3f}; prior holes AE "
+                         f"{f['holes_ae']:.0%} vs VAE {f['holes_vae']:.0%}; interpolation roughness AE "
+                         f"{f['rough_ae']:.4f} vs VAE {f['rough_vae']:.4f}"),
+        "Loss function": (f"relative train→test gap of own loss: AE {f['loss_gap_rel_ae']:+.2%} vs VAE "
+                          f"{f['loss_gap_rel_vae']:+.2%}; of MSE: AE {f['mse_gap_rel_ae']:+.2%} vs VAE "
+                          f"{f['mse_gap_rel_vae']:+.2%}"),
+        "Output": (f"sharpness (Laplacian variance): data {f['sharp_data']:.4f}, AE recon {f['sharp_ae_recon']:.4f}, "
+                   f"VAE recon {f['sharp_vae_recon']:.4f}, VAE samples {f['sharp_vae_samples']:.4f}"),
+        "Use cases": (f"DAE test MSE {f['mse_dae']:.4f} (clean inputs); β-VAE FID {f['fid_bvae']:.1f}, MSE "
+                      f"{f['mse_bvae']:.4f}; denoising, probes and anomaly detection: notebook 04"),
+        "Advantages": (f"VAE/AE time per training step {f['step_ratio']:.2f}×; SSIM AE {f['ssim_ae']:.3f} vs VAE "
+                       f"{f['ssim_vae']:.3f}; VAE FID {f['fid_vae']:.1f} vs AE {f['fid_ae_prior']:.1f}"),
+        "Limitations": (f"AE + GMM ex post: FID {f['fid_ae_gmm']:.1f} (Gaussian {f['fid_ae_gauss']:.1f}), closing "
+                        f"{f['gap_closed_gmm']:.0%} of the AE→VAE gap; MSE spread over lr×seed AE "
+                        f"{f['spread_ae']:.1%} vs VAE {f['spread_vae']:.1%}; collapsed VAE runs "
+                        f"{f['collapsed_vae']:.0f}/{f['runs_vae']:.0f} (AE {f['collapsed_ae']:.0f})"),
+    }
+
+
+ROW_VERDICTS: dict[str, tuple[str, ...]] = {
+    "Purpose": ("ae-reconstructs-better", "vae-samples-beat-ae-prior"),
+    "Architecture": ("ae-faster-per-epoch",),
+    "Latent space": ("vae-latent-matches-prior", "vae-smoother-interpolations"),
+    "Loss function": ("vae-generalises-better",),
+    "Output": ("vae-outputs-blurrier",),
+    "Use cases": ("vae-samples-beat-ae-prior",),
+    "Advantages": ("ae-faster-per-epoch", "ae-reconstructs-better", "vae-samples-beat-ae-prior"),
+    "Limitations": ("ex-post-density-closes-gap", "vae-needs-careful-tuning", "vae-outputs-blurrier"),
+}
+
+
+def comparison_table(facts: Mapping[str, float], verdicts: Mapping[str, bool]) -> pd.DataFrame:
+    """The AE-vs-VAE table: one row per aspect (TABLE_ASPECTS) with textbook text, measured evidence and verdict."""
+    missing_facts = [k for k in FACTS if k not in facts]
+    missing_verdicts = [k for k in VERDICTS if k not in verdicts]
+    if missing_facts or missing_verdicts:
+        raise ConfigError(f"comparison_table lacks facts {missing_facts} and verdicts {missing_verdicts}; it needs "
+                          f"every name in comparison.FACTS and comparison.VERDICTS.")
+    evidence = _evidence(facts)
+    rows = [{"Aspect": aspect, "AE": TEXTBOOK[aspect][0], "VAE": TEXTBOOK[aspect][1], "Evidence": evidence[aspect],
+             "Verdict": _verdict(verdicts, *ROW_VERDICTS[aspect])} for aspect in TABLE_ASPECTS]
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of `df` (index dropped; `|` in cells escaped)."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
