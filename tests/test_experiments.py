@@ -1,0 +1,99 @@
+"""The notebook experiments (aestudy.experiments) against closed forms and reference implementations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aestudy import experiments as ex
+from aestudy.models import ModelConfig, build_model
+from aestudy.ppca import PPCA, linear_vae_from_ppca
+
+SHAPE = (1, 4, 4)
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand((3, 16), generator=g)
+    mix = torch.rand((n, 3), generator=g)
+    return (mix @ base / 3 + 0.05 * torch.rand((n, 16), generator=g)).clamp(0, 1).view(n, *SHAPE)
+
+
+def test_pca_mse_matches_projection_error_and_falls_with_rank() -> None:
+    train, test = _images(200), _images(50, seed=1)
+    x, t = train.flatten(1).numpy().astype(np.float64), test.flatten(1).numpy().astype(np.float64)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    proj = (t - mean) @ vt[:3].T @ vt[:3] + mean
+    expected = float(np.mean((np.clip(proj, 0, 1) - t) ** 2))
+    assert ex.pca_mse(train, test, 3) == pytest.approx(expected, rel=1e-4)
+    errors = [ex.pca_mse(train, test, k) for k in (1, 2, 4, 8)]
+    assert all(a >= b - 1e-9 for a, b in zip(errors, errors[1:], strict=False))
+
+
+def test_history_in_mse_inverts_the_fixed_sigma_gaussian_nll() -> None:
+    d, mse, sigma = 784, 0.02, 1.0
+    nll = 0.5 * d * mse / sigma**2 + 0.5 * d * math.log(2 * math.pi * sigma**2)
+    hist = pd.DataFrame({"epoch": [1], "train_loss": [nll], "val_loss": [nll], "train_kl": [0.0]})
+    out = ex.history_in_mse(hist, num_pixels=d, sigma=sigma)
+    assert out["train_loss"].iloc[0] == pytest.approx(mse) and out["val_loss"].iloc[0] == pytest.approx(mse)
+    assert out["train_kl"].iloc[0] == 0.0 and hist["train_loss"].iloc[0] == nll  # input left untouched
+
+
+def test_kl_convergence_has_unbiased_standardised_errors() -> None:
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    df = ex.kl_convergence(mu, logvar, (2, 100, 5000), seed=0)
+    assert set(df["n_samples"]) == {2, 100, 5000} and len(df) == 12
+    assert (df["sem"] > 0).all() and df["z_score"].abs().max() < 5
+    big = df[df["n_samples"] == 5000]
+    assert np.allclose(big["mc_kl"], big["analytic_kl"], atol=5 * big["sem"].max())
+
+
+def test_linear_vae_bounds_gap_is_posterior_kl_and_zero_at_exact_posterior() -> None:
+    data = _images(300)
+    ppca = PPCA.fit(data, 2)
+    exact = linear_vae_from_ppca(ppca, input_shape=SHAPE)
+    recovered = ex.ppca_of_linear_vae(exact)
+    torch.testing.assert_close(recovered.W, ppca.W)
+    assert recovered.sigma2 == pytest.approx(ppca.sigma2)
+    at_exact = ex.linear_vae_bounds(exact, data[:20])
+    assert at_exact["gap"].abs().max() < 1e-6
+    perturbed = linear_vae_from_ppca(ppca, input_shape=SHAPE)
+    with torch.no_grad():
+        perturbed.encoder.head.bias[2:] += 1.0  # wrong posterior variances
+    df = ex.linear_vae_bounds(perturbed, data[:20])
+    assert (df["gap"] > 0).all()
+    np.testing.assert_allclose(df["gap"], df["kl_to_posterior"], rtol=1e-6, atol=1e-8)
+
+
+def test_iwae_curve_approaches_the_exact_log_likelihood() -> None:
+    data = _images(300)
+    ppca = PPCA.fit(data, 2)
+    vae = linear_vae_from_ppca(ppca, input_shape=SHAPE)
+    with torch.no_grad():
+        vae.encoder.head.bias[2:] += 1.5
+    log_px = float(ex.linear_vae_bounds(vae, data[:30])["log_px"].mean())
+    curve = ex.iwae_curve(vae, data[:30], (1, 10, 1000), repeats=3, seed=0)
+    gaps = log_px - curve["iwae"].to_numpy()
+    assert (gaps > -0.05).all() and gaps[2] < gaps[0] and gaps[2] < 0.25 * gaps[0]
+
+
+def test_reparameterised_gradient_has_lower_variance_than_score_function() -> None:
+    torch.manual_seed(0)
+    vae = build_model(ModelConfig(kind="vae", arch="mlp", input_shape=SHAPE, latent_dim=2, hidden=(8,)))
+    x = (torch.rand(1, *SHAPE) > 0.5).float()
+    df = ex.gradient_variance(vae, x, (1, 10), repeats=100, seed=0)
+    var = df.pivot_table(index="n_samples", columns="estimator", values="variance")
+    assert (var["score function"] > var["reparameterised"]).all()
+    assert var.loc[10, "reparameterised"] < var.loc[1, "reparameterised"]  # variance falls like 1/n
+
+
+def test_code_box_uniform_stays_inside_the_bounding_box() -> None:
+    codes = torch.randn(100, 3)
+    pts = ex.code_box_uniform(codes, 500, generator=torch.Generator().manual_seed(0))
+    assert pts.shape == (500, 3)
+    assert (pts >= codes.min(dim=0).values).all() and (pts <= codes.max(dim=0).values).all()
