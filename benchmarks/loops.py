@@ -1,0 +1,234 @@
+"""The training loops timed side by side, all on the same layers and the same initial weights per seed.
+
+Every loop trains an aestudy `VAE` (so one evaluator scores them all) and returns its per-epoch wall times:
+- `aestudy`: `aestudy.train.fit` with its defaults (tensor-index batches, fused Adam, per-epoch sync);
+- `aestudy_bf16`: the same `fit` with one proposed change, bfloat16 autocast on CPUs with native bf16;
+- `aestudy_compile`: `fit` with `compile=True` (torch.compile of forward + loss);
+- `dataloader`: a pytorch/examples-style loop (DataLoader over a TensorDataset, shuffle, num_workers=0,
+  sigmoid outputs with BCE summed over the batch, analytic KL, `loss.item()` every step);
+- `pythae`: pythae 0.1.2's `BaseTrainer` driving its `VAE` (reconstruction_loss="bce") whose encoder and
+  decoder wrap the same aestudy modules; its logs, progress bar and checkpoints go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import aestudy.train
+from aestudy.data import Dataset
+from aestudy.models import VAE, ModelConfig, build_model
+from aestudy.train import TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """What every loop trains: architecture, batch size, learning rate."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 128
+    lr: float = 1e-3
+
+
+@dataclass
+class LoopRun:
+    """One training run: the trained model (an aestudy VAE), its epoch wall times and final train loss."""
+
+    loop: str
+    seed: int
+    model: nn.Module
+    epoch_seconds: list[float]
+    train_loss: float  # per-image loss of the last epoch, nats
+
+
+def seeded_model(cfg: ModelConfig, seed: int) -> nn.Module:
+    """The model with weights drawn from `seed`, the caller's RNG untouched (same as aestudy's train_or_load)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(cfg)
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 GEMMs natively (oneDNN: AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _use_bf16_on_native_cpu(cfg: TrainConfig, device: torch.device) -> bool:
+    """The proposed `aestudy.train._use_bf16`: also on CPUs with native bf16 GEMMs."""
+    native = device.type == "cuda" or (device.type == "cpu" and bf16_supported())
+    return bool(cfg.bf16) and native
+
+
+def _fit_loop(data: Dataset, spec: LoopSpec, seed: int, epochs: int, name: str, **overrides: object) -> LoopRun:
+    """aestudy's fit on CPU; epoch time = the history's `seconds` (training + per-epoch bookkeeping)."""
+    cfg = TrainConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, seed=seed, device="cpu",
+                      progress=False, **overrides)
+    result = fit(seeded_model(spec.model, seed), data, cfg)
+    history = result.history
+    return LoopRun(name, seed, result.model, history["seconds"].tolist(), float(history["train_loss"].iloc[-1]))
+
+
+def run_aestudy(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`aestudy.train.fit` with its defaults."""
+    return _fit_loop(data, spec, seed, epochs, "aestudy")
+
+
+def run_aestudy_bf16(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit(bf16=True)` with `_use_bf16` allowing CPUs with native bf16 (the change proposed for train.py)."""
+    with mock.patch.object(aestudy.train, "_use_bf16", _use_bf16_on_native_cpu):
+        return _fit_loop(data, spec, seed, epochs, "aestudy_bf16", bf16=True)
+
+
+def run_aestudy_compile(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit(compile=True)`; dynamo's cache is reset first so that every run pays the same (warm-disk) compile."""
+    torch._dynamo.reset()
+    return _fit_loop(data, spec, seed, epochs, "aestudy_compile", compile=True)
+
+
+def examples_loss(model: VAE, x: Tensor) -> Tensor:
+    """pytorch/examples' VAE loss: BCE of sigmoid outputs summed over batch and pixels, plus the analytic KL."""
+    mu, logvar = model.encoder(x).chunk(2, dim=1)  # (B, D) each
+    std = torch.exp(0.5 * logvar)
+    recon = torch.sigmoid(model.decoder(mu + std * torch.randn_like(std)))  # (B, 1, 28, 28)
+    bce = F.binary_cross_entropy(recon.view(len(x), -1), x.view(len(x), -1), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+def run_dataloader(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """A pytorch/examples-style loop: DataLoader(TensorDataset, shuffle, num_workers=0), default Adam."""
+    model = seeded_model(spec.model, seed)
+    images = data.train.images
+    seconds: list[float] = []
+    total = 0.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        loader = DataLoader(TensorDataset(images), batch_size=spec.batch_size, shuffle=True, num_workers=0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+        model.train()
+        for _ in range(epochs):
+            start = time.perf_counter()
+            total = 0.0
+            for (x,) in loader:
+                optimizer.zero_grad()
+                loss = examples_loss(model, x)
+                loss.backward()
+                total += loss.item()
+                optimizer.step()
+            seconds.append(time.perf_counter() - start)
+    model.eval()
+    return LoopRun("dataloader", seed, model, seconds, total / len(images))
+
+
+def _pythae_classes() -> tuple[type, type]:
+    """pythae encoder/decoder wrappers around aestudy's modules (imported lazily: pythae is the bench extra)."""
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+
+    class WrappedEncoder(BaseEncoder):
+        """aestudy's MLP encoder as a pythae encoder: (embedding, log_covariance)."""
+
+        def __init__(self, encoder: nn.Module) -> None:
+            BaseEncoder.__init__(self)
+            self.net = encoder
+
+        def forward(self, x: Tensor) -> ModelOutput:
+            mu, logvar = self.net(x).chunk(2, dim=1)
+            return ModelOutput(embedding=mu, log_covariance=logvar)
+
+    class WrappedDecoder(BaseDecoder):
+        """aestudy's MLP decoder as a pythae decoder: sigmoid outputs, as pythae's "bce" loss expects."""
+
+        def __init__(self, decoder: nn.Module) -> None:
+            BaseDecoder.__init__(self)
+            self.net = decoder
+
+        def forward(self, z: Tensor) -> ModelOutput:
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    return WrappedEncoder, WrappedDecoder
+
+
+def pythae_vae(model: VAE) -> nn.Module:
+    """A pythae VAE (reconstruction_loss="bce") sharing `model`'s encoder and decoder modules."""
+    from pythae.models import VAE as PythaeVAE
+    from pythae.models import VAEConfig
+
+    encoder_cls, decoder_cls = _pythae_classes()
+    cfg = VAEConfig(input_dim=tuple(model.config.input_shape), latent_dim=model.config.latent_dim,
+                    reconstruction_loss="bce")
+    return PythaeVAE(cfg, encoder=encoder_cls(model.encoder), decoder=decoder_cls(model.decoder))
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence logging, stdout and stderr (pythae's console logger and tqdm bar)."""
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _epoch_timer() -> tuple[object, list[float]]:
+    """A pythae callback recording each epoch's wall time (train_step + its per-epoch bookkeeping)."""
+    from pythae.trainers.training_callbacks import TrainingCallback
+
+    seconds: list[float] = []
+
+    class EpochTimer(TrainingCallback):
+        def on_epoch_begin(self, training_config: object, **kwargs: object) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, training_config: object, **kwargs: object) -> None:
+            seconds.append(time.perf_counter() - self.start)
+
+    return EpochTimer(), seconds
+
+
+def run_pythae(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """pythae 0.1.2's BaseTrainer (its DataLoader, Adam, per-step `.item()`), output in a temporary folder."""
+    from pythae.data.datasets import BaseDataset
+    from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+    model = seeded_model(spec.model, seed)
+    vae = pythae_vae(model)
+    timer, seconds = _epoch_timer()
+    losses: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="pythae-") as out, quiet(), torch.random.fork_rng(devices=[]):
+        cfg = BaseTrainerConfig(output_dir=out, per_device_train_batch_size=spec.batch_size, num_epochs=epochs,
+                                learning_rate=spec.lr, seed=seed, no_cuda=True)
+        trainer = BaseTrainer(vae, BaseDataset(data.train.images, data.train.labels), None, cfg,
+                              callbacks=[timer])
+        original = trainer.train_step
+
+        def train_step(epoch: int) -> float:
+            losses.append(original(epoch))
+            return losses[-1]
+
+        trainer.train_step = train_step
+        trainer.train()
+    model.eval()
+    return LoopRun("pythae", seed, model, seconds, losses[-1] if losses else float("nan"))
+
+
+LoopFn = Callable[[Dataset, LoopSpec, int, int], LoopRun]
+LOOPS: dict[str, LoopFn] = {
+    "aestudy": run_aestudy,
+    "aestudy_bf16": run_aestudy_bf16,
+    "aestudy_compile": run_aestudy_compile,
+    "dataloader": run_dataloader,
+    "pythae": run_pythae,
+}

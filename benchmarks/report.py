@@ -1,0 +1,223 @@
+"""Results as markdown tables, an atomic JSON file, a seaborn figure and the README's results section."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+
+Column = tuple[str, str, Callable[[Any], str]]
+
+
+def fmt(digits: int = 2, suffix: str = "") -> Callable[[Any], str]:
+    """A formatter for numbers (blank for None/NaN) with `digits` decimals."""
+    def f(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{value:,.{digits}f}{suffix}"
+        return str(value)
+    return f
+
+
+def text(value: Any) -> str:
+    """str(value), blank for None."""
+    return "" if value is None else str(value)
+
+
+def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A markdown table: one line per row, one column per (key, header, formatter)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(f(row.get(k)) for k, _, f in columns) + " |")
+    return "\n".join(lines)
+
+
+def _mean_sd(cell: dict[str, Any] | None, digits: int = 2) -> str:
+    if not cell or cell.get("mean") is None:
+        return ""
+    return f"{cell['mean']:.{digits}f} ± {cell['sd']:.{digits}f}"
+
+
+def throughput_md(row: dict[str, Any]) -> str:
+    """Row 1: s/epoch, samples/s, × floor and aestudy's speed-up over each loop."""
+    floor = row["floor"]
+    lines = [md_table(row["loops"], [
+        ("label", "loop", text), ("s_per_epoch", "s/epoch (median)", fmt(2)),
+        ("range", "rounds (min–max)", text), ("samples_per_s", "samples/s", fmt(0)),
+        ("x_floor", "× fp32 floor", fmt(2)), ("aestudy_speedup", "time ÷ aestudy's", fmt(2)),
+        ("first_epoch_s", "1st epoch s", fmt(2)),
+    ])]
+    lines.append("")
+    lines.append(f"Matmul floor (fp32): {floor['s_per_epoch']:.2f} s/epoch = {floor['gflop_per_epoch']:.0f} GFLOP "
+                 f"at {floor['gflops_per_s']:.0f} GFLOP/s (median of {len(floor['rounds'])} timings interleaved "
+                 "with the loops).")
+    if row.get("floor_bf16"):
+        fb = row["floor_bf16"]
+        lines.append(f"Matmul floor (bf16 operands): {fb['s_per_epoch']:.2f} s/epoch "
+                     f"({fb['gflops_per_s']:.0f} GFLOP/s).")
+    target = row["target"]
+    lines.append(f"Target: aestudy ≤ {target['ratio']:.1f}× the fp32 floor — measured {target['measured']:.2f}× "
+                 f"({'met' if target['met'] else 'missed'}).")
+    if row.get("profile"):
+        lines.append("")
+        lines.append("Where aestudy's step goes (torch.profiler, one short epoch; profiling adds overhead):")
+        lines.append("")
+        lines.append(md_table(row["profile"]["parts"], [
+            ("part", "part", text), ("ms_per_step", "ms/step", fmt(2)), ("share", "share", fmt(0, " %")),
+        ]))
+        lines.append("")
+        lines.append(f"GEMMs inside the step: {row['profile']['gemm_gflops_per_s']:.0f} GFLOP/s vs "
+                     f"{floor['gflops_per_s']:.0f} GFLOP/s alone (the floor).")
+    return "\n".join(lines)
+
+
+def quality_md(row: dict[str, Any]) -> str:
+    """Row 2: test −ELBO and IS-NLL after the same epochs, mean ± sd over seeds, and aestudy − peer."""
+    rows = [{**r, "neg_elbo_ms": _mean_sd(r["neg_elbo"]), "is_nll_ms": _mean_sd(r["is_nll"]),
+             "vs": r.get("vs_aestudy", "")} for r in row["loops"]]
+    return (f"After {row['epochs']} epochs, {row['seeds']} seeds (nats per image, lower is better; BCE on grey "
+            f"levels, so −ELBO and IS-NLL are comparable across loops, not likelihoods); IS-NLL with "
+            f"k = {row['is_nll_k']:,} on the first {row['is_nll_images']:,} test images.\n\n"
+            + md_table(rows, [("label", "loop", text), ("neg_elbo_ms", "test −ELBO", text),
+                              ("is_nll_ms", "IS-NLL", text), ("train_loss", "last train loss", fmt(2)),
+                              ("vs", "−ELBO vs aestudy (diff ± s.e.)", text)]))
+
+
+def evaluation_md(row: dict[str, Any]) -> str:
+    """Row 3: IS-NLL seconds and memory, memory vs k, agreement with pythae."""
+    lines = [md_table(row["runs"], [
+        ("what", "run", text), ("images", "images", fmt(0)), ("k", "k", fmt(0)), ("chunk_size", "chunk", fmt(0)),
+        ("seconds", "seconds", fmt(1)), ("peak_extra_mib", "peak extra MiB", fmt(0)), ("nll", "IS-NLL", fmt(2)),
+    ])]
+    t = row["target"]
+    lines.append("")
+    lines.append(f"Target: k = {t['k']:,} on {t['images']:,} images ≤ {t['seconds']:.0f} s — measured "
+                 f"{t['measured']:.0f} s ({'met' if t['met'] else 'missed'}). Memory at a fixed chunk: "
+                 f"{row['memory_ratio']:.2f}× from k = {row['memory_ks'][0]:,} to {row['memory_ks'][1]:,}.")
+    a = row.get("pythae")
+    if a:
+        lines.append(f"pythae `get_nll` vs aestudy `is_nll` (k = {a['k']:,}, {a['images']} images, per image): "
+                     f"{a['pythae_nll']:.2f} vs {a['aestudy_nll']:.2f} nats, paired difference "
+                     f"{a['mean_diff']:.2f} ± {a['diff_sem']:.2f} (s.e.) — "
+                     f"{'agree within 3 s.e.' if a['within_3_sem'] else 'DISAGREE beyond 3 s.e.'}; pythae "
+                     f"{a['pythae_seconds']:.1f} s vs aestudy {a['aestudy_seconds']:.1f} s "
+                     f"(pythae ≈ {a['pythae_seconds_per_10k']:.0f} s per 10k images).")
+    return "\n".join(lines)
+
+
+def scaling_md(row: dict[str, Any]) -> str:
+    """Row 4: epoch time against training-set size, batch size and latent size."""
+    fit = row["size_fit"]
+    return ("\n\n".join([
+        md_table(row["points"], [("axis", "axis", text), ("value", "value", fmt(0)),
+                                 ("s_per_epoch", "s/epoch", fmt(2)), ("s_per_60k", "s per 60k", fmt(2)),
+                                 ("x_floor", "× fp32 floor", fmt(2))]),
+        f"Size: {fit['slope_s_per_10k']:.3f} s per 10k images + {fit['intercept_s']:.3f} s, R² = {fit['r2']:.4f}. "
+        f"Batch- and latent-size points train on {row['subset']:,} images, scaled to 60k.",
+    ]))
+
+
+def series_md(row: dict[str, Any]) -> str:
+    """Row 5: per-notebook wall time of `aestudy run`, cold and warm."""
+    if row.get("status") != "run":
+        return f"Series: {row.get('status')}."
+    rows = []
+    for profile, runs in row.items():
+        if not isinstance(runs, dict) or "cold" not in runs:
+            continue
+        names = sorted(set(runs["cold"].get("notebooks", {})) | set(runs["warm"].get("notebooks", {})))
+        for name in names:
+            rows.append({"profile": profile, "notebook": name, "cold": runs["cold"]["notebooks"].get(name),
+                         "warm": runs["warm"].get("notebooks", {}).get(name)})
+        rows.append({"profile": profile, "notebook": "total (incl. runner start)", "cold": runs["cold"].get("total_s"),
+                     "warm": runs["warm"].get("total_s")})
+        rows.append({"profile": profile, "notebook": "status",
+                     "cold": runs["cold"]["status"], "warm": runs["warm"]["status"]})
+    return md_table(rows, [("profile", "profile", text), ("notebook", "notebook", text),
+                           ("cold", "cold s", fmt(1)), ("warm", "warm s", fmt(1))])
+
+
+def summary_md(results: dict[str, Any]) -> str:
+    """Every row that ran, as markdown, headed by machine, date, command and commit."""
+    m = results["meta"]
+    head = (f"Machine: {m['cpu']} ({m['cores']} cores), torch {m['torch']} ({m['capability']}, native bf16: "
+            f"{m['bf16_native']}), {m['threads']} thread(s) ({m['threads_reason']}); load average "
+            f"{m['load_start'][0]:.2f} at start, {m.get('load_end', [math.nan])[0]:.2f} at end.  \n"
+            f"Date: {m['date']}; commit {m['commit']}; command `{m['command']}`; "
+            f"wall time {m.get('wall_s', math.nan):.0f} s.")
+    parts = [head]
+    titles = {"throughput": ("1. Throughput", throughput_md), "quality": ("2. Quality at equal budget", quality_md),
+              "evaluation": ("3. Evaluation cost (IS-NLL)", evaluation_md),
+              "scaling": ("4. Scaling", scaling_md), "series": ("5. The series (`aestudy run`)", series_md)}
+    for key, (title, render) in titles.items():
+        if key in results["rows"]:
+            parts.append(f"### {title}\n\n{render(results['rows'][key])}")
+    if "gpu" in results["rows"]:
+        parts.append(f"### 6. GPU\n\n{results['rows']['gpu']['status']}.")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON atomically (temp file in the same folder, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def update_readme(readme: Path, markdown: str) -> None:
+    """Replace the README's results section (between the markers) with `markdown`."""
+    content = readme.read_text()
+    start, end = content.index(README_START) + len(README_START), content.index(README_END)
+    readme.write_text(content[:start] + "\n" + markdown + content[end:])
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Throughput per loop and the three scaling curves in one seaborn figure, saved atomically as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    from aestudy.plots import set_theme
+
+    set_theme()
+    rows = results["rows"]
+    panels = (["throughput"] if "throughput" in rows else []) + (["size", "batch", "latent"] if "scaling" in rows
+                                                                 else [])
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, layout="constrained")
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "throughput":
+            df = pd.DataFrame([{"loop": r["label"], "s/epoch": s} for r in rows["throughput"]["loops"]
+                               for s in r["rounds"]])
+            sns.barplot(df, y="loop", x="s/epoch", ax=ax, errorbar=("pi", 100), color="C0")
+            ax.axvline(rows["throughput"]["floor"]["s_per_epoch"], color="C3", ls="--", label="fp32 matmul floor")
+            ax.legend(loc="lower right", fontsize=8)
+            ax.set_title("Steady-state epoch (60k, batch 128)")
+        else:
+            df = pd.DataFrame([p for p in rows["scaling"]["points"] if p["axis"] == panel])
+            y = "s_per_epoch" if panel == "size" else "s_per_60k"
+            sns.lineplot(df, x="value", y=y, marker="o", ax=ax)
+            if panel != "size":
+                ax.set_xscale("log", base=2)
+            ax.set_xlabel({"size": "training images", "batch": "batch size", "latent": "latent size"}[panel])
+            ax.set_ylabel("s/epoch" if panel == "size" else "s per 60k images")
+            ax.set_title(f"Epoch time vs {ax.get_xlabel()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,500 @@
+"""`python -m benchmarks.train_speed`: aestudy's training speed, quality, evaluation cost and scaling vs peers.
+
+One process, one run, Fashion-MNIST (60k train), MLP VAE 784-512-256-16 with a Bernoulli decoder on the [0, 1]
+images, batch 128, Adam 1e-3 (issue 7). Rows, all by default (`--rows` picks some):
+
+1. throughput  steady-state s/epoch and samples/s of aestudy's `fit`, a DataLoader loop and pythae's trainer,
+               and the matmul floor (exactly the GEMMs of the same steps), in interleaved rounds; plus
+               variants of aestudy's loop and a profile of where its step goes;
+2. quality     test −ELBO and IS-NLL of the same runs (round r trains with seed r), mean ± sd over seeds;
+3. evaluation  IS-NLL k = 1,000 on the 10k test images: seconds and peak memory, memory vs k, pythae's estimator;
+4. scaling     epoch time vs training-set size, batch size and latent size;
+5. series      per-notebook wall time of `aestudy run`, cold and warm;
+6. gpu         not run on CPU machines.
+
+Rounds interleave the loops (A B C … A B C …) and time the floor after every run, so that slow phases of a
+shared machine hit every loop alike; the ratios are the figures to trust. `--threads auto` uses the cores
+that are idle at the start (a busy core makes multi-threaded GEMMs stall); the choice is printed and saved.
+Writes `benchmarks/results/train_speed.json` and `train_speed.png` and the README's results section
+(`--quick`: a tiny subset, written to `runs/bench-quick/`, README untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.metadata
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from aestudy import metrics
+from aestudy.data import Dataset, Split, load_dataset
+from aestudy.errors import ConfigError
+from aestudy.models import ModelConfig
+from aestudy.train import TrainConfig, fit
+from benchmarks import evaluation, report, series
+from benchmarks.gemm_floor import GemmFloor, epoch_batches, epoch_flops
+from benchmarks.loops import LOOPS, LoopRun, LoopSpec, bf16_supported, seeded_model
+
+ROWS: tuple[str, ...] = ("throughput", "quality", "evaluation", "scaling", "series", "gpu")
+FULL_LOOPS: tuple[str, ...] = ("aestudy", "aestudy_bf16", "dataloader", "pythae")  # trained for `epochs`
+SHORT_LOOPS: tuple[str, ...] = ("aestudy_compile",)  # throughput only, `variant_epochs`
+LABELS: dict[str, str] = {
+    "aestudy": "(a) aestudy fit, defaults",
+    "dataloader": "(b) DataLoader loop (pytorch/examples)",
+    "pythae": "(c) pythae 0.1.2 BaseTrainer",
+    "aestudy_bf16": "aestudy fit, bf16 autocast on CPU (proposed)",
+    "aestudy_compile": "aestudy fit, compile=True",
+}
+TARGET_RATIO = 1.5  # aestudy's epoch ≤ 1.5× the fp32 matmul floor (issue 7)
+TARGET_NLL_SECONDS = 120.0  # IS-NLL k = 1,000 on the 10k test images (issue 7)
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "benchmarks" / "results"
+QUICK_DIR = REPO / "runs" / "bench-quick"
+README = REPO / "benchmarks" / "README.md"
+GEMM_OPS = ("aten::mm", "aten::addmm")
+OPTIMIZER_OPS = ("aten::_fused_adam_",)
+INDEX_OPS = ("aten::index", "aten::randperm")
+
+
+def _positive_ints(values: tuple[int, ...]) -> bool:
+    return len(values) > 0 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one benchmark run measures and how much; `Settings.quick()` is the seconds-long version."""
+
+    rows: tuple[str, ...] = ROWS
+    threads: int = 1
+    threads_reason: str = "given"
+    rounds: int = 3
+    epochs: int = 10  # epochs of every full-loop run (quality is judged after these)
+    variant_epochs: int = 2  # epochs of the throughput-only variants (the first is the warm-up/compile)
+    train_size: int | None = None  # None: all 60k training images
+    quality_nll_images: int = 200
+    quality_nll_k: int = 1000
+    quality_test_images: int | None = None  # None: all 10k test images for −ELBO
+    nll_images: int = 10_000
+    nll_k: int = 1000
+    memory_images: int = 500
+    memory_ks: tuple[int, int] = (100, 1000)
+    agreement_images: int = 100
+    scaling_sizes: tuple[int, ...] = (10_000, 20_000, 40_000, 60_000)
+    scaling_batches: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    scaling_latents: tuple[int, ...] = (2, 16, 64)
+    scaling_subset: int = 20_000
+    series_profiles: tuple[str, ...] = ("smoke",)
+    variants: tuple[str, ...] = SHORT_LOOPS  # throughput-only variants in every round
+    profile_steps: int = 60
+    quick: bool = False
+    out: Path = field(default=RESULTS_DIR)
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.rows if r not in ROWS]
+        if bad or not self.rows:
+            raise ConfigError(f"rows={','.join(self.rows)!r} is invalid; valid rows (comma-separated): "
+                              f"{', '.join(ROWS)}.")
+        for name in ("threads", "rounds", "epochs", "variant_epochs", "quality_nll_images", "quality_nll_k",
+                     "nll_images", "nll_k", "memory_images", "agreement_images", "scaling_subset", "profile_steps"):
+            if not _positive_ints((getattr(self, name),)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; it must be an integer >= 1.")
+        for name in ("memory_ks", "scaling_sizes", "scaling_batches", "scaling_latents"):
+            if not _positive_ints(getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; it must be a non-empty tuple of "
+                                  "integers >= 1.")
+        if any(v not in SHORT_LOOPS for v in self.variants):
+            raise ConfigError(f"variants={self.variants!r} is invalid; valid values: any of {', '.join(SHORT_LOOPS)}.")
+        for name in ("train_size", "quality_test_images"):
+            if getattr(self, name) is not None and not _positive_ints((getattr(self, name),)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; it must be None (all) or an "
+                                  "integer >= 1.")
+
+    @classmethod
+    def quick_settings(cls, **overrides: Any) -> Settings:
+        """A seconds-long run on a tiny subset (no compile variant, no series): the code paths, not the figures."""
+        small = dict(rounds=2, epochs=2, variant_epochs=2, train_size=512, quality_test_images=256,
+                     quality_nll_images=8, quality_nll_k=10, nll_images=32, nll_k=20, memory_images=16,
+                     memory_ks=(5, 20), agreement_images=3, scaling_sizes=(128, 256, 512), scaling_batches=(64, 256),
+                     scaling_latents=(2, 16), scaling_subset=256, series_profiles=(), variants=(), profile_steps=4,
+                     quick=True, out=QUICK_DIR)
+        return cls(**{**small, **overrides})
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def resolve_threads(value: str) -> tuple[int, str]:
+    """`auto`: the cores idle at the start (cores − 1-min load average, at least 1); else the given count."""
+    cores = os.cpu_count() or 1
+    if value == "auto":
+        load = os.getloadavg()[0]
+        threads = max(1, min(cores, cores - round(load)))
+        return threads, f"auto: {cores} cores, load average {load:.2f} at start"
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"threads={value!r} is invalid; valid values: 'auto' or an integer >= 1.")
+    return int(value), "given"
+
+
+def subset(data: Dataset, n: int) -> Dataset:
+    """The first n training images (the split is already shuffled and stratified); val/test unchanged."""
+    n = min(n, len(data.train))
+    train = Split(data.train.images[:n], data.train.labels[:n])
+    return dataclasses.replace(data, train=train, fingerprint=f"{data.fingerprint}-first{n}")
+
+
+def steady_seconds(run: LoopRun) -> float:
+    """Median epoch time after the first (warm-up) epoch; the only epoch if there is one."""
+    return statistics.median(run.epoch_seconds[1:] or run.epoch_seconds)
+
+
+def mean_sd(values: list[float]) -> dict[str, Any]:
+    """Mean, sample sd (0 for one value) and the values."""
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(settings: Settings, argv: list[str]) -> dict[str, Any]:
+    """CPU, torch build, threads, load, date, commit and command of this run."""
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    try:
+        pythae_version = importlib.metadata.version("pythae")
+    except importlib.metadata.PackageNotFoundError:
+        pythae_version = None
+    return {
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": bf16_supported(),
+        "threads": settings.threads, "threads_reason": settings.threads_reason, "pythae": pythae_version,
+        "python": platform.python_version(), "load_start": list(os.getloadavg()),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else ""),
+        "command": "python -m benchmarks.train_speed" + (" " + shlex.join(argv) if argv else ""),
+    }
+
+
+# ----------------------------------------------------------------------------------- rows 1 and 2: rounds
+
+
+def training_rounds(data: Dataset, spec: LoopSpec, settings: Settings, loops: dict[str, int]
+                    ) -> tuple[dict[str, list[LoopRun]], dict[str, list[dict[str, Any]]]]:
+    """Round r trains every loop once with seed r (A B C … A B C …), timing the floor after each run."""
+    probe = seeded_model(spec.model, 0)
+    batches = epoch_batches(len(data.train), spec.batch_size)
+    floors = {"fp32": GemmFloor(probe, batches)}
+    if bf16_supported():
+        floors["bf16"] = GemmFloor(probe, batches, dtype=torch.bfloat16)
+    runs: dict[str, list[LoopRun]] = {name: [] for name in loops}
+    timings: dict[str, list[dict[str, Any]]] = {kind: [] for kind in floors}
+    for round_ in range(settings.rounds):
+        for name, epochs in loops.items():
+            start = time.perf_counter()
+            runs[name].append(LOOPS[name](data, spec, round_, epochs))
+            print(f"  round {round_ + 1}/{settings.rounds} {name}: {time.perf_counter() - start:.1f} s, "
+                  f"steady {steady_seconds(runs[name][-1]):.2f} s/epoch", flush=True)
+            for kind, floor in floors.items():
+                if kind == "fp32" or name == "aestudy_bf16":
+                    timings[kind].append({"round": round_, "after": name, "seconds": floor.time_batches(batches),
+                                          "load1": os.getloadavg()[0]})
+    return runs, timings
+
+
+def _floor_summary(timings: list[dict[str, Any]], flops: int) -> dict[str, Any]:
+    seconds = statistics.median(t["seconds"] for t in timings)
+    return {"s_per_epoch": seconds, "gflop_per_epoch": flops / 1e9, "gflops_per_s": flops / seconds / 1e9,
+            "rounds": [t["seconds"] for t in timings], "timings": timings}
+
+
+def _paired_ratio(run_index: int, name: str, runs: dict[str, list[LoopRun]], timings: list[dict[str, Any]]) -> float:
+    """This run's steady epoch over the floor timed right after it."""
+    after = [t for t in timings if t["after"] == name]
+    return steady_seconds(runs[name][run_index]) / after[run_index]["seconds"]
+
+
+def throughput_row(runs: dict[str, list[LoopRun]], timings: dict[str, list[dict[str, Any]]], n: int,
+                   spec: LoopSpec) -> dict[str, Any]:
+    """Row 1 from the rounds: per loop the median steady epoch, its range, samples/s and × floor."""
+    flops = epoch_flops(seeded_model(spec.model, 0), n, spec.batch_size)
+    floor = _floor_summary(timings["fp32"], flops)
+    base = statistics.median(steady_seconds(r) for r in runs["aestudy"]) if runs.get("aestudy") else math.nan
+    loops = []
+    for name, loop_runs in runs.items():
+        steady = [steady_seconds(r) for r in loop_runs]
+        median = statistics.median(steady)
+        loops.append({
+            "loop": name, "label": LABELS[name], "s_per_epoch": median, "rounds": steady,
+            "range": f"{min(steady):.2f}–{max(steady):.2f}", "samples_per_s": n / median,
+            "x_floor": statistics.median(_paired_ratio(i, name, runs, timings["fp32"]) for i in range(len(loop_runs))),
+            "aestudy_speedup": median / base, "first_epoch_s": statistics.median(r.epoch_seconds[0] for r in loop_runs),
+            "epochs_per_round": len(loop_runs[0].epoch_seconds),
+        })
+    measured = next((r["x_floor"] for r in loops if r["loop"] == "aestudy"), math.nan)
+    row: dict[str, Any] = {"loops": loops, "floor": floor, "samples": n, "batch_size": spec.batch_size,
+                           "target": {"ratio": TARGET_RATIO, "measured": measured, "met": measured <= TARGET_RATIO}}
+    if timings.get("bf16"):
+        row["floor_bf16"] = _floor_summary(timings["bf16"], flops)
+    return row
+
+
+def profile_breakdown(data: Dataset, spec: LoopSpec, steps: int) -> dict[str, Any]:
+    """Where aestudy's training step goes: torch.profiler over one epoch of `steps` steps of `fit`."""
+    small = subset(data, steps * spec.batch_size)
+    cfg = TrainConfig(epochs=1, batch_size=spec.batch_size, lr=spec.lr, device="cpu", progress=False)
+    fit(seeded_model(spec.model, 0), subset(data, 4 * spec.batch_size), cfg)  # warm-up
+    model = seeded_model(spec.model, 0)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        fit(model, small, cfg)
+        wall = time.perf_counter() - start
+    parts = {"GEMMs (mm, addmm)": 0.0, "optimizer (fused Adam)": 0.0, "batch gather (index, randperm)": 0.0,
+             "other ops (activations, loss, KL, autograd glue)": 0.0}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        seconds = event.self_cpu_time_total / 1e6
+        key = ("GEMMs (mm, addmm)" if event.key in GEMM_OPS else "optimizer (fused Adam)" if event.key in OPTIMIZER_OPS
+               else "batch gather (index, randperm)" if event.key in INDEX_OPS
+               else "other ops (activations, loss, KL, autograd glue)")
+        parts[key] += seconds
+    parts["Python, dispatch, autograd engine (wall − ops)"] = max(0.0, wall - sum(parts.values()))
+    gemm_flops = epoch_flops(model, len(small.train), spec.batch_size)
+    return {"steps": steps, "wall_s": wall,
+            "parts": [{"part": k, "ms_per_step": v / steps * 1e3, "share": 100 * v / wall} for k, v in parts.items()],
+            "gemm_gflops_per_s": gemm_flops / parts["GEMMs (mm, addmm)"] / 1e9}
+
+
+def _within_noise(a: list[float], b: list[float]) -> str:
+    """'diff ± s.e. (verdict)' for mean(b) − mean(a), s.e. from the two seed spreads."""
+    if len(a) < 2 or len(b) < 2:
+        return f"{statistics.fmean(b) - statistics.fmean(a):+.2f}"
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    verdict = "within noise" if abs(diff) <= 2 * se else ("aestudy better" if diff > 0 else "aestudy worse")
+    return f"{diff:+.2f} ± {se:.2f} ({verdict})"
+
+
+def quality_row(runs: dict[str, list[LoopRun]], data: Dataset, settings: Settings) -> dict[str, Any]:
+    """Row 2: test −ELBO (all test images, fixed noise) and IS-NLL (a subset) of every full-loop run."""
+    images = data.test.images[:settings.quality_test_images]
+    loops = []
+    for name in [n for n in FULL_LOOPS if n in runs]:
+        elbos, nlls = [], []
+        for run in runs[name]:
+            elbo = metrics.evaluate_elbo(run.model, images, generator=torch.Generator().manual_seed(0))
+            elbos.append(-elbo["elbo"])
+            nll = metrics.evaluate_is_nll(run.model, images[:settings.quality_nll_images], k=settings.quality_nll_k,
+                                          generator=torch.Generator().manual_seed(0))
+            nlls.append(nll["nll"])
+        loops.append({"loop": name, "label": LABELS[name], "neg_elbo": mean_sd(elbos), "is_nll": mean_sd(nlls),
+                      "train_loss": statistics.fmean(r.train_loss for r in runs[name])})
+    base = next((r for r in loops if r["loop"] == "aestudy"), None)
+    for r in loops:
+        if base is not None and r is not base:
+            r["vs_aestudy"] = _within_noise(base["neg_elbo"]["values"], r["neg_elbo"]["values"])
+    return {"epochs": settings.epochs, "seeds": settings.rounds, "test_images": len(images),
+            "is_nll_k": settings.quality_nll_k,
+            "is_nll_images": min(settings.quality_nll_images, len(images)), "loops": loops}
+
+
+# ------------------------------------------------------------------------------------ rows 3, 4, 5, 6
+
+
+def evaluation_row(model: torch.nn.Module, data: Dataset, settings: Settings) -> dict[str, Any]:
+    """Row 3: IS-NLL cost on the test images, memory at two k, agreement with pythae's get_nll."""
+    images = data.test.images
+    jobs = [(settings.memory_images, k) for k in settings.memory_ks] + [(settings.nll_images, settings.nll_k)]
+    costs = evaluation.is_nll_costs(model, images, jobs, threads=settings.threads)
+    runs = [{"what": "memory vs k", **c} for c in costs[:-1]] + [{"what": "test set", **costs[-1]}]
+    full = costs[-1]
+    agreement = evaluation.pythae_agreement(model, images[:settings.agreement_images], k=settings.nll_k)
+    return {"runs": runs, "memory_ks": list(settings.memory_ks),
+            "memory_ratio": runs[1]["peak_extra_mib"] / max(runs[0]["peak_extra_mib"], 1e-9),
+            "target": {"k": settings.nll_k, "images": full["images"], "seconds": TARGET_NLL_SECONDS,
+                       "measured": full["seconds"], "met": full["seconds"] <= TARGET_NLL_SECONDS},
+            "pythae": agreement}
+
+
+def _scaling_point(axis: str, value: int, data: Dataset, spec: LoopSpec) -> dict[str, Any]:
+    """Steady epoch (2nd of 2) of aestudy's fit, scaled to 60k images, with its fp32 floor."""
+    run = LOOPS["aestudy"](data, spec, 0, 2)
+    n = len(data.train)
+    floor = GemmFloor(seeded_model(spec.model, 0), epoch_batches(n, spec.batch_size))
+    floor_s = floor.time_batches(epoch_batches(n, spec.batch_size))
+    seconds = steady_seconds(run)
+    return {"axis": axis, "value": value, "samples": n, "s_per_epoch": seconds, "s_per_60k": seconds * 60_000 / n,
+            "floor_s": floor_s, "x_floor": seconds / floor_s}
+
+
+def scaling_row(data: Dataset, settings: Settings) -> dict[str, Any]:
+    """Row 4: epoch time vs training-set size (all images), batch size and latent size (on a subset)."""
+    points = [_scaling_point("size", n, subset(data, n), LoopSpec()) for n in settings.scaling_sizes]
+    small = subset(data, settings.scaling_subset)
+    points += [_scaling_point("batch", b, small, LoopSpec(batch_size=b)) for b in settings.scaling_batches]
+    points += [_scaling_point("latent", d, small, LoopSpec(model=ModelConfig(latent_dim=d)))
+               for d in settings.scaling_latents]
+    sizes = np.array([p["samples"] for p in points if p["axis"] == "size"], dtype=float)
+    secs = np.array([p["s_per_epoch"] for p in points if p["axis"] == "size"])
+    slope, intercept = np.polyfit(sizes, secs, 1) if len(sizes) > 1 else (secs[0] / sizes[0], 0.0)
+    resid = secs - (slope * sizes + intercept)
+    r2 = 1 - float((resid ** 2).sum() / max(((secs - secs.mean()) ** 2).sum(), 1e-12))
+    return {"points": points, "subset": len(small.train),
+            "size_fit": {"slope_s_per_10k": float(slope) * 10_000, "intercept_s": float(intercept), "r2": r2}}
+
+
+def gpu_row() -> dict[str, Any]:
+    """Row 6: the GPU table is not implemented here; say why it did not run."""
+    if not torch.cuda.is_available():
+        return {"status": "not run: no device lent (no CUDA device on this machine)"}
+    return {"status": "not run: a CUDA device is present, but the GPU rows (bf16 autocast, torch.compile, CUDA "
+                      "graphs, batched models) are not implemented in this benchmark yet"}
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def _other_row(name: str, model: torch.nn.Module | None, data: Dataset, settings: Settings) -> dict[str, Any]:
+    """Rows 3-6 by name."""
+    if name == "evaluation":
+        assert model is not None
+        return evaluation_row(model, data, settings)
+    if name == "scaling":
+        return scaling_row(data, settings)
+    if name == "series":
+        if not settings.series_profiles:
+            return {"status": "not run (no profile selected)"}
+        return series.series_wall_time(settings.series_profiles, threads=settings.threads)
+    return gpu_row()
+
+
+def run(settings: Settings, argv: list[str] | None = None) -> dict[str, Any]:
+    """Measure the selected rows and write JSON, plot and (full runs) the README section; returns the results."""
+    torch.set_num_threads(settings.threads)
+    start = time.perf_counter()
+    results: dict[str, Any] = {"meta": machine_info(settings, argv or []), "settings": dataclasses.asdict(settings),
+                               "rows": {}}
+    print(f"benchmark: {settings.threads} thread(s) ({settings.threads_reason}); rows {', '.join(settings.rows)}",
+          flush=True)
+    data = load_dataset("fashion-mnist", val_size=0, progress=False)
+    if settings.train_size is not None:
+        data = subset(data, settings.train_size)
+    spec = LoopSpec()
+    rows, seconds = results["rows"], results["meta"].setdefault("row_seconds", {})
+    first_model = None
+    if {"throughput", "quality"} & set(settings.rows):
+        tic = time.perf_counter()
+        full_epochs = settings.epochs if "quality" in settings.rows else settings.variant_epochs + 1
+        loops = {name: full_epochs for name in FULL_LOOPS if name != "aestudy_bf16" or bf16_supported()}
+        if "throughput" in settings.rows:
+            loops.update(dict.fromkeys(settings.variants, settings.variant_epochs))
+        runs, timings = training_rounds(data, spec, settings, loops)
+        first_model = runs["aestudy"][0].model
+        seconds["rounds"] = time.perf_counter() - tic
+        if "throughput" in settings.rows:
+            tic = time.perf_counter()
+            rows["throughput"] = throughput_row(runs, timings, len(data.train), spec)
+            rows["throughput"]["profile"] = profile_breakdown(data, spec, settings.profile_steps)
+            seconds["profile"] = time.perf_counter() - tic
+        if "quality" in settings.rows:
+            tic = time.perf_counter()
+            rows["quality"] = quality_row(runs, data, settings)
+            seconds["quality_eval"] = time.perf_counter() - tic
+    for name in ("evaluation", "scaling", "series", "gpu"):
+        if name in settings.rows:
+            tic = time.perf_counter()
+            if name == "evaluation" and first_model is None:
+                first_model = LOOPS["aestudy"](data, spec, 0, 2).model
+            rows[name] = _other_row(name, first_model, data, settings)
+            seconds[name] = time.perf_counter() - tic
+            print(f"  {name}: {seconds[name]:.1f} s", flush=True)
+    results["meta"]["load_end"] = list(os.getloadavg())
+    results["meta"]["wall_s"] = time.perf_counter() - start
+    write_outputs(results, settings)
+    return results
+
+
+def write_outputs(results: dict[str, Any], settings: Settings) -> str:
+    """JSON, plot, printed tables and (a full run into the results folder) the README section."""
+    markdown = report.summary_md(results)
+    report.write_json(settings.out / "train_speed.json", results)
+    report.plot(results, settings.out / "train_speed.png")
+    if not settings.quick and settings.out.resolve() == RESULTS_DIR.resolve() and README.exists():
+        report.update_readme(README, markdown)
+    print(markdown, flush=True)
+    return markdown
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m benchmarks.train_speed`."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a seconds-long check on a tiny subset")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
+    parser.add_argument("--threads", default="auto", help="torch threads: 'auto' (idle cores at start) or N")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds = seeds (default 3)")
+    parser.add_argument("--series-profiles", default=None,
+                        help="profiles for the series row, comma-separated (default: smoke; e.g. smoke,standard)")
+    parser.add_argument("--nll-images", type=int, default=None, help="test images for the IS-NLL cost (10000)")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: "
+                                                    "runs/bench-quick)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from parsed arguments (quick preset first, then explicit flags)."""
+    threads, reason = resolve_threads(args.threads)
+    overrides: dict[str, Any] = {"rows": tuple(r.strip() for r in args.rows.split(",") if r.strip()),
+                                 "threads": threads, "threads_reason": reason}
+    if args.rounds is not None:
+        overrides["rounds"] = args.rounds
+    if args.series_profiles is not None:
+        overrides["series_profiles"] = tuple(p.strip() for p in args.series_profiles.split(",") if p.strip())
+    if args.nll_images is not None:
+        overrides["nll_images"] = args.nll_images
+    if args.out is not None:
+        overrides["out"] = Path(args.out)
+    return Settings.quick_settings(**overrides) if args.quick else Settings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run, print; invalid settings exit 2 with one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = settings_from_args(build_parser().parse_args(argv))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run(settings, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
