@@ -193,6 +193,19 @@ def _validate_claim_args(claim_id: str, measured: Any, kind: str,
     return checked
 
 
+class ClaimRecord(dict):
+    """A recorded claim (a plain dict) that notebooks display as one verdict line rather than a dict dump."""
+
+    def __repr__(self) -> str:
+        mark = "holds" if self.get("holds") else "DOES NOT HOLD"
+        mode = "enforced" if self.get("enforced") else "recorded"
+        return (f"[{self.get('kind')}, {mode}] {self.get('id')}: {mark} — {self.get('statement')}\n"
+                f"  measured: {compact(self.get('measured', {}))}")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
 def compact(measured: Mapping[str, Any], *, digits: int = 4) -> str:
     """A one-line rendering of measured values (`name=value, ...`, numbers to `digits` significant digits)."""
     def fmt(value: Any) -> str:
@@ -245,7 +258,7 @@ def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], hold
     if enforced and not verdict:
         raise ClaimFailed(f"Claim {claim_id!r} does not hold in profile {profile!r}: {statement} — "
                           f"measured {compact(measured)}.")
-    return record
+    return ClaimRecord(record)
 
 
 def claims_table(path: str | os.PathLike | None = None, notebook: str | None = None, *,

@@ -169,3 +169,13 @@ def test_watermark_shows_and_records_run_facts(ledger):
     assert recorded["torch"] == torch.__version__ and recorded["seed"] == 3
     assert recorded["wall_time_s"] >= 12.0
     assert "torch threads" in recorded["device"]
+
+
+def test_claim_record_displays_as_one_verdict_line(ledger) -> None:
+    record = claims.check_claim("t.display", "two is more than one", {"a": 2.0, "b": 1.0}, holds=True,
+                                profile="standard", kind="examined")
+    assert isinstance(record, dict) and record["holds"] is True
+    text = repr(record)
+    assert text.splitlines()[0] == "[examined, recorded] t.display: holds — two is more than one"
+    assert "a=2" in text and "b=1" in text
+    assert _claims(ledger)[0]["id"] == "t.display"
