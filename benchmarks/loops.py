@@ -4,6 +4,9 @@ Every loop trains an aestudy `VAE` (so one evaluator scores them all) and return
 - `aestudy`: `aestudy.train.fit` with its defaults (tensor-index batches, fused Adam, per-epoch sync);
 - `aestudy_bf16`: the same `fit` with one proposed change, bfloat16 autocast on CPUs with native bf16;
 - `aestudy_compile`: `fit` with `compile=True` (torch.compile of forward + loss);
+- exploration variants of `fit`, each one change (patched for the run): `aestudy_foreach` (foreach instead of
+  fused Adam), `aestudy_no_mkldnn` (oneDNN off), `aestudy_threads1` (one thread), `aestudy_bf16_compile`
+  (both), `aestudy_compile_eager_ragged` (compiled loss for full batches, eager for the ragged last one);
 - `dataloader`: a pytorch/examples-style loop (DataLoader over a TensorDataset, shuffle, num_workers=0,
   sigmoid outputs with BCE summed over the batch, analytic KL, `loss.item()` every step);
 - `pythae`: pythae 0.1.2's `BaseTrainer` driving its `VAE` (reconstruction_loss="bce") whose encoder and
@@ -18,7 +21,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from unittest import mock
 
 import torch
@@ -94,6 +97,60 @@ def run_aestudy_compile(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -
     """`fit(compile=True)`; dynamo's cache is reset first so that every run pays the same (warm-disk) compile."""
     torch._dynamo.reset()
     return _fit_loop(data, spec, seed, epochs, "aestudy_compile", compile=True)
+
+
+def run_aestudy_bf16_compile(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit(bf16=True, compile=True)` with the proposed `_use_bf16`."""
+    torch._dynamo.reset()
+    with mock.patch.object(aestudy.train, "_use_bf16", _use_bf16_on_native_cpu):
+        return _fit_loop(data, spec, seed, epochs, "aestudy_bf16_compile", bf16=True, compile=True)
+
+
+def _foreach_adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+def run_aestudy_foreach(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit` with a foreach (multi-tensor) Adam instead of the fused one."""
+    with mock.patch.object(aestudy.train, "_make_optimizer", _foreach_adam):
+        return _fit_loop(data, spec, seed, epochs, "aestudy_foreach")
+
+
+def run_aestudy_no_mkldnn(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit` with `torch.backends.mkldnn` disabled (fp32 GEMMs go to MKL either way)."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        return _fit_loop(data, spec, seed, epochs, "aestudy_no_mkldnn")
+
+
+def run_aestudy_threads1(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit` on one thread (the benchmark's thread count restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_loop(data, spec, seed, epochs, "aestudy_threads1")
+    finally:
+        torch.set_num_threads(threads)
+
+
+_original_loss_fn = aestudy.train._loss_fn
+
+
+def _loss_fn_eager_ragged(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[..., object]:
+    """The compiled loss for full batches and the eager one for a smaller (ragged last) batch: no recompile."""
+    compiled = _original_loss_fn(model, cfg, device)
+    eager = _original_loss_fn(model, replace(cfg, compile=False), device)
+
+    def loss(x: Tensor, y: Tensor | None, target: Tensor, beta: object) -> object:
+        return (compiled if x.shape[0] == cfg.batch_size else eager)(x, y, target, beta)
+
+    return loss
+
+
+def run_aestudy_compile_eager_ragged(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit(compile=True)` whose ragged last batch runs eager instead of triggering a second compile."""
+    torch._dynamo.reset()
+    with mock.patch.object(aestudy.train, "_loss_fn", _loss_fn_eager_ragged):
+        return _fit_loop(data, spec, seed, epochs, "aestudy_compile_eager_ragged", compile=True)
 
 
 def examples_loss(model: VAE, x: Tensor) -> Tensor:
@@ -229,6 +286,11 @@ LOOPS: dict[str, LoopFn] = {
     "aestudy": run_aestudy,
     "aestudy_bf16": run_aestudy_bf16,
     "aestudy_compile": run_aestudy_compile,
+    "aestudy_compile_eager_ragged": run_aestudy_compile_eager_ragged,
+    "aestudy_bf16_compile": run_aestudy_bf16_compile,
+    "aestudy_foreach": run_aestudy_foreach,
+    "aestudy_no_mkldnn": run_aestudy_no_mkldnn,
+    "aestudy_threads1": run_aestudy_threads1,
     "dataloader": run_dataloader,
     "pythae": run_pythae,
 }

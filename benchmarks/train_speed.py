@@ -52,13 +52,20 @@ from benchmarks.loops import LOOPS, LoopRun, LoopSpec, bf16_supported, seeded_mo
 
 ROWS: tuple[str, ...] = ("throughput", "quality", "evaluation", "scaling", "series", "gpu")
 FULL_LOOPS: tuple[str, ...] = ("aestudy", "aestudy_bf16", "dataloader", "pythae")  # trained for `epochs`
-SHORT_LOOPS: tuple[str, ...] = ("aestudy_compile",)  # throughput only, `variant_epochs`
+DEFAULT_VARIANTS: tuple[str, ...] = ("aestudy_compile",)  # throughput only, `variant_epochs` each
+SHORT_LOOPS: tuple[str, ...] = ("aestudy_compile", "aestudy_compile_eager_ragged", "aestudy_bf16_compile",
+                                "aestudy_foreach", "aestudy_no_mkldnn", "aestudy_threads1")
 LABELS: dict[str, str] = {
     "aestudy": "(a) aestudy fit, defaults",
     "dataloader": "(b) DataLoader loop (pytorch/examples)",
     "pythae": "(c) pythae 0.1.2 BaseTrainer",
     "aestudy_bf16": "aestudy fit, bf16 autocast on CPU (proposed)",
     "aestudy_compile": "aestudy fit, compile=True",
+    "aestudy_compile_eager_ragged": "aestudy fit, compile=True, ragged batch eager",
+    "aestudy_bf16_compile": "aestudy fit, bf16 + compile=True",
+    "aestudy_foreach": "aestudy fit, foreach Adam",
+    "aestudy_no_mkldnn": "aestudy fit, mkldnn off",
+    "aestudy_threads1": "aestudy fit, 1 thread",
 }
 TARGET_RATIO = 1.5  # aestudy's epoch ≤ 1.5× the fp32 matmul floor (issue 7)
 TARGET_NLL_SECONDS = 120.0  # IS-NLL k = 1,000 on the 10k test images (issue 7)
@@ -86,7 +93,7 @@ class Settings:
     epochs: int = 10  # epochs of every full-loop run (quality is judged after these)
     variant_epochs: int = 2  # epochs of the throughput-only variants (the first is the warm-up/compile)
     train_size: int | None = None  # None: all 60k training images
-    quality_nll_images: int = 200
+    quality_nll_images: int = 100
     quality_nll_k: int = 1000
     quality_test_images: int | None = None  # None: all 10k test images for −ELBO
     nll_images: int = 10_000
@@ -99,7 +106,7 @@ class Settings:
     scaling_latents: tuple[int, ...] = (2, 16, 64)
     scaling_subset: int = 20_000
     series_profiles: tuple[str, ...] = ("smoke",)
-    variants: tuple[str, ...] = SHORT_LOOPS  # throughput-only variants in every round
+    variants: tuple[str, ...] = DEFAULT_VARIANTS  # throughput-only variants in every round
     profile_steps: int = 60
     quick: bool = False
     out: Path = field(default=RESULTS_DIR)
@@ -462,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds = seeds (default 3)")
     parser.add_argument("--series-profiles", default=None,
                         help="profiles for the series row, comma-separated (default: smoke; e.g. smoke,standard)")
+    parser.add_argument("--variants", default=None,
+                        help=f"throughput-only variants of aestudy's fit, comma-separated, 'none' or 'all' "
+                             f"(default: {','.join(DEFAULT_VARIANTS)}; all: {','.join(SHORT_LOOPS)})")
     parser.add_argument("--nll-images", type=int, default=None, help="test images for the IS-NLL cost (10000)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: "
                                                     "runs/bench-quick)")
@@ -479,6 +489,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["series_profiles"] = tuple(p.strip() for p in args.series_profiles.split(",") if p.strip())
     if args.nll_images is not None:
         overrides["nll_images"] = args.nll_images
+    if args.variants is not None:
+        chosen = {"all": SHORT_LOOPS, "none": ()}.get(args.variants)
+        overrides["variants"] = chosen if chosen is not None else tuple(
+            v.strip() for v in args.variants.split(",") if v.strip())
     if args.out is not None:
         overrides["out"] = Path(args.out)
     return Settings.quick_settings(**overrides) if args.quick else Settings(**overrides)
