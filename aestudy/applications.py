@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,23 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from aestudy.data import Dataset, DatasetInfo, Split
+from aestudy.data import (
+    IDX_SPECS,
+    Dataset,
+    DatasetInfo,
+    Split,
+    binarize_images,
+    default_val_size,
+    list_datasets,
+    load_dataset,
+    resolve_data_dir,
+)
 from aestudy.errors import ConfigError
 from aestudy.metrics import (
     anomaly_auroc,
@@ -138,26 +151,41 @@ def probe_table(features: Mapping[str, tuple[ArrayLike, ArrayLike]], train_label
     """Linear-probe and k-NN test accuracy of each representation, trained on few or all labels.
 
     `features` maps a name to (train features, test features); a count of None uses every training label.
-    Subsets smaller than the training set are drawn `repeats` times (seeds seed, seed + 1, …). Columns:
-    representation, labels (the count used), probe, repeat, accuracy (share in [0, 1]).
+    Subsets smaller than the training set are drawn `repeats` times (seeds seed, seed + 1, …); `max_iter` caps
+    the probe's lbfgs iterations. Columns: representation, labels (the count used), probe, repeat, accuracy
+    (share in [0, 1]).
     """
     if not (isinstance(repeats, int) and repeats >= 1):
         raise ConfigError(f"repeats={repeats!r} is invalid; it must be an integer >= 1.")
     rows = []
     n_train = len(train_labels)
-    for name, (train_x, test_x) in features.items():
-        for count in label_counts:
-            used = n_train if count is None or count >= n_train else count
-            for r in range(repeats if used < n_train else 1):
-                common = dict(n_labels=None if used == n_train else used, seed=seed + r)
-                linear = linear_probe_accuracy(train_x, train_labels, test_x, test_labels, max_iter=max_iter,
-                                               **common)
-                knn = knn_accuracy(train_x, train_labels, test_x, test_labels, k=k, **common)
-                rows += [{"representation": name, "labels": used, "probe": "linear probe", "repeat": r,
-                          "accuracy": linear},
-                         {"representation": name, "labels": used, "probe": f"{k}-NN", "repeat": r,
-                          "accuracy": knn}]
+    # Multi-threaded BLAS next to torch's OpenMP threads on a busy CPU runs 10-70x slower; `max_iter` is the
+    # caller's budget, so an lbfgs fit stopped by it is expected rather than worth a warning per fit.
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, (train_x, test_x) in features.items():
+            rows += _probe_rows(name, train_x, test_x, train_labels, test_labels, n_train=n_train,
+                                label_counts=label_counts, repeats=repeats, k=k, seed=seed, max_iter=max_iter)
     return pd.DataFrame(rows)
+
+
+def _probe_rows(name: str, train_x: ArrayLike, test_x: ArrayLike, train_labels: ArrayLike, test_labels: ArrayLike, *,
+                n_train: int, label_counts: Sequence[int | None], repeats: int, k: int, seed: int,
+                max_iter: int) -> list[dict[str, object]]:
+    """probe_table's rows for one representation."""
+    rows = []
+    for count in label_counts:
+        used = n_train if count is None or count >= n_train else count
+        for r in range(repeats if used < n_train else 1):
+            common = dict(n_labels=None if used == n_train else used, seed=seed + r)
+            linear = linear_probe_accuracy(train_x, train_labels, test_x, test_labels, max_iter=max_iter,
+                                           **common)
+            knn = knn_accuracy(train_x, train_labels, test_x, test_labels, k=k, **common)
+            rows += [{"representation": name, "labels": used, "probe": "linear probe", "repeat": r,
+                      "accuracy": linear},
+                     {"representation": name, "labels": used, "probe": f"{k}-NN", "repeat": r,
+                      "accuracy": knn}]
+    return rows
 
 
 def embedding_2d(features: ArrayLike, *, method: str = "tsne", seed: int = 0, max_iter: int = 1000) -> np.ndarray:
@@ -262,6 +290,44 @@ def grey_level_summary(sets: Mapping[str, Tensor]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("set")
 
 
+def unavailable_reason(name: str) -> str | None:
+    """None when dataset `name` is on this machine, else why not and the command that fetches it."""
+    if any(row.name == name and row.available for row in list_datasets()):
+        return None
+    fix = IDX_SPECS[name].fix.format(folder=resolve_data_dir() / name) if name in IDX_SPECS else ""
+    return f"{name} is not on this machine; {fix}".rstrip("; ")
+
+
+OOD_LAYOUTS: tuple[str, ...] = ("as loaded", "mnist")
+
+
+def mnist_layout(images: Tensor, *, box: int = 20, side: int = 28) -> Tensor:
+    """Images resized (bilinear) into a `box`×`box` square centred on a black `side`×`side` canvas (MNIST's layout)."""
+    if not (isinstance(box, int) and isinstance(side, int) and 1 <= box <= side and (side - box) % 2 == 0):
+        raise ConfigError(f"box={box!r}, side={side!r} are invalid; they must be integers with 1 <= box <= side and "
+                          "side - box even (equal margins).")
+    inner = torch.nn.functional.interpolate(images, size=(box, box), mode="bilinear", align_corners=False)
+    margin = (side - box) // 2
+    return torch.nn.functional.pad(inner.clamp(0.0, 1.0), (margin, margin, margin, margin))
+
+
+def ood_images(name: str, *, n: int, seed: int = 0, layout: str = "as loaded") -> tuple[Tensor, Tensor]:
+    """Up to `n` grey images of dataset `name` (its test split first, then train and val) and a seeded binarization.
+
+    layout="mnist" (digits only) places the original 8×8 digits in a 20×20 box centred in 28×28, MNIST's layout;
+    "as loaded" keeps load_dataset's images (digits: upscaled to fill the 28×28 frame).
+    """
+    if layout not in OOD_LAYOUTS or (layout == "mnist" and name != "digits"):
+        raise ConfigError(f"layout={layout!r} is invalid for {name!r}; valid values: 'as loaded', and 'mnist' for "
+                          "digits only (the other datasets are 28×28 already).")
+    data = load_dataset(name, val_size=default_val_size(name), seed=seed, progress=False,
+                        upscale=layout != "mnist")
+    grey = torch.cat([data.test.images, data.train.images, data.val.images])[:n]
+    if layout == "mnist":
+        grey = mnist_layout(grey)
+    return grey, binarize_images(grey, _generator(seed))
+
+
 Scorer = Callable[[Tensor], Tensor]
 
 
@@ -296,6 +362,28 @@ def roc_curves(scores: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[n
         fpr, tpr, _ = roc_curve_points(normal, anomalous)
         curves[name] = (fpr, tpr, anomaly_auroc(normal, anomalous))
     return curves
+
+
+def ood_score_sets(*, vae: nn.Module, background: nn.Module, ae: nn.Module, inside: tuple[Tensor, Tensor],
+                   outside: tuple[Tensor, Tensor], k: int = 100, seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
+    """Scores of in-distribution and OOD images, name -> (inside (N,), outside (M,)); higher = more anomalous.
+
+    `inside` and `outside` are (grey, binarized) image pairs. The AE (a grey-level model) scores grey images
+    by reconstruction error; the binarized-data VAE scores binarized ones by −ELBO and IS-NLL (k samples),
+    the likelihood ratio against `background` (Ren et al. 2019) and the complexity-corrected IS-NLL
+    (Serrà et al. 2020).
+    """
+    scores = {"AE recon error": (anomaly_scores(ae, inside[0], score="recon"),
+                                 anomaly_scores(ae, outside[0], score="recon"))}
+    nll = {part: anomaly_scores(vae, x[1], score="is_nll", k=k, generator=_generator(seed, _device(vae)))
+           for part, x in (("in", inside), ("out", outside))}
+    scores["VAE −ELBO"] = (neg_elbo(vae, inside[1], seed=seed), neg_elbo(vae, outside[1], seed=seed))
+    scores["VAE IS-NLL"] = (nll["in"], nll["out"])
+    scores["likelihood ratio"] = (likelihood_ratio(vae, background, inside[1], seed=seed),
+                                  likelihood_ratio(vae, background, outside[1], seed=seed))
+    scores["complexity-corrected IS-NLL"] = (complexity_corrected(nll["in"], inside[1]),
+                                             complexity_corrected(nll["out"], outside[1]))
+    return {name: (a.detach().cpu(), b.detach().cpu()) for name, (a, b) in scores.items()}
 
 
 @dataclass

@@ -11,7 +11,7 @@ from sklearn.decomposition import PCA
 from torch import nn
 
 from aestudy import applications as app
-from aestudy.data import Dataset, DatasetInfo, Split
+from aestudy.data import Dataset, DatasetInfo, DatasetListing, Split
 from aestudy.errors import ConfigError
 from aestudy.models import ModelConfig, build_model
 from aestudy.noise import NoiseConfig
@@ -285,3 +285,54 @@ def test_spearman_table_monotone_pairs() -> None:
     assert (table["n"] == 4).all()
     with pytest.raises(ConfigError, match=r"columns \['z'\] are not in the table"):
         app.spearman_table(df, [("a", "z")])
+
+
+# --- out-of-distribution inputs ---------------------------------------------------------------------------
+
+def test_unavailable_reason_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [DatasetListing("mnist", (1, 28, 28), 10, "CC BY-SA 3.0", False, ""),
+            DatasetListing("digits", (1, 28, 28), 10, "CC BY 4.0", True, "bundled with scikit-learn")]
+    monkeypatch.setattr(app, "list_datasets", lambda: rows)
+    assert app.unavailable_reason("digits") is None
+    assert app.unavailable_reason("mnist").startswith(
+        "mnist is not on this machine; with internet access: aestudy data fetch mnist")
+
+
+def test_ood_images_digits_are_28x28_and_binarized_with_a_seed() -> None:
+    grey, binary = app.ood_images("digits", n=50, seed=0)
+    assert grey.shape == binary.shape == (50, 1, 28, 28)
+    assert float(grey.min()) >= 0.0 and float(grey.max()) <= 1.0
+    assert set(binary.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(binary, app.ood_images("digits", n=50, seed=0)[1])
+
+
+def test_ood_score_sets_background_equal_to_model_gives_zero_ratio() -> None:
+    vae, ae = _model(), _model("ae")
+    g = torch.Generator().manual_seed(0)
+    inside = (torch.rand((6, 1, 4, 4), generator=g), torch.bernoulli(torch.full((6, 1, 4, 4), 0.3), generator=g))
+    outside = (torch.rand((5, 1, 4, 4), generator=g), torch.bernoulli(torch.full((5, 1, 4, 4), 0.7), generator=g))
+    scores = app.ood_score_sets(vae=vae, background=vae, ae=ae, inside=inside, outside=outside, k=4)
+    assert list(scores) == ["AE recon error", "VAE −ELBO", "VAE IS-NLL", "likelihood ratio",
+                            "complexity-corrected IS-NLL"]
+    assert torch.equal(scores["likelihood ratio"][0], torch.zeros(6))
+    nll_in, nll_out = scores["VAE IS-NLL"]
+    torch.testing.assert_close(scores["complexity-corrected IS-NLL"][1],
+                               nll_out.double() / math.log(2) - app.compressed_bits(outside[1]))
+    assert [len(a) for a, _ in scores.values()] == [6] * 5 and [len(b) for _, b in scores.values()] == [5] * 5
+
+
+def test_mnist_layout_centres_a_box_on_a_black_canvas() -> None:
+    x = torch.ones((2, 1, 8, 8))
+    out = app.mnist_layout(x)
+    assert out.shape == (2, 1, 28, 28)
+    torch.testing.assert_close(out[:, :, 4:24, 4:24], torch.ones((2, 1, 20, 20)))
+    assert float(out.sum()) == pytest.approx(2 * 20 * 20)
+    with pytest.raises(ConfigError, match=r"box=21, side=28 are invalid"):
+        app.mnist_layout(x, box=21)
+
+
+def test_ood_images_mnist_layout_is_for_digits_only() -> None:
+    grey, _ = app.ood_images("digits", n=20, layout="mnist")
+    assert grey.shape == (20, 1, 28, 28) and grey[:, :, :4].eq(0).all() and grey[:, :, :, 24:].eq(0).all()
+    with pytest.raises(ConfigError, match=r"layout='mnist' is invalid for 'fashion-mnist'"):
+        app.ood_images("fashion-mnist", n=20, layout="mnist")
