@@ -49,6 +49,7 @@ TABLE_ASPECTS: tuple[str, ...] = ("Purpose", "Architecture", "Latent space", "Lo
 TABLE_COLUMNS: tuple[str, ...] = ("Aspect", "AE", "VAE", "Evidence", "Verdict")
 COLLAPSED_MAX_UNITS = 1  # a run whose code keeps at most this many active units has collapsed
 DENSITY_KINDS: tuple[str, ...] = ("gaussian", "gmm")
+PRIOR = "prior N(0, I)"  # the source label of samples decoded from z ~ N(0, I)
 
 Results = Mapping[tuple[str, int], TrainResult]
 Spec = tuple[ModelConfig, TrainConfig]
@@ -231,7 +232,7 @@ def generation_sources(model: nn.Module, n: int, *, seed: int = 0, fit_inputs: T
                        n_components: int = 10, temperature: float = 1.0) -> dict[str, Tensor]:
     """Decoded samples (n, C, H, W) from N(0, I), and, given `fit_inputs`, from densities fitted to their codes."""
     gen = torch.Generator().manual_seed(seed)
-    sources = {"prior N(0, I)": model.sample(n, generator=gen, temperature=temperature).cpu()}
+    sources = {PRIOR: model.sample(n, generator=gen, temperature=temperature).cpu()}
     if fit_inputs is not None:
         codes = encode_means(model, fit_inputs)
         decode = decoder_fn(model)
@@ -290,9 +291,17 @@ def random_pairs(n_images: int, n_pairs: int, *, seed: int = 0) -> tuple[Tensor,
     return a, b
 
 
+def path_realism(model: nn.Module, classifier: Any, x_a: Tensor, x_b: Tensor, *, steps: int = 10) -> float:
+    """Realism kept along straight latent paths, a ratio: the classifier's mean top-class probability on the
+    interior decoded points (0 < t < 1) over that on the two ends (the reconstructions); < 1 = a dip midway."""
+    images = latent_path_images(model, x_a, x_b, steps=steps)  # (N, S + 1, C, H, W)
+    confidence = classifier.predict_proba(images.flatten(0, 1)).max(dim=1).values.view(images.shape[:2]).double()
+    return float(confidence[:, 1:-1].mean() / confidence[:, [0, -1]].mean())
+
+
 def latent_table(results: Results, images: Tensor, classifier: Any, *, n: int, n_pairs: int, steps: int = 10,
                  seed: int = 0) -> pd.DataFrame:
-    """Per (model, seed): MMD² of aggregated posterior vs N(0, I), prior holes, path roughness, active units."""
+    """Per (model, seed): MMD² of q(z) vs N(0, I), prior holes, path roughness and realism, active units."""
     rows = []
     a, b = random_pairs(len(images), n_pairs, seed=seed)
     for (name, model_seed), res in results.items():
@@ -304,6 +313,7 @@ def latent_table(results: Results, images: Tensor, classifier: Any, *, n: int, n
         rows.append({"model": name, "seed": model_seed, "mmd": mmd(q, prior),
                      "holes": prior_holes(model, classifier, n=n, generator=gen),
                      "roughness": interpolation_smoothness(model, images[a], images[b], steps=steps),
+                     "path_realism": path_realism(model, classifier, images[a], images[b], steps=steps),
                      "active_units": n_active})
     return pd.DataFrame(rows)
 
@@ -387,11 +397,13 @@ def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, st
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in models.items()}
     gen = torch.Generator(device=device).manual_seed(seed)
     x = batch.to(device)
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     names = list(specs)
     rows = []
     for r in range(rounds + 1):  # round 0 warms up allocators and kernels; it is not recorded
         for name in names[r % len(names):] + names[:r % len(names)]:
             train_cfg = specs[name][1]
+            synchronize()  # CUDA runs asynchronously: time finished work only
             start = time.perf_counter()
             for _ in range(steps):
                 inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
@@ -399,6 +411,7 @@ def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, st
                 optimizers[name].zero_grad(set_to_none=True)
                 loss.backward()
                 optimizers[name].step()
+            synchronize()
             if r:
                 rows.append({"model": name, "round": r, "seconds_per_step": (time.perf_counter() - start) / steps})
     return pd.DataFrame(rows)
@@ -512,16 +525,57 @@ TEXTBOOK: dict[str, tuple[str, str]] = {
                     "blurrier outputs, posterior collapse, more sensitive to β and learning rate"),
 }
 VERDICTS: tuple[str, ...] = ("ae-reconstructs-better", "vae-samples-beat-ae-prior", "ex-post-density-closes-gap",
-                             "vae-latent-matches-prior", "vae-smoother-interpolations", "vae-generalises-better",
-                             "ae-faster-per-epoch", "vae-needs-careful-tuning", "vae-outputs-blurrier")
+                             "vae-latent-matches-prior", "vae-smoother-interpolations", "vae-interpolations-realistic",
+                             "vae-generalises-better", "ae-faster-per-epoch", "vae-needs-careful-tuning",
+                             "vae-outputs-blurrier")
 FACTS: tuple[str, ...] = (
     "mse_ae", "mse_vae", "mse_dae", "mse_bvae", "ssim_ae", "ssim_vae",
     "fid_ae_prior", "fid_ae_gauss", "fid_ae_gmm", "fid_vae", "fid_bvae", "fid_data", "gap_closed_gmm",
-    "mmd_ae", "mmd_vae", "holes_ae", "holes_vae", "rough_ae", "rough_vae", "params_ae", "params_vae",
+    "mmd_ae", "mmd_vae", "holes_ae", "holes_vae", "rough_ae", "rough_vae", "real_ae", "real_vae",
+    "params_ae", "params_vae",
     "loss_gap_rel_ae", "loss_gap_rel_vae", "mse_gap_rel_ae", "mse_gap_rel_vae", "step_ratio",
     "spread_ae", "spread_vae", "collapsed_ae", "collapsed_vae", "runs_vae",
     "sharp_data", "sharp_ae_recon", "sharp_vae_recon", "sharp_vae_samples",
 )
+
+
+def collect_facts(*, recon: pd.DataFrame, generation: pd.DataFrame, fid_data: float, latent: pd.DataFrame,
+                  gaps: pd.DataFrame, cost: pd.DataFrame, timing: pd.DataFrame, tuning: pd.DataFrame,
+                  sharp: pd.DataFrame) -> dict[str, float]:
+    """The FACTS the table quotes, as means over seeds of this notebook's tidy tables (tuning: its summary)."""
+    def mean(df: pd.DataFrame, model: str, column: str, **where: str) -> float:
+        rows = df[df["model"] == model]
+        for key, value in where.items():
+            rows = rows[rows[key] == value]
+        if rows.empty:
+            raise ConfigError(f"collect_facts: no rows for model={model!r} {where} in the {column!r} table.")
+        return float(rows[column].mean())
+
+    fid = {key: mean(generation, model, "fid", source=source) for key, model, source in (
+        ("fid_ae_prior", "AE", PRIOR), ("fid_ae_gauss", "AE", "Gaussian ex post"), ("fid_ae_gmm", "AE", "GMM ex post"),
+        ("fid_vae", "VAE", PRIOR), ("fid_bvae", "β-VAE", PRIOR))}
+    facts = {
+        **{f"mse_{key}": mean(recon, model, "mse") for key, model in
+           (("ae", "AE"), ("vae", "VAE"), ("dae", "DAE"), ("bvae", "β-VAE"))},
+        "ssim_ae": mean(recon, "AE", "ssim"), "ssim_vae": mean(recon, "VAE", "ssim"),
+        **fid, "fid_data": float(fid_data),
+        "gap_closed_gmm": gap_closed(fid["fid_ae_prior"], fid["fid_ae_gmm"], fid["fid_vae"]),
+        "step_ratio": mean(timing, "VAE", "seconds_per_step") / mean(timing, "AE", "seconds_per_step"),
+        "runs_vae": float(tuning.loc["VAE", "runs"]),
+        "sharp_data": mean(sharp, "data", "sharpness"),
+        "sharp_ae_recon": mean(sharp, "AE", "sharpness", source="reconstructions"),
+        "sharp_vae_recon": mean(sharp, "VAE", "sharpness", source="reconstructions"),
+        "sharp_vae_samples": mean(sharp, "VAE", "sharpness", source="prior samples"),
+    }
+    for key, model in (("ae", "AE"), ("vae", "VAE")):
+        facts |= {f"mmd_{key}": mean(latent, model, "mmd"), f"holes_{key}": mean(latent, model, "holes"),
+                  f"rough_{key}": mean(latent, model, "roughness"), f"real_{key}": mean(latent, model, "path_realism"),
+                  f"params_{key}": mean(cost, model, "parameters"),
+                  f"loss_gap_rel_{key}": mean(gaps, model, "loss_gap_rel"),
+                  f"mse_gap_rel_{key}": mean(gaps, model, "mse_gap_rel"),
+                  f"spread_{key}": float(tuning.loc[model, "relative_spread"]),
+                  f"collapsed_{key}": float(tuning.loc[model, "collapsed"])}
+    return facts
 
 
 def _verdict(verdicts: Mapping[str, bool], *names: str) -> str:
@@ -544,7 +598,8 @@ def _evidence(f: Mapping[str, float]) -> dict[str, str]:
                          "(the VAE's head outputs μ and log σ²)"),
         "Latent space": (f"MMD² to N(0, I): AE {f['mmd_ae']:.3f} vs VAE {f['mmd_vae']:.3f}; prior holes AE "
                          f"{f['holes_ae']:.0%} vs VAE {f['holes_vae']:.0%}; interpolation roughness AE "
-                         f"{f['rough_ae']:.4f} vs VAE {f['rough_vae']:.4f}"),
+                         f"{f['rough_ae']:.4f} vs VAE {f['rough_vae']:.4f}; realism kept midway AE "
+                         f"{f['real_ae']:.0%} vs VAE {f['real_vae']:.0%}"),
         "Loss function": (f"relative train→test gap of own loss: AE {f['loss_gap_rel_ae']:+.2%} vs VAE "
                           f"{f['loss_gap_rel_vae']:+.2%}; of MSE: AE {f['mse_gap_rel_ae']:+.2%} vs VAE "
                           f"{f['mse_gap_rel_vae']:+.2%}"),
@@ -564,7 +619,7 @@ def _evidence(f: Mapping[str, float]) -> dict[str, str]:
 ROW_VERDICTS: dict[str, tuple[str, ...]] = {
     "Purpose": ("ae-reconstructs-better", "vae-samples-beat-ae-prior"),
     "Architecture": ("ae-faster-per-epoch",),
-    "Latent space": ("vae-latent-matches-prior", "vae-smoother-interpolations"),
+    "Latent space": ("vae-latent-matches-prior", "vae-smoother-interpolations", "vae-interpolations-realistic"),
     "Loss function": ("vae-generalises-better",),
     "Output": ("vae-outputs-blurrier",),
     "Use cases": ("vae-samples-beat-ae-prior",),

@@ -265,6 +265,7 @@ def test_latent_and_generation_tables_cover_every_model_seed_and_source():
     x = _images(30)
     latent = cmp.latent_table(results, x, classifier, n=20, n_pairs=4, steps=4)
     assert len(latent) == 4 and latent["holes"].between(0, 1).all() and (latent["roughness"] >= 0).all()
+    assert (latent["path_realism"] > 0).all()
     gen = cmp.generation_table(results, classifier, x, n=20, fit_inputs=x, n_components=2)
     per_model = gen.groupby("model")["source"].apply(lambda s: sorted(set(s))).to_dict()
     assert per_model == {"AE": ["GMM ex post", "Gaussian ex post", "prior N(0, I)"], "VAE": ["prior N(0, I)"]}
@@ -276,6 +277,23 @@ def test_sharpness_table_has_data_and_two_sources_per_model():
     table = cmp.sharpness_table(_results(), _images(), _images(), n=10)
     assert table.iloc[0][["model", "source"]].tolist() == ["data", "test images"]
     assert len(table) == 1 + 2 * 4 and (table["sharpness"] >= 0).all()
+
+
+class _ConfidenceByBrightness(nn.Module):
+    """A stand-in classifier whose top-class probability is an image's mean brightness."""
+
+    def predict_proba(self, images):
+        p = images.flatten(1).mean(dim=1, keepdim=True)
+        return torch.cat([p, torch.zeros_like(p)], dim=1)
+
+
+def test_path_realism_is_interior_over_end_confidence():
+    results = _results(seeds=(0,))
+    model = results[("AE", 0)].model
+    x_a, x_b = _images(3, 1), _images(3, 2)
+    paths = cmp.latent_path_images(model, x_a, x_b, steps=4).flatten(2).mean(dim=2).double()  # (3, 5) brightness
+    expected = paths[:, 1:-1].mean() / paths[:, [0, -1]].mean()
+    assert cmp.path_realism(model, _ConfidenceByBrightness(), x_a, x_b, steps=4) == pytest.approx(float(expected))
 
 
 def test_interpolation_rows_end_at_the_reconstructions():
@@ -386,7 +404,8 @@ def test_comparison_table_verdicts_follow_the_claims():
                                                     "vae-generalises-better": False}
     table = cmp.comparison_table(_facts(), verdicts).set_index("Aspect")
     assert table.loc["Loss function", "Verdict"] == "does not hold (03.vae-generalises-better)"
-    assert table.loc["Latent space", "Verdict"] == ("mixed: 03.vae-latent-matches-prior holds; "
+    assert table.loc["Latent space", "Verdict"] == ("mixed: 03.vae-latent-matches-prior holds, "
+                                                    "03.vae-interpolations-realistic holds; "
                                                     "03.vae-smoother-interpolations does not")
 
 
@@ -400,3 +419,35 @@ def test_comparison_table_names_missing_facts_and_verdicts():
 def test_markdown_table_escapes_pipes():
     md = cmp.markdown_table(pd.DataFrame({"a": ["x|y", "z"], "b": [1, 2]}))
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |", "| z | 2 |"]
+
+
+def test_collect_facts_averages_over_seeds_and_feeds_the_table():
+    two = [0, 1]
+
+    def rows(**cols):
+        return pd.DataFrame(cols)
+
+    recon = rows(model=["AE", "AE", "VAE", "VAE", "DAE", "β-VAE"], seed=two * 2 + [0, 0],
+                 mse=[0.01, 0.03, 0.04, 0.04, 0.02, 0.05], ssim=[0.8, 0.9, 0.7, 0.7, 0.8, 0.6])
+    gen = rows(model=["AE", "AE", "AE", "VAE", "β-VAE"],
+               source=[cmp.PRIOR, "Gaussian ex post", "GMM ex post", cmp.PRIOR, cmp.PRIOR],
+               fid=[100.0, 70.0, 40.0, 20.0, 30.0])
+    per_model = rows(model=["AE", "VAE"], mmd=[0.5, 0.01], holes=[0.4, 0.1], roughness=[0.02, 0.01],
+                     path_realism=[0.9, 0.95],
+                     parameters=[10, 12], loss_gap_rel=[0.02, 0.01], mse_gap_rel=[0.03, 0.02])
+    timing = rows(model=["AE", "VAE", "AE", "VAE"], seconds_per_step=[1.0, 1.5, 1.0, 1.1])
+    tuning = pd.DataFrame({"runs": [6, 10], "relative_spread": [0.1, 0.3], "collapsed": [0, 2]}, index=["AE", "VAE"])
+    sharp = rows(model=["data", "AE", "VAE", "VAE"], source=["test images", "reconstructions", "reconstructions",
+                                                             "prior samples"], sharpness=[0.09, 0.03, 0.02, 0.01])
+    facts = cmp.collect_facts(recon=recon, generation=gen, fid_data=2.0, latent=per_model, gaps=per_model,
+                              cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
+    assert set(facts) == set(cmp.FACTS)
+    assert facts["mse_ae"] == pytest.approx(0.02) and facts["ssim_vae"] == pytest.approx(0.7)
+    assert facts["gap_closed_gmm"] == pytest.approx(0.75)  # (100 − 40) / (100 − 20)
+    assert facts["step_ratio"] == pytest.approx(1.3)
+    assert facts["collapsed_vae"] == 2 and facts["runs_vae"] == 10
+    table = cmp.comparison_table(facts, dict.fromkeys(cmp.VERDICTS, True))
+    assert "closing 75%" in table.set_index("Aspect").loc["Limitations", "Evidence"]
+    with pytest.raises(ConfigError, match="no rows for model='VAE'"):
+        cmp.collect_facts(recon=recon[recon["model"] != "VAE"], generation=gen, fid_data=2.0, latent=per_model,
+                          gaps=per_model, cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
