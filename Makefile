@@ -64,9 +64,11 @@ lint: $(STAMP)
 	@echo "==> ruff"
 	$(BIN)/ruff check .
 
+# The suite runs several processes at once on few cores (pytest, kernels, JupyterLab, Chromium, Dask workers);
+# one OpenMP/BLAS thread each avoids oversubscription, which was measured here to slow torch 10-30x.
 test: setup browser lint
 	@echo "==> pytest (unit, notebooks in the smoke profile, end-to-end)"
-	AESTUDY_PROFILE=smoke $(BIN)/python -m pytest tests notebooks \
+	OMP_NUM_THREADS=1 AESTUDY_PROFILE=smoke $(BIN)/python -m pytest tests notebooks \
 	  --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 bench: setup
