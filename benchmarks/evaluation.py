@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from aestudy.models import ModelConfig, build_model
 from aestudy.objectives import is_nll
-from benchmarks.loops import pythae_vae, quiet
+from benchmarks.loops import onednn_matmul, pythae_vae, quiet
 
 STATUS = Path("/proc/self/status")
 # glibc keeps freed heap memory resident (its mmap threshold grows with the largest block freed), which would
@@ -60,35 +60,37 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _child_is_nll(state: dict[str, Tensor], cfg: ModelConfig, images: Tensor, jobs: list[tuple[int, int]],
-                  chunk_size: int, batch_size: int, seed: int, threads: int) -> list[dict[str, float]]:
-    """In a fresh process, for each (n_images, k): seconds, peak extra MiB and mean ± s.e. of is_nll."""
+def _child_is_nll(state: dict[str, Tensor], cfg: ModelConfig, images: Tensor, jobs: list[tuple[int, int, bool]],
+                  chunk_size: int, batch_size: int, seed: int, threads: int) -> list[dict[str, Any]]:
+    """In a fresh process, for each (n_images, k, onednn): seconds, peak extra MiB and mean ± s.e. of is_nll."""
     torch.set_num_threads(threads)
     model = build_model(cfg)
     model.load_state_dict(state)
     model.eval()
     results = []
-    for n, k in jobs:
+    for n, k, onednn in jobs:
         _reset_peak()
         before = _status_kib("VmRSS")
         start = time.perf_counter()
-        nll = is_nll(model, images[:n], k=k, batch_size=batch_size, chunk_size=chunk_size,
-                     generator=torch.Generator().manual_seed(seed)).double()
+        with onednn_matmul() if onednn else contextlib.nullcontext():
+            nll = is_nll(model, images[:n], k=k, batch_size=batch_size, chunk_size=chunk_size,
+                         generator=torch.Generator().manual_seed(seed)).double()
         seconds = time.perf_counter() - start
-        results.append({"images": n, "k": k, "seconds": seconds,
+        results.append({"images": n, "k": k, "onednn": onednn, "seconds": seconds,
                         "peak_extra_mib": max(0, _status_kib("VmHWM") - before) / 1024, "nll": float(nll.mean()),
                         "nll_sem": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0})
     return results
 
 
-def is_nll_costs(model: nn.Module, images: Tensor, jobs: list[tuple[int, int]], *, chunk_size: int = 100,
+def is_nll_costs(model: nn.Module, images: Tensor, jobs: list[tuple[int, int, bool]], *, chunk_size: int = 100,
                  batch_size: int = 100, seed: int = 0, threads: int = 1) -> list[dict[str, Any]]:
-    """IS-NLL −L_k on the first n images for each (n, k), in one fresh (spawned) process, one after another.
+    """IS-NLL −L_k on the first n images for each (n, k, onednn), in one fresh (spawned) process, in order;
+    `onednn` runs it under `onednn_matmul` (fp32 GEMMs on oneDNN).
 
     Each job reports its seconds, its peak memory above the resident set it started from, and mean NLL ± s.e.
     """
     state = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
-    n_max = max(n for n, _ in jobs)
+    n_max = max(n for n, _, _ in jobs)
     args = (state, model.config, images[:n_max].cpu(), jobs, chunk_size, batch_size, seed, threads)
     with _environ(MALLOC_ENV), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = pool.submit(_child_is_nll, *args).result()

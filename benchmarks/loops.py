@@ -3,6 +3,8 @@
 Every loop trains an aestudy `VAE` (so one evaluator scores them all) and returns its per-epoch wall times:
 - `aestudy`: `aestudy.train.fit` with its defaults (tensor-index batches, fused Adam, per-epoch sync);
 - `aestudy_bf16`: the same `fit` with one proposed change, bfloat16 autocast on CPUs with native bf16;
+- `aestudy_onednn`: `fit` under fp32 matmul precision "medium", which sends fp32 GEMMs to oneDNN instead of
+  MKL; on CPUs where oneDNN keeps fp32 arithmetic there (see `onednn_fp32_exact`) the results are fp32-exact;
 - `aestudy_compile`: `fit` with `compile=True` (torch.compile of forward + loss);
 - exploration variants of `fit`, each one change (patched for the run): `aestudy_foreach` (foreach instead of
   fused Adam), `aestudy_no_mkldnn` (oneDNN off), `aestudy_threads1` (one thread), `aestudy_bf16_compile`
@@ -97,6 +99,34 @@ def run_aestudy_compile(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -
     """`fit(compile=True)`; dynamo's cache is reset first so that every run pays the same (warm-disk) compile."""
     torch._dynamo.reset()
     return _fit_loop(data, spec, seed, epochs, "aestudy_compile", compile=True)
+
+
+@contextlib.contextmanager
+def onednn_matmul() -> Iterator[None]:
+    """fp32 matmul precision "medium" inside: torch routes fp32 mm/addmm to oneDNN (allowed bf16 math)."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def onednn_fp32_exact(tolerance: float = 1e-5) -> dict[str, float | bool]:
+    """Whether GEMMs under `onednn_matmul` keep fp32 accuracy here: max relative error vs float64 of a
+    (128 × 784) @ (784 × 512) product (fp32 ≈ 1e-7; bf16 inputs ≈ 2e-3)."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(128, 784, generator=generator), torch.randn(784, 512, generator=generator)
+    exact = a.double() @ b.double()
+    with onednn_matmul():
+        error = float(((a @ b).double() - exact).abs().max() / exact.abs().max())
+    return {"relative_error": error, "exact": error < tolerance}
+
+
+def run_aestudy_onednn(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit` with fp32 GEMMs on oneDNN (`onednn_matmul`), everything else unchanged."""
+    with onednn_matmul():
+        return _fit_loop(data, spec, seed, epochs, "aestudy_onednn")
 
 
 def run_aestudy_bf16_compile(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
@@ -282,15 +312,29 @@ def run_pythae(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun
 
 
 LoopFn = Callable[[Dataset, LoopSpec, int, int], LoopRun]
-LOOPS: dict[str, LoopFn] = {
-    "aestudy": run_aestudy,
-    "aestudy_bf16": run_aestudy_bf16,
-    "aestudy_compile": run_aestudy_compile,
-    "aestudy_compile_eager_ragged": run_aestudy_compile_eager_ragged,
-    "aestudy_bf16_compile": run_aestudy_bf16_compile,
-    "aestudy_foreach": run_aestudy_foreach,
-    "aestudy_no_mkldnn": run_aestudy_no_mkldnn,
-    "aestudy_threads1": run_aestudy_threads1,
-    "dataloader": run_dataloader,
-    "pythae": run_pythae,
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A loop in the registry: how to run it, its label, which GEMM floor it runs on, whether it needs bf16."""
+
+    run: LoopFn
+    label: str
+    floor: str = "fp32"  # "fp32" (torch's default, MKL), "fp32_onednn" or "bf16"
+    needs_bf16: bool = False
+
+
+LOOPS: dict[str, Loop] = {
+    "aestudy": Loop(run_aestudy, "(a) aestudy fit, defaults"),
+    "dataloader": Loop(run_dataloader, "(b) DataLoader loop (pytorch/examples)"),
+    "pythae": Loop(run_pythae, "(c) pythae 0.1.2 BaseTrainer"),
+    "aestudy_onednn": Loop(run_aestudy_onednn, "aestudy fit, fp32 GEMMs on oneDNN (proposed)", "fp32_onednn"),
+    "aestudy_bf16": Loop(run_aestudy_bf16, "aestudy fit, bf16 autocast on CPU", "bf16", True),
+    "aestudy_bf16_compile": Loop(run_aestudy_bf16_compile, "aestudy fit, bf16 + compile=True", "bf16", True),
+    "aestudy_compile": Loop(run_aestudy_compile, "aestudy fit, compile=True"),
+    "aestudy_compile_eager_ragged": Loop(run_aestudy_compile_eager_ragged,
+                                         "aestudy fit, compile=True, ragged batch eager"),
+    "aestudy_foreach": Loop(run_aestudy_foreach, "aestudy fit, foreach Adam"),
+    "aestudy_no_mkldnn": Loop(run_aestudy_no_mkldnn, "aestudy fit, mkldnn off"),
+    "aestudy_threads1": Loop(run_aestudy_threads1, "aestudy fit, 1 thread"),
 }

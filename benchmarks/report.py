@@ -47,22 +47,27 @@ def _mean_sd(cell: dict[str, Any] | None, digits: int = 2) -> str:
 
 
 def throughput_md(row: dict[str, Any]) -> str:
-    """Row 1: s/epoch, samples/s, × floor and aestudy's speed-up over each loop."""
-    floor = row["floor"]
-    lines = [md_table(row["loops"], [
+    """Row 1: s/epoch, samples/s, × floors and time relative to aestudy's."""
+    floors = row["floors"]
+    loops = [{**r, "own": f"{r['x_own_floor']:.2f} ({r['own_floor']})" if r["own_floor"] != "fp32" else ""}
+             for r in row["loops"]]
+    lines = [md_table(loops, [
         ("label", "loop", text), ("s_per_epoch", "s/epoch (median)", fmt(2)),
         ("range", "rounds (min–max)", text), ("samples_per_s", "samples/s", fmt(0)),
-        ("x_floor", "× fp32 floor", fmt(2)), ("aestudy_speedup", "time ÷ aestudy's", fmt(2)),
-        ("first_epoch_s", "1st epoch s", fmt(2)),
+        ("x_floor", "× fp32 floor", fmt(2)), ("own", "× own floor", text),
+        ("aestudy_speedup", "time ÷ aestudy's", fmt(2)), ("first_epoch_s", "1st epoch s", fmt(2)),
     ])]
     lines.append("")
-    lines.append(f"Matmul floor (fp32): {floor['s_per_epoch']:.2f} s/epoch = {floor['gflop_per_epoch']:.0f} GFLOP "
-                 f"at {floor['gflops_per_s']:.0f} GFLOP/s (median of {len(floor['rounds'])} timings interleaved "
-                 "with the loops).")
-    if row.get("floor_bf16"):
-        fb = row["floor_bf16"]
-        lines.append(f"Matmul floor (bf16 operands): {fb['s_per_epoch']:.2f} s/epoch "
-                     f"({fb['gflops_per_s']:.0f} GFLOP/s).")
+    lines.append(md_table(list(floors.values()), [
+        ("label", "matmul floor", text), ("s_per_epoch", "s/epoch (median)", fmt(2)),
+        ("gflops_per_s", "GFLOP/s", fmt(0)), ("gflop_per_epoch", "GFLOP/epoch", fmt(0)),
+    ]))
+    exact = row["onednn_fp32"]
+    lines.append("")
+    lines.append(f"Floors are timed after every run (fp32) or after the runs on them (oneDNN, bf16), medians. "
+                 f"oneDNN under matmul precision 'medium' keeps fp32 accuracy on this CPU: "
+                 f"{'yes' if exact['exact'] else 'NO'} (relative error {exact['relative_error']:.1e} vs float64; "
+                 "bf16 inputs give ≈ 2e-3).")
     target = row["target"]
     lines.append(f"Target: aestudy ≤ {target['ratio']:.1f}× the fp32 floor — measured {target['measured']:.2f}× "
                  f"({'met' if target['met'] else 'missed'}).")
@@ -74,8 +79,8 @@ def throughput_md(row: dict[str, Any]) -> str:
             ("part", "part", text), ("ms_per_step", "ms/step", fmt(2)), ("share", "share", fmt(0, " %")),
         ]))
         lines.append("")
-        lines.append(f"GEMMs inside the step: {row['profile']['gemm_gflops_per_s']:.0f} GFLOP/s vs "
-                     f"{floor['gflops_per_s']:.0f} GFLOP/s alone (the floor).")
+        lines.append(f"GEMMs inside the step: {row['profile']['gemm_gflops_per_s']:.0f} GFLOP/s "
+                     f"(the fp32 floor: {floors['fp32']['gflops_per_s']:.0f} GFLOP/s).")
     return "\n".join(lines)
 
 
@@ -95,12 +100,14 @@ def evaluation_md(row: dict[str, Any]) -> str:
     """Row 3: IS-NLL seconds and memory, memory vs k, agreement with pythae."""
     lines = [md_table(row["runs"], [
         ("what", "run", text), ("images", "images", fmt(0)), ("k", "k", fmt(0)), ("chunk_size", "chunk", fmt(0)),
-        ("seconds", "seconds", fmt(1)), ("peak_extra_mib", "peak extra MiB", fmt(0)), ("nll", "IS-NLL", fmt(2)),
+        ("seconds", "seconds", fmt(1)), ("seconds_per_10k", "s per 10k images", fmt(0)),
+        ("peak_extra_mib", "peak extra MiB", fmt(0)), ("nll", "IS-NLL", fmt(2)),
     ])]
     t = row["target"]
     lines.append("")
-    lines.append(f"Target: k = {t['k']:,} on {t['images']:,} images ≤ {t['seconds']:.0f} s — measured "
-                 f"{t['measured']:.0f} s ({'met' if t['met'] else 'missed'}). Memory at a fixed chunk: "
+    how = "measured" if t["measured_on"] >= t["images"] else f"measured on {t['measured_on']:,} images, scaled"
+    lines.append(f"Target: k = {t['k']:,} on {t['images']:,} images ≤ {t['seconds']:.0f} s — {t['measured']:.0f} s "
+                 f"({how}; {'met' if t['met'] else 'missed'}). Memory at a fixed chunk: "
                  f"{row['memory_ratio']:.2f}× from k = {row['memory_ks'][0]:,} to {row['memory_ks'][1]:,}.")
     a = row.get("pythae")
     if a:
@@ -203,14 +210,22 @@ def plot(results: dict[str, Any], path: Path) -> None:
         if panel == "throughput":
             df = pd.DataFrame([{"loop": r["label"], "s/epoch": s} for r in rows["throughput"]["loops"]
                                for s in r["rounds"]])
-            sns.barplot(df, y="loop", x="s/epoch", ax=ax, errorbar=("pi", 100), color="C0")
-            ax.axvline(rows["throughput"]["floor"]["s_per_epoch"], color="C3", ls="--", label="fp32 matmul floor")
+            sns.barplot(df, y="loop", x="s/epoch", ax=ax, estimator="median", errorbar=("pi", 100), color="C0")
+            for kind, colour in (("fp32", "C3"), ("fp32_onednn", "C2")):
+                floor = rows["throughput"]["floors"].get(kind)
+                if floor:
+                    ax.axvline(floor["s_per_epoch"], color=colour, ls="--", label=f"floor: {floor['label']}")
             ax.legend(loc="lower right", fontsize=8)
             ax.set_title("Steady-state epoch (60k, batch 128)")
         else:
-            df = pd.DataFrame([p for p in rows["scaling"]["points"] if p["axis"] == panel])
-            y = "s_per_epoch" if panel == "size" else "s_per_60k"
-            sns.lineplot(df, x="value", y=y, marker="o", ax=ax)
+            points = [p for p in rows["scaling"]["points"] if p["axis"] == panel]
+            scale = {id(p): 1.0 if panel == "size" else 60_000 / p["samples"] for p in points}
+            df = pd.DataFrame([{"value": p["value"], "seconds": p[key] * scale[id(p)], "what": what}
+                               for p in points for key, what in (("s_per_epoch", "aestudy fit"),
+                                                                 ("floor_s", "fp32 matmul floor"))])
+            sns.lineplot(df, x="value", y="seconds", hue="what", style="what", marker="o", ax=ax)
+            ax.set_ylim(bottom=0)
+            ax.legend(fontsize=8, title=None)
             if panel != "size":
                 ax.set_xscale("log", base=2)
             ax.set_xlabel({"size": "training images", "batch": "batch size", "latent": "latent size"}[panel])

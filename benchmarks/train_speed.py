@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,25 +49,19 @@ from aestudy.models import ModelConfig
 from aestudy.train import TrainConfig, fit
 from benchmarks import evaluation, report, series
 from benchmarks.gemm_floor import GemmFloor, epoch_batches, epoch_flops
-from benchmarks.loops import LOOPS, LoopRun, LoopSpec, bf16_supported, seeded_model
+from benchmarks.loops import (
+    LOOPS,
+    LoopRun,
+    LoopSpec,
+    bf16_supported,
+    onednn_fp32_exact,
+    onednn_matmul,
+    seeded_model,
+)
 
 ROWS: tuple[str, ...] = ("throughput", "quality", "evaluation", "scaling", "series", "gpu")
-FULL_LOOPS: tuple[str, ...] = ("aestudy", "aestudy_bf16", "dataloader", "pythae")  # trained for `epochs`
-DEFAULT_VARIANTS: tuple[str, ...] = ("aestudy_compile",)  # throughput only, `variant_epochs` each
-SHORT_LOOPS: tuple[str, ...] = ("aestudy_compile", "aestudy_compile_eager_ragged", "aestudy_bf16_compile",
-                                "aestudy_foreach", "aestudy_no_mkldnn", "aestudy_threads1")
-LABELS: dict[str, str] = {
-    "aestudy": "(a) aestudy fit, defaults",
-    "dataloader": "(b) DataLoader loop (pytorch/examples)",
-    "pythae": "(c) pythae 0.1.2 BaseTrainer",
-    "aestudy_bf16": "aestudy fit, bf16 autocast on CPU (proposed)",
-    "aestudy_compile": "aestudy fit, compile=True",
-    "aestudy_compile_eager_ragged": "aestudy fit, compile=True, ragged batch eager",
-    "aestudy_bf16_compile": "aestudy fit, bf16 + compile=True",
-    "aestudy_foreach": "aestudy fit, foreach Adam",
-    "aestudy_no_mkldnn": "aestudy fit, mkldnn off",
-    "aestudy_threads1": "aestudy fit, 1 thread",
-}
+DEFAULT_LOOPS: tuple[str, ...] = ("aestudy", "aestudy_onednn", "dataloader", "pythae")  # `epochs` each round
+DEFAULT_VARIANTS: tuple[str, ...] = ("aestudy_bf16", "aestudy_compile")  # `variant_epochs`, throughput only
 TARGET_RATIO = 1.5  # aestudy's epoch ≤ 1.5× the fp32 matmul floor (issue 7)
 TARGET_NLL_SECONDS = 120.0  # IS-NLL k = 1,000 on the 10k test images (issue 7)
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +91,7 @@ class Settings:
     quality_nll_images: int = 100
     quality_nll_k: int = 1000
     quality_test_images: int | None = None  # None: all 10k test images for −ELBO
-    nll_images: int = 10_000
+    nll_images: int = 2_000  # IS-NLL cost measured on these test images, reported per 10k (linear in images)
     nll_k: int = 1000
     memory_images: int = 500
     memory_ks: tuple[int, int] = (100, 1000)
@@ -106,6 +101,7 @@ class Settings:
     scaling_latents: tuple[int, ...] = (2, 16, 64)
     scaling_subset: int = 20_000
     series_profiles: tuple[str, ...] = ("smoke",)
+    loops: tuple[str, ...] = DEFAULT_LOOPS  # trained `epochs` in every round (throughput and quality)
     variants: tuple[str, ...] = DEFAULT_VARIANTS  # throughput-only variants in every round
     profile_steps: int = 60
     quick: bool = False
@@ -124,8 +120,12 @@ class Settings:
             if not _positive_ints(getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; it must be a non-empty tuple of "
                                   "integers >= 1.")
-        if any(v not in SHORT_LOOPS for v in self.variants):
-            raise ConfigError(f"variants={self.variants!r} is invalid; valid values: any of {', '.join(SHORT_LOOPS)}.")
+        if "aestudy" not in self.loops or any(v not in LOOPS for v in self.loops):
+            raise ConfigError(f"loops={self.loops!r} is invalid; it must include 'aestudy' (the baseline) and may "
+                              f"add any of {', '.join(n for n in LOOPS if n != 'aestudy')}.")
+        if any(v not in LOOPS or v in self.loops for v in self.variants):
+            raise ConfigError(f"variants={self.variants!r} is invalid; valid values: any of {', '.join(LOOPS)} "
+                              "that is not in loops.")
         for name in ("train_size", "quality_test_images"):
             if getattr(self, name) is not None and not _positive_ints((getattr(self, name),)):
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; it must be None (all) or an "
@@ -213,64 +213,81 @@ def machine_info(settings: Settings, argv: list[str]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------- rows 1 and 2: rounds
 
 
+FLOOR_LABELS: dict[str, str] = {"fp32": "fp32, torch's default path (MKL)", "fp32_onednn": "fp32 on oneDNN",
+                                "bf16": "bf16 operands (oneDNN)"}
+
+
+def make_floors(model: torch.nn.Module, batches: list[int]) -> dict[str, Callable[[], float]]:
+    """Timers for one epoch of the model's GEMMs: torch's default fp32 path, fp32 on oneDNN, bf16 (if native)."""
+    fp32, timers = GemmFloor(model, batches), {}
+    timers["fp32"] = lambda: fp32.time_batches(batches)
+
+    def onednn() -> float:
+        with onednn_matmul():
+            return fp32.time_batches(batches)
+
+    timers["fp32_onednn"] = onednn
+    if bf16_supported():
+        bf16 = GemmFloor(model, batches, dtype=torch.bfloat16)
+        timers["bf16"] = lambda: bf16.time_batches(batches)
+    return timers
+
+
 def training_rounds(data: Dataset, spec: LoopSpec, settings: Settings, loops: dict[str, int]
                     ) -> tuple[dict[str, list[LoopRun]], dict[str, list[dict[str, Any]]]]:
-    """Round r trains every loop once with seed r (A B C … A B C …), timing the floor after each run."""
-    probe = seeded_model(spec.model, 0)
+    """Round r trains every loop once with seed r (A B C … A B C …); after each run the fp32 floor is timed,
+    and the loop's own floor (oneDNN, bf16) when it runs on another one."""
     batches = epoch_batches(len(data.train), spec.batch_size)
-    floors = {"fp32": GemmFloor(probe, batches)}
-    if bf16_supported():
-        floors["bf16"] = GemmFloor(probe, batches, dtype=torch.bfloat16)
+    floors = make_floors(seeded_model(spec.model, 0), batches)
     runs: dict[str, list[LoopRun]] = {name: [] for name in loops}
     timings: dict[str, list[dict[str, Any]]] = {kind: [] for kind in floors}
     for round_ in range(settings.rounds):
         for name, epochs in loops.items():
             start = time.perf_counter()
-            runs[name].append(LOOPS[name](data, spec, round_, epochs))
+            runs[name].append(LOOPS[name].run(data, spec, round_, epochs))
             print(f"  round {round_ + 1}/{settings.rounds} {name}: {time.perf_counter() - start:.1f} s, "
                   f"steady {steady_seconds(runs[name][-1]):.2f} s/epoch", flush=True)
-            for kind, floor in floors.items():
-                if kind == "fp32" or name == "aestudy_bf16":
-                    timings[kind].append({"round": round_, "after": name, "seconds": floor.time_batches(batches),
-                                          "load1": os.getloadavg()[0]})
+            for kind in {"fp32", LOOPS[name].floor}:
+                timings[kind].append({"round": round_, "after": name, "seconds": floors[kind](),
+                                      "load1": os.getloadavg()[0]})
     return runs, timings
 
 
-def _floor_summary(timings: list[dict[str, Any]], flops: int) -> dict[str, Any]:
+def _floor_summary(kind: str, timings: list[dict[str, Any]], flops: int) -> dict[str, Any]:
     seconds = statistics.median(t["seconds"] for t in timings)
-    return {"s_per_epoch": seconds, "gflop_per_epoch": flops / 1e9, "gflops_per_s": flops / seconds / 1e9,
-            "rounds": [t["seconds"] for t in timings], "timings": timings}
+    return {"kind": kind, "label": FLOOR_LABELS[kind], "s_per_epoch": seconds, "gflop_per_epoch": flops / 1e9,
+            "gflops_per_s": flops / seconds / 1e9, "rounds": [t["seconds"] for t in timings], "timings": timings}
 
 
-def _paired_ratio(run_index: int, name: str, runs: dict[str, list[LoopRun]], timings: list[dict[str, Any]]) -> float:
-    """This run's steady epoch over the floor timed right after it."""
-    after = [t for t in timings if t["after"] == name]
-    return steady_seconds(runs[name][run_index]) / after[run_index]["seconds"]
+def _paired_ratios(name: str, runs: list[LoopRun], timings: list[dict[str, Any]]) -> float:
+    """Median over runs of the steady epoch over the floor timed right after that run."""
+    after = [t["seconds"] for t in timings if t["after"] == name]
+    return statistics.median(steady_seconds(r) / s for r, s in zip(runs, after, strict=True))
 
 
 def throughput_row(runs: dict[str, list[LoopRun]], timings: dict[str, list[dict[str, Any]]], n: int,
                    spec: LoopSpec) -> dict[str, Any]:
-    """Row 1 from the rounds: per loop the median steady epoch, its range, samples/s and × floor."""
+    """Row 1 from the rounds: per loop the median steady epoch, its range, samples/s and × floors."""
     flops = epoch_flops(seeded_model(spec.model, 0), n, spec.batch_size)
-    floor = _floor_summary(timings["fp32"], flops)
-    base = statistics.median(steady_seconds(r) for r in runs["aestudy"]) if runs.get("aestudy") else math.nan
+    floors = {kind: _floor_summary(kind, t, flops) for kind, t in timings.items() if t}
+    base = statistics.median(steady_seconds(r) for r in runs["aestudy"])
     loops = []
     for name, loop_runs in runs.items():
         steady = [steady_seconds(r) for r in loop_runs]
         median = statistics.median(steady)
+        own = LOOPS[name].floor
         loops.append({
-            "loop": name, "label": LABELS[name], "s_per_epoch": median, "rounds": steady,
+            "loop": name, "label": LOOPS[name].label, "s_per_epoch": median, "rounds": steady,
             "range": f"{min(steady):.2f}–{max(steady):.2f}", "samples_per_s": n / median,
-            "x_floor": statistics.median(_paired_ratio(i, name, runs, timings["fp32"]) for i in range(len(loop_runs))),
+            "x_floor": _paired_ratios(name, loop_runs, timings["fp32"]), "own_floor": own,
+            "x_own_floor": _paired_ratios(name, loop_runs, timings[own]),
             "aestudy_speedup": median / base, "first_epoch_s": statistics.median(r.epoch_seconds[0] for r in loop_runs),
             "epochs_per_round": len(loop_runs[0].epoch_seconds),
         })
-    measured = next((r["x_floor"] for r in loops if r["loop"] == "aestudy"), math.nan)
-    row: dict[str, Any] = {"loops": loops, "floor": floor, "samples": n, "batch_size": spec.batch_size,
-                           "target": {"ratio": TARGET_RATIO, "measured": measured, "met": measured <= TARGET_RATIO}}
-    if timings.get("bf16"):
-        row["floor_bf16"] = _floor_summary(timings["bf16"], flops)
-    return row
+    measured = next(r["x_floor"] for r in loops if r["loop"] == "aestudy")
+    return {"loops": loops, "floor": floors["fp32"], "floors": floors, "samples": n, "batch_size": spec.batch_size,
+            "onednn_fp32": onednn_fp32_exact(),
+            "target": {"ratio": TARGET_RATIO, "measured": measured, "met": measured <= TARGET_RATIO}}
 
 
 def profile_breakdown(data: Dataset, spec: LoopSpec, steps: int) -> dict[str, Any]:
@@ -314,7 +331,7 @@ def quality_row(runs: dict[str, list[LoopRun]], data: Dataset, settings: Setting
     """Row 2: test −ELBO (all test images, fixed noise) and IS-NLL (a subset) of every full-loop run."""
     images = data.test.images[:settings.quality_test_images]
     loops = []
-    for name in [n for n in FULL_LOOPS if n in runs]:
+    for name in [n for n in settings.loops if n in runs]:
         elbos, nlls = [], []
         for run in runs[name]:
             elbo = metrics.evaluate_elbo(run.model, images, generator=torch.Generator().manual_seed(0))
@@ -322,7 +339,7 @@ def quality_row(runs: dict[str, list[LoopRun]], data: Dataset, settings: Setting
             nll = metrics.evaluate_is_nll(run.model, images[:settings.quality_nll_images], k=settings.quality_nll_k,
                                           generator=torch.Generator().manual_seed(0))
             nlls.append(nll["nll"])
-        loops.append({"loop": name, "label": LABELS[name], "neg_elbo": mean_sd(elbos), "is_nll": mean_sd(nlls),
+        loops.append({"loop": name, "label": LOOPS[name].label, "neg_elbo": mean_sd(elbos), "is_nll": mean_sd(nlls),
                       "train_loss": statistics.fmean(r.train_loss for r in runs[name])})
     base = next((r for r in loops if r["loop"] == "aestudy"), None)
     for r in loops:
@@ -337,23 +354,28 @@ def quality_row(runs: dict[str, list[LoopRun]], data: Dataset, settings: Setting
 
 
 def evaluation_row(model: torch.nn.Module, data: Dataset, settings: Settings) -> dict[str, Any]:
-    """Row 3: IS-NLL cost on the test images, memory at two k, agreement with pythae's get_nll."""
+    """Row 3: IS-NLL cost on test images (per 10k: linear in images), memory at two k, pythae's get_nll."""
     images = data.test.images
-    jobs = [(settings.memory_images, k) for k in settings.memory_ks] + [(settings.nll_images, settings.nll_k)]
+    jobs = [(settings.memory_images, k, False) for k in settings.memory_ks]
+    jobs += [(settings.nll_images, settings.nll_k, False), (settings.nll_images, settings.nll_k, True)]
     costs = evaluation.is_nll_costs(model, images, jobs, threads=settings.threads)
-    runs = [{"what": "memory vs k", **c} for c in costs[:-1]] + [{"what": "test set", **costs[-1]}]
-    full = costs[-1]
+    for cost in costs:
+        cost["seconds_per_10k"] = cost["seconds"] * 10_000 / cost["images"]
+    whats = ["memory vs k"] * len(settings.memory_ks) + ["test images", "test images, GEMMs on oneDNN (proposed)"]
+    runs = [{"what": what, **c} for what, c in zip(whats, costs, strict=True)]
+    full = costs[-2]
     agreement = evaluation.pythae_agreement(model, images[:settings.agreement_images], k=settings.nll_k)
     return {"runs": runs, "memory_ks": list(settings.memory_ks),
             "memory_ratio": runs[1]["peak_extra_mib"] / max(runs[0]["peak_extra_mib"], 1e-9),
-            "target": {"k": settings.nll_k, "images": full["images"], "seconds": TARGET_NLL_SECONDS,
-                       "measured": full["seconds"], "met": full["seconds"] <= TARGET_NLL_SECONDS},
+            "target": {"k": settings.nll_k, "images": 10_000, "seconds": TARGET_NLL_SECONDS,
+                       "measured_on": full["images"], "measured": full["seconds_per_10k"],
+                       "met": full["seconds_per_10k"] <= TARGET_NLL_SECONDS},
             "pythae": agreement}
 
 
 def _scaling_point(axis: str, value: int, data: Dataset, spec: LoopSpec) -> dict[str, Any]:
     """Steady epoch (2nd of 2) of aestudy's fit, scaled to 60k images, with its fp32 floor."""
-    run = LOOPS["aestudy"](data, spec, 0, 2)
+    run = LOOPS["aestudy"].run(data, spec, 0, 2)
     n = len(data.train)
     floor = GemmFloor(seeded_model(spec.model, 0), epoch_batches(n, spec.batch_size))
     floor_s = floor.time_batches(epoch_batches(n, spec.batch_size))
@@ -420,9 +442,9 @@ def run(settings: Settings, argv: list[str] | None = None) -> dict[str, Any]:
     if {"throughput", "quality"} & set(settings.rows):
         tic = time.perf_counter()
         full_epochs = settings.epochs if "quality" in settings.rows else settings.variant_epochs + 1
-        loops = {name: full_epochs for name in FULL_LOOPS if name != "aestudy_bf16" or bf16_supported()}
-        if "throughput" in settings.rows:
-            loops.update(dict.fromkeys(settings.variants, settings.variant_epochs))
+        variants = settings.variants if "throughput" in settings.rows else ()
+        usable = [n for n in (*settings.loops, *variants) if not LOOPS[n].needs_bf16 or bf16_supported()]
+        loops = {name: full_epochs if name in settings.loops else settings.variant_epochs for name in usable}
         runs, timings = training_rounds(data, spec, settings, loops)
         first_model = runs["aestudy"][0].model
         seconds["rounds"] = time.perf_counter() - tic
@@ -439,7 +461,7 @@ def run(settings: Settings, argv: list[str] | None = None) -> dict[str, Any]:
         if name in settings.rows:
             tic = time.perf_counter()
             if name == "evaluation" and first_model is None:
-                first_model = LOOPS["aestudy"](data, spec, 0, 2).model
+                first_model = LOOPS["aestudy"].run(data, spec, 0, 2).model
             rows[name] = _other_row(name, first_model, data, settings)
             seconds[name] = time.perf_counter() - tic
             print(f"  {name}: {seconds[name]:.1f} s", flush=True)
@@ -469,9 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds = seeds (default 3)")
     parser.add_argument("--series-profiles", default=None,
                         help="profiles for the series row, comma-separated (default: smoke; e.g. smoke,standard)")
+    parser.add_argument("--loops", default=None,
+                        help=f"loops trained for the full epochs in every round, comma-separated (default: "
+                             f"{','.join(DEFAULT_LOOPS)}; any of {','.join(LOOPS)})")
     parser.add_argument("--variants", default=None,
                         help=f"throughput-only variants of aestudy's fit, comma-separated, 'none' or 'all' "
-                             f"(default: {','.join(DEFAULT_VARIANTS)}; all: {','.join(SHORT_LOOPS)})")
+                             f"(default: {','.join(DEFAULT_VARIANTS)}; all: every loop not in --loops)")
     parser.add_argument("--nll-images", type=int, default=None, help="test images for the IS-NLL cost (10000)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: "
                                                     "runs/bench-quick)")
@@ -489,8 +514,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["series_profiles"] = tuple(p.strip() for p in args.series_profiles.split(",") if p.strip())
     if args.nll_images is not None:
         overrides["nll_images"] = args.nll_images
+    if args.loops is not None:
+        overrides["loops"] = tuple(v.strip() for v in args.loops.split(",") if v.strip())
     if args.variants is not None:
-        chosen = {"all": SHORT_LOOPS, "none": ()}.get(args.variants)
+        loops = overrides.get("loops", DEFAULT_LOOPS)
+        chosen = {"all": tuple(n for n in LOOPS if n not in loops), "none": ()}.get(args.variants)
         overrides["variants"] = chosen if chosen is not None else tuple(
             v.strip() for v in args.variants.split(",") if v.strip())
     if args.out is not None:
