@@ -15,6 +15,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # Non-default values for every notebook: a small latent space on the small, always-offline digits set.
 OVERRIDES: dict[str, dict[str, object]] = {
     "02_vae_maths_elbo": {"beta": 0.5},
+    "03_ae_vs_vae_comparison": {"n_seeds": 1, "beta_vae": 2.0},
+    "04_applications": {"anomaly_class": 3, "train_noise": "salt_pepper", "train_noise_level": 0.1},
 }
 
 
