@@ -148,8 +148,12 @@ def run_aestudy_foreach(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -
 
 def run_aestudy_no_mkldnn(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
     """`fit` with `torch.backends.mkldnn` disabled (fp32 GEMMs go to MKL either way)."""
-    with torch.backends.mkldnn.flags(enabled=False):
+    # set_flags with None leaves the other flags alone (setting allow_tf32 at all warns on CPU builds)
+    enabled = torch.backends.mkldnn.set_flags(False, None, None, None)[0]
+    try:
         return _fit_loop(data, spec, seed, epochs, "aestudy_no_mkldnn")
+    finally:
+        torch.backends.mkldnn.set_flags(enabled, None, None, None)
 
 
 def run_aestudy_threads1(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
