@@ -45,10 +45,12 @@ def test_history_in_mse_inverts_the_fixed_sigma_gaussian_nll() -> None:
 
 
 def test_kl_convergence_has_unbiased_standardised_errors() -> None:
-    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn((4, 3), generator=g), torch.randn((4, 3), generator=g)
     df = ex.kl_convergence(mu, logvar, (2, 100, 5000), seed=0)
     assert set(df["n_samples"]) == {2, 100, 5000} and len(df) == 12
-    assert (df["sem"] > 0).all() and df["z_score"].abs().max() < 5
+    # With 2 draws the standard error is itself a 1-degree-of-freedom guess; judge z-scores from 100 draws on.
+    assert (df["sem"] > 0).all() and df.loc[df["n_samples"] >= 100, "z_score"].abs().max() < 5
     big = df[df["n_samples"] == 5000]
     assert np.allclose(big["mc_kl"], big["analytic_kl"], atol=5 * big["sem"].max())
 

@@ -165,14 +165,19 @@ def move_main_control(page, before: list[str]) -> list[str]:
     classes = control.get_attribute("class") or ""
     if "widget-slider" in classes:
         handle = control.locator(".noUi-handle").first
+        key = "ArrowRight"
         for press in range(1, ARROW_PRESSES + 1):
             readout = control.locator(".widget-readout").inner_text()
             handle.focus()
-            handle.press("ArrowRight")
+            handle.press(key)
+            if control.locator(".widget-readout").inner_text() == readout:
+                # At the end of its range the handle does not move: a reader turns round.
+                key = "ArrowLeft" if key == "ArrowRight" else "ArrowRight"
+                handle.press(key)
             try:
                 before = wait_figure_changed(page, before)
             except AssertionError as exc:
-                exc.add_note(f"after ArrowRight press {press} on the main slider (readout was {readout!r})")
+                exc.add_note(f"after {key} press {press} on the main slider (readout was {readout!r})")
                 raise
         return before
     if "widget-dropdown" in classes:
