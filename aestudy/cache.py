@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pandas as pd
 import torch
 from filelock import FileLock
 
+from aestudy.atomic import atomic_write
 from aestudy.errors import CheckpointError
 
 CACHE_ENV = "AESTUDY_CACHE"
@@ -72,27 +72,6 @@ def _history_to_lists(history: pd.DataFrame) -> dict[str, list[Any]]:
     return {str(column): history[column].tolist() for column in history.columns}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then os.replace onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # persist the rename itself; not every filesystem allows it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -113,7 +92,7 @@ def save_checkpoint(
         "state_dict": {name: tensor.detach().cpu().clone() for name, tensor in state_dict.items()},
     }
     record["sha256"] = _content_digest(record)
-    _atomic_torch_save(record, path)
+    atomic_write(path, lambda handle: torch.save(record, handle))
     return path
 
 

@@ -23,7 +23,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +33,7 @@ import pandas as pd
 import torch
 from filelock import FileLock
 
+from aestudy.atomic import atomic_write_json
 from aestudy.config import resolve_profile
 from aestudy.errors import ClaimFailed, ConfigError, DataError
 
@@ -103,20 +103,6 @@ def load_metrics(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return ledger
 
 
-def _write_atomic(file: Path, ledger: dict[str, Any]) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(ledger, handle, indent=1, allow_nan=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], None]) -> None:
     """Apply `change` to one notebook's entry under the file lock, then write the ledger atomically."""
     file = metrics_path()
@@ -127,7 +113,7 @@ def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], No
         entry.setdefault("claims", [])
         entry.setdefault("metrics", {})
         change(entry)
-        _write_atomic(file, ledger)
+        atomic_write_json(file, ledger, allow_nan=False)
 
 
 def record_metric(name: str, value: Any, *, notebook: str | None = None) -> None:

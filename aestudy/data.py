@@ -17,15 +17,15 @@ import tempfile
 import urllib.request
 import warnings
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 
 import aestudy
+from aestudy.atomic import FILE_MODE, atomic_write
 from aestudy.errors import ConfigError, DataError
 
 DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits")
@@ -37,7 +37,6 @@ TEST_SUBSET_SEED = 0  # a `limit`ed test set is the same images for every `seed`
 PARTS: tuple[str, ...] = ("train-images", "train-labels", "test-images", "test-labels")
 _IDX_MAGIC = {"images": 2051, "labels": 2049}
 _CHUNK = 1 << 20
-_FILE_MODE = 0o644  # mkstemp makes 0600 files; data files are meant to be shared
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -236,19 +235,6 @@ def _writable_reason(folder: Path) -> str | None:
     return None
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temp file in the same folder and os.replace, so `path` is never half-written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------------------------------------------------
 # IDX reading and verification
 
@@ -403,14 +389,14 @@ def _write_cache(folder: Path, spec: IdxSpec, raw: _Raw) -> None:
     """Save the decoded arrays and then the sidecar (its presence marks a complete cache), each atomically."""
     npy_paths, sidecar = _cache_paths(folder)
     for part in PARTS:
-        _atomic_write(npy_paths[part], lambda handle, a=raw.arrays[part]: np.save(handle, a, allow_pickle=False))
+        atomic_write(npy_paths[part], lambda handle, a=raw.arrays[part]: np.save(handle, a, allow_pickle=False))
     meta = {
         "format": CACHE_FORMAT, "name": folder.name, "source": raw.source, "verified": raw.verified,
         "checksum": _dataset_checksum(raw.payload_sha256), "stamps": _stamps(folder, spec),
         "parts": {part: {"shape": list(raw.arrays[part].shape), "payload_sha256": raw.payload_sha256[part]}
                   for part in PARTS},
     }
-    _atomic_write(sidecar, lambda handle: handle.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(sidecar, lambda handle: handle.write(json.dumps(meta, indent=1).encode()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -434,7 +420,7 @@ def _download_one(url: str, target: Path, expected: IdxFile, progress: bool) -> 
         got = digest.hexdigest()
         if got != expected.archive_sha256 and not _payload_matches(Path(tmp), expected):
             return f"checksum mismatch (SHA-256 {got}, expected {expected.archive_sha256}); the download was deleted"
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
         return None
     except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors

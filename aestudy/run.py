@@ -26,7 +26,6 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +37,7 @@ from typing import Any
 import nbformat
 import yaml
 
+from aestudy.atomic import atomic_write_json
 from aestudy.claims import METRICS_FILE_ENV, NOTEBOOK_ENV, load_metrics
 from aestudy.config import PROFILE_ENV, PROFILES, resolve_device, resolve_profile
 from aestudy.errors import ConfigError
@@ -288,17 +288,8 @@ def effective_parameters(notebook: Path, routed: Mapping[str, Any]) -> dict[str,
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file in the same folder and `os.replace`, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; run files are meant to be shared
-            json.dump(data, handle, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write run files (state, metrics) as JSON atomically; unknown types are written as their str()."""
+    atomic_write_json(path, data, default=str)
 
 
 def point_latest(run_dir: Path) -> None:
