@@ -179,6 +179,7 @@ def write_json(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, default=str)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read
     os.replace(tmp, path)
 
 
@@ -215,7 +216,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 floor = rows["throughput"]["floors"].get(kind)
                 if floor:
                     ax.axvline(floor["s_per_epoch"], color=colour, ls="--", label=f"floor: {floor['label']}")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8)
             ax.set_title("Steady-state epoch (60k, batch 128)")
         else:
             points = [p for p in rows["scaling"]["points"] if p["axis"] == panel]
