@@ -1,14 +1,13 @@
-"""Results as markdown tables, an atomic JSON file, a seaborn figure and the README's results section."""
+"""Results as markdown tables, a JSON file, a seaborn figure and the README's results section (atomic writes)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from aestudy.atomic import atomic_write, atomic_write_json
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
@@ -173,21 +172,16 @@ def summary_md(results: dict[str, Any]) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write `data` as indented JSON atomically (temp file in the same folder, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read
-    os.replace(tmp, path)
+    """Write `data` as indented JSON atomically."""
+    atomic_write_json(path, data, indent=2, default=str)
 
 
 def update_readme(readme: Path, markdown: str) -> None:
-    """Replace the README's results section (between the markers) with `markdown`."""
+    """Replace the README's results section (between the markers) with `markdown`, atomically."""
     content = readme.read_text()
     start, end = content.index(README_START) + len(README_START), content.index(README_END)
-    readme.write_text(content[:start] + "\n" + markdown + content[end:])
+    text = content[:start] + "\n" + markdown + content[end:]
+    atomic_write(readme, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -232,8 +226,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.set_xlabel({"size": "training images", "batch": "batch size", "latent": "latent size"}[panel])
             ax.set_ylabel("s/epoch" if panel == "size" else "s per 60k images")
             ax.set_title(f"Epoch time vs {ax.get_xlabel()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    finally:
+        plt.close(fig)
