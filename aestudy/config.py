@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 
 import torch
 
+from aestudy.data import DATASET_NAMES as DATASETS
 from aestudy.errors import ConfigError, DeviceError
 
 PROFILES: tuple[str, ...] = ("smoke", "standard", "full")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
-DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "digits")
 PROFILE_ENV = "AESTUDY_PROFILE"
 DEFAULT_PROFILE = "standard"
 

@@ -232,6 +232,13 @@ def rate_distortion_point(res: TrainResult, test_images: Tensor) -> dict[str, fl
     return {"rate": terms["kl"], "distortion": -terms["recon"], "elbo": terms["elbo"], "active_units": n_active}
 
 
+def ae_distortion(model: nn.Module, images: Tensor) -> float:
+    """Distortion −log p(x | decode(encode(x))) of a deterministic AE, mean nats per image (its rate is unbounded)."""
+    model = model.cpu().eval()
+    with torch.no_grad():
+        return float(-model.likelihood.log_prob(images, model.decode(model.encode(images).mu)).mean())
+
+
 def beta_sweep(data: Dataset, betas: Sequence[float], model_cfg: ModelConfig, train_cfg: TrainConfig, *,
                warmup_epochs: float = 0.0) -> tuple[pd.DataFrame, dict[float, TrainResult]]:
     """Rate, distortion and active units of β-VAEs trained at each β (optionally with KL warm-up)."""

@@ -99,3 +99,13 @@ def test_code_box_uniform_stays_inside_the_bounding_box() -> None:
     pts = ex.code_box_uniform(codes, 500, generator=torch.Generator().manual_seed(0))
     assert pts.shape == (500, 3)
     assert (pts >= codes.min(dim=0).values).all() and (pts <= codes.max(dim=0).values).all()
+
+
+def test_ae_distortion_is_the_reconstruction_nll() -> None:
+    torch.manual_seed(0)
+    ae = build_model(ModelConfig(kind="ae", arch="mlp", input_shape=SHAPE, latent_dim=2, hidden=(8,)))
+    x = (torch.rand(5, *SHAPE) > 0.5).float()
+    with torch.no_grad():
+        logits = ae.decode(ae.encode(x).mu)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 5
+    assert ex.ae_distortion(ae, x) == pytest.approx(float(expected), rel=1e-5)
