@@ -100,7 +100,9 @@ def timings_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
         claims = entry.get("claims", [])
         wall = entry.get("wall_s")
         rows.append({"notebook": name, "status": entry.get("status", "?"),
-                     "wall time (s)": None if wall is None else round(float(wall), 1),
+                     # fixed one decimal: the generic 4-significant-digit cell format would print 3.0 s as
+                     # "3" and a long full-profile run (12345.6 s) as "1.235e+04"
+                     "wall time (s)": None if wall is None else f"{float(wall):.1f}",
                      "claims": len(claims), "hold": sum(bool(c.get("holds")) for c in claims)})
     return pd.DataFrame(rows, columns=["notebook", "status", "wall time (s)", "claims", "hold"])
 
