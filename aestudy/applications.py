@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.manifold import TSNE
@@ -37,6 +36,7 @@ from aestudy.data import (
     resolve_data_dir,
 )
 from aestudy.errors import ConfigError
+from aestudy.stats import spearman_table  # noqa: F401  (re-exported until the layout move)
 from aestudy.metrics import (
     anomaly_auroc,
     anomaly_scores,
@@ -510,15 +510,3 @@ def uncertainty_table(model: nn.Module, sets: Mapping[str, Tensor], *, dims: Ten
             "recon_mse": mse_per_image(x, _reconstruct(model, x)).numpy(),
         }))
     return pd.concat(frames, ignore_index=True)
-
-
-def spearman_table(df: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """Spearman rank correlation ρ and its two-sided p-value (scipy.stats.spearmanr) for each column pair."""
-    rows = []
-    for x, y in pairs:
-        missing = [c for c in (x, y) if c not in df.columns]
-        if missing:
-            raise ConfigError(f"spearman_table: columns {missing} are not in the table; it has {list(df.columns)}.")
-        result = spearmanr(df[x], df[y])
-        rows.append({"x": x, "y": y, "rho": float(result.statistic), "p_value": float(result.pvalue), "n": len(df)})
-    return pd.DataFrame(rows)

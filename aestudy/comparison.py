@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import binomtest
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
@@ -42,6 +41,7 @@ from aestudy.metrics import (
 from aestudy.models import ModelConfig, build_model, count_parameters
 from aestudy.noise import NoiseConfig, corrupt
 from aestudy.objectives import loss_terms
+from aestudy.stats import consistently_lower, lower_in_every_seed, mean_sd, mean_sd_text, means, per_seed, sign_test  # noqa: F401
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
 MODEL_NAMES: tuple[str, ...] = ("AE", "VAE", "DAE", "β-VAE")
@@ -132,62 +132,6 @@ def train_all(specs: Mapping[str, Spec], data: Dataset, seeds: Sequence[int]) ->
 def fixed_binarization(images: Tensor, *, seed: int) -> Tensor:
     """One Bernoulli(x) draw of grey images with a fixed seed (the input a Bernoulli model sees at test time)."""
     return binarize_images(images, torch.Generator().manual_seed(seed))
-
-
-# --- aggregation over seeds -------------------------------------------------------------------------------
-
-def mean_sd(df: pd.DataFrame, by: str | Sequence[str], values: Sequence[str]) -> pd.DataFrame:
-    """Mean, sample sd (ddof = 1; NaN for one seed) and count of `values` per group, columns `v_mean`, `v_sd`, `n`."""
-    keys = [by] if isinstance(by, str) else list(by)
-    missing = [c for c in (*keys, *values) if c not in df.columns]
-    if missing:
-        raise ConfigError(f"mean_sd: columns {missing} are not in the table; it has {list(df.columns)}.")
-    grouped = df.groupby(keys, sort=False)[list(values)]
-    out = pd.concat({"mean": grouped.mean(), "sd": grouped.std(ddof=1)}, axis=1)
-    out.columns = [f"{value}_{stat}" for stat, value in out.columns]
-    out = out[[f"{v}_{s}" for v in values for s in ("mean", "sd")]]
-    out["n"] = grouped.size()
-    return out
-
-
-def mean_sd_text(df: pd.DataFrame, by: str | Sequence[str], values: Sequence[str], *,
-                 digits: int = 4) -> pd.DataFrame:
-    """The same groups as `mean_sd` rendered as "mean ± sd" strings (`digits` significant digits)."""
-    stats = mean_sd(df, by, values)
-
-    def text(mean: float, sd: float) -> str:
-        return f"{mean:.{digits}g}" if not math.isfinite(sd) else f"{mean:.{digits}g} ± {sd:.2g}"
-
-    return pd.DataFrame({v: [text(m, s) for m, s in zip(stats[f"{v}_mean"], stats[f"{v}_sd"], strict=True)]
-                         for v in values}, index=stats.index)
-
-
-def per_seed(df: pd.DataFrame, model: str, column: str, **where: Any) -> np.ndarray:
-    """The values of `column` for `model` (one per seed), optionally filtered by other columns (`source=...`)."""
-    rows = df[df["model"] == model]
-    for key, value in where.items():
-        rows = rows[rows[key] == value]
-    if rows.empty:
-        raise ConfigError(f"no rows for model={model!r} {where} in the {column!r} table.")
-    return rows[column].to_numpy(dtype=float)
-
-
-def consistently_lower(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether every value of `a` is below every value of `b`: a difference that no pair of seeds contradicts."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.size == 0 or b.size == 0 or not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ConfigError(f"consistently_lower needs non-empty finite values; got {a.tolist()} and {b.tolist()}.")
-    return bool(a.max() < b.min())
-
-
-def lower_in_every_seed(df: pd.DataFrame, column: str, low: str, high: str, **where: Any) -> bool:
-    """Whether model `low` has a lower `column` than model `high` in every seed pairing (see consistently_lower)."""
-    return consistently_lower(per_seed(df, low, column, **where), per_seed(df, high, column, **where))
-
-
-def means(df: pd.DataFrame, by: str, value: str) -> dict[Any, float]:
-    """The mean of `value` per level of `by` (over seeds), as a plain dict."""
-    return {k: float(v) for k, v in df.groupby(by, sort=False)[value].mean().items()}
 
 
 # --- 1. reconstruction ------------------------------------------------------------------------------------
@@ -439,17 +383,6 @@ def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, st
             if r:
                 rows.append({"model": name, "round": r, "seconds_per_step": (time.perf_counter() - start) / steps})
     return pd.DataFrame(rows)
-
-
-def sign_test(timing: pd.DataFrame, faster: str, slower: str) -> dict[str, float]:
-    """Paired sign test over timing rounds: in how many rounds `faster` took less time per step than `slower`.
-
-    Returns wins, rounds, and the one-sided binomial p-value (scipy) of that many wins if neither were faster.
-    """
-    pivot = timing.pivot_table(index="round", columns="model", values="seconds_per_step")
-    wins, rounds = int((pivot[faster] < pivot[slower]).sum()), len(pivot)
-    p_value = float(binomtest(wins, rounds, 0.5, alternative="greater").pvalue)
-    return {"wins": wins, "rounds": rounds, "p_value": p_value}
 
 
 # --- 6. tuning sensitivity --------------------------------------------------------------------------------
