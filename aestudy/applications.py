@@ -36,7 +36,6 @@ from aestudy.data import (
     resolve_data_dir,
 )
 from aestudy.errors import ConfigError
-from aestudy.stats import spearman_table  # noqa: F401  (re-exported until the layout move)
 from aestudy.metrics import (
     anomaly_auroc,
     anomaly_scores,
@@ -50,6 +49,7 @@ from aestudy.metrics import (
 )
 from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig, corrupt
+from aestudy.stats import spearman_table  # noqa: F401  (re-exported until the layout move)
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
 ArrayLike = Tensor | np.ndarray
