@@ -1,10 +1,9 @@
-"""Notebook 03's measurements: AE, VAE, DAE and β-VAE trained under one protocol and compared side by side.
+"""Notebook 03 (AE vs VAE, measured): AE, VAE, DAE and β-VAE trained under one protocol and compared.
 
 Every model shares the backbone, latent size, decoder likelihood, optimiser, epochs and data (`Protocol`);
 the DAE differs only by corrupted inputs, the β-VAE only by its KL weight. Each measurement returns a tidy
-DataFrame with one row per model and seed (or per grid point); `mean_sd` aggregates the seeds, and
-`comparison_table` turns the measured facts and claim verdicts into the AE-vs-VAE table. Trainings go
-through `train_or_load`, so the VAE of notebook 02 (same configuration) is loaded, not retrained.
+DataFrame with one row per model and seed; `aestudy.stats` aggregates the seeds, and the AE-vs-VAE table is
+built from named facts and the claims' own verdicts.
 """
 
 from __future__ import annotations
@@ -18,62 +17,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
-from aestudy.classifier import generation_scores
 from aestudy.data import Dataset, binarize_images
 from aestudy.errors import ConfigError, TrainingDivergedError
-from aestudy.experiments import decoder_fn
-from aestudy.metrics import (
-    active_units,
-    encode_means,
-    interpolation_smoothness,
-    latent_path_images,
-    mmd,
-    mse_per_image,
-    prior_holes,
-    psnr,
-    sharpness,
-    ssim,
-)
+from aestudy.evaluation import EVAL_BATCH, batched, generator_on, model_device, reconstruct
+from aestudy.generation import PRIOR, gap_closed
+from aestudy.latent import aggregate_posterior_sample, interpolation_smoothness, path_realism, prior_holes, random_pairs
+from aestudy.metrics import active_units, mmd, reconstruction_metrics, sharpness
 from aestudy.models import ModelConfig, build_model, count_parameters
 from aestudy.noise import NoiseConfig, corrupt
 from aestudy.objectives import loss_terms
-from aestudy.stats import consistently_lower, lower_in_every_seed, mean_sd, mean_sd_text, means, per_seed, sign_test  # noqa: F401
+from aestudy.stats import per_seed
 from aestudy.train import TrainConfig, TrainResult, train_or_load
+from aestudy.validate import as_float, as_int
 
 MODEL_NAMES: tuple[str, ...] = ("AE", "VAE", "DAE", "β-VAE")
 TABLE_ASPECTS: tuple[str, ...] = ("Purpose", "Architecture", "Latent space", "Loss function", "Output",
                                   "Use cases", "Advantages", "Limitations")
 TABLE_COLUMNS: tuple[str, ...] = ("Aspect", "AE", "VAE", "Evidence", "Verdict")
 COLLAPSED_MAX_UNITS = 1  # a run whose code keeps at most this many active units has collapsed
-DENSITY_KINDS: tuple[str, ...] = ("gaussian", "gmm")
-PRIOR = "prior N(0, I)"  # the source label of samples decoded from z ~ N(0, I)
-
 Results = Mapping[tuple[str, int], TrainResult]
 Spec = tuple[ModelConfig, TrainConfig]
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _require(cond: bool, name: str, value: Any, valid: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}={value!r} is invalid; {valid}.")
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-# --- the protocol -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Protocol:
@@ -89,11 +55,11 @@ class Protocol:
     n_seeds: int = 2  # training seeds per model (base seed, base seed + 1, ...)
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.beta_vae) and self.beta_vae > 0, "beta_vae", self.beta_vae,
-                 "it must be a finite number > 0 (the β-VAE's KL weight)")
-        _require(_is_number(self.dae_noise) and self.dae_noise > 0, "dae_noise", self.dae_noise,
-                 "it must be a finite number > 0 (the σ of the DAE's Gaussian input noise)")
-        _require(_is_int(self.n_seeds) and self.n_seeds >= 1, "n_seeds", self.n_seeds, "it must be an integer >= 1")
+        object.__setattr__(self, "beta_vae", as_float(self.beta_vae, "beta_vae", low=0, low_open=True,
+                                                          meaning="the β-VAE's KL weight"))
+        object.__setattr__(self, "dae_noise", as_float(self.dae_noise, "dae_noise", low=0, low_open=True,
+                                                           meaning="the σ of the DAE's Gaussian input noise"))
+        object.__setattr__(self, "n_seeds", as_int(self.n_seeds, "n_seeds", low=1))
         self.model_config("vae")  # ModelConfig validates latent_dim, arch, likelihood and input_shape
 
     def model_config(self, kind: str, *, latent_dim: int | None = None) -> ModelConfig:
@@ -134,137 +100,10 @@ def fixed_binarization(images: Tensor, *, seed: int) -> Tensor:
     return binarize_images(images, torch.Generator().manual_seed(seed))
 
 
-# --- 1. reconstruction ------------------------------------------------------------------------------------
-
-def reconstruction_scores(model: nn.Module, inputs: Tensor, targets: Tensor, *,
-                          batch_size: int = 1000) -> dict[str, float]:
-    """Mean MSE (intensity²), PSNR (dB) and SSIM of `model.reconstruct(inputs)` against `targets` (N,C,H,W)."""
-    if inputs.shape != targets.shape:
-        raise ConfigError(f"inputs and targets must have one shape; got {tuple(inputs.shape)} and "
-                          f"{tuple(targets.shape)}.")
-    parts: dict[str, list[Tensor]] = {"mse": [], "psnr": [], "ssim": []}
-    device = _device(model)
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            x_hat = model.reconstruct(inputs[start:start + batch_size].to(device)).cpu()
-            target = targets[start:start + batch_size]
-            parts["mse"].append(mse_per_image(target, x_hat))
-            parts["psnr"].append(psnr(target, x_hat))
-            parts["ssim"].append(ssim(target, x_hat))
-    return {name: float(torch.cat(values).double().mean()) for name, values in parts.items()}
-
-
 def reconstruction_table(results: Results, inputs: Tensor, targets: Tensor) -> pd.DataFrame:
     """Test MSE / PSNR / SSIM per (model, seed)."""
-    return pd.DataFrame([{"model": name, "seed": seed, **reconstruction_scores(res.model, inputs, targets)}
+    return pd.DataFrame([{"model": name, "seed": seed, **reconstruction_metrics(res.model, inputs, targets=targets)}
                          for (name, seed), res in results.items()])
-
-
-# --- 2. generation: the prior, and densities fitted to an AE's codes ---------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class CodeDensity:
-    """A Gaussian mixture over codes (ex-post density, Ghosh et al. 2020): weights (K,), means (K, D), Σ (K, D, D)."""
-
-    weights: Tensor
-    means: Tensor
-    covariances: Tensor
-
-    def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
-        """n codes (n, D) float32: a component by weight, then its mean + temperature · chol(Σ) ε."""
-        _require(_is_int(n) and n >= 1, "n", n, "it must be an integer >= 1")
-        component = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
-        chol = torch.linalg.cholesky(self.covariances)  # (K, D, D)
-        eps = torch.randn((n, self.means.shape[1], 1), generator=generator, dtype=chol.dtype)
-        return (self.means[component] + temperature * (chol[component] @ eps).squeeze(-1)).float()
-
-
-def fit_code_density(codes: Tensor, *, kind: str = "gmm", n_components: int = 10, seed: int = 0,
-                     max_points: int = 20000) -> CodeDensity:
-    """A full-covariance Gaussian ("gaussian") or an `n_components` GMM ("gmm", scikit-learn EM) of codes (N, D)."""
-    _require(kind in DENSITY_KINDS, "kind", kind, f"valid values: {', '.join(DENSITY_KINDS)}")
-    x = codes[:max_points].detach().cpu().double().numpy()
-    if kind == "gaussian":
-        cov = np.atleast_2d(np.cov(x, rowvar=False))
-        return CodeDensity(torch.ones(1, dtype=torch.float64), torch.from_numpy(x.mean(axis=0))[None],
-                           torch.from_numpy(cov)[None])
-    _require(_is_int(n_components) and 1 <= n_components <= len(x), "n_components", n_components,
-             f"it must be an integer in [1, {len(x)}] (the number of codes)")
-    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed).fit(x)
-    return CodeDensity(torch.from_numpy(gmm.weights_), torch.from_numpy(gmm.means_),
-                       torch.from_numpy(gmm.covariances_))
-
-
-def generation_sources(model: nn.Module, n: int, *, seed: int = 0, fit_inputs: Tensor | None = None,
-                       n_components: int = 10, temperature: float = 1.0) -> dict[str, Tensor]:
-    """Decoded samples (n, C, H, W) from N(0, I), and, given `fit_inputs`, from densities fitted to their codes."""
-    gen = torch.Generator().manual_seed(seed)
-    sources = {PRIOR: model.sample(n, generator=gen, temperature=temperature).cpu()}
-    if fit_inputs is not None:
-        codes = encode_means(model, fit_inputs)
-        decode = decoder_fn(model)
-        for label, kind in (("Gaussian ex post", "gaussian"), ("GMM ex post", "gmm")):
-            density = fit_code_density(codes, kind=kind, n_components=n_components, seed=seed)
-            sources[label] = decode(density.sample(n, generator=gen, temperature=temperature))
-    return sources
-
-
-def generation_table(results: Results, classifier: nn.Module, reference: Tensor, *, n: int, seed: int = 0,
-                     ex_post: Sequence[str] = ("AE",), fit_inputs: Tensor | None = None,
-                     n_components: int = 10) -> pd.DataFrame:
-    """FID-FMNIST, precision, recall and classifier confidence of each model's samples (per model, seed, source)."""
-    rows = []
-    for (name, model_seed), res in results.items():
-        fit = fit_inputs if name in ex_post else None
-        sources = generation_sources(res.model, n, seed=seed + model_seed, fit_inputs=fit, n_components=n_components)
-        rows += [{"model": name, "seed": model_seed, "source": source,
-                  **generation_scores(classifier, reference, images)} for source, images in sources.items()]
-    return pd.DataFrame(rows)
-
-
-def gap_closed(fid_baseline: float, fid_fixed: float, fid_target: float) -> float:
-    """Share of the FID gap baseline → target that a fix closes: (baseline − fixed) / (baseline − target)."""
-    gap = fid_baseline - fid_target
-    if gap == 0:
-        raise ConfigError("gap_closed is undefined when the baseline and the target have the same FID.")
-    return (fid_baseline - fid_fixed) / gap
-
-
-# --- 3. latent space --------------------------------------------------------------------------------------
-
-def aggregate_posterior_sample(model: nn.Module, images: Tensor, *, generator: torch.Generator | None = None,
-                               batch_size: int = 1000) -> Tensor:
-    """One z ~ q(z|x) per image (N, D) on the CPU: a draw of the aggregated posterior (the AE: its codes)."""
-    device = _device(model)
-    model.eval()
-    parts = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            post = model.encode(images[start:start + batch_size].to(device))
-            if post.logvar is None:
-                parts.append(post.mu.cpu())
-            else:
-                eps = torch.randn(post.mu.shape, generator=generator, dtype=post.mu.dtype)
-                parts.append(post.mu.cpu() + torch.exp(0.5 * post.logvar.cpu()) * eps)
-    return torch.cat(parts)
-
-
-def random_pairs(n_images: int, n_pairs: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """`n_pairs` index pairs (a, b) of distinct images among `n_images`, drawn with `seed`."""
-    _require(_is_int(n_images) and n_images >= 2, "n_images", n_images, "it must be an integer >= 2")
-    gen = torch.Generator().manual_seed(seed)
-    a = torch.randint(n_images, (n_pairs,), generator=gen)
-    b = (a + torch.randint(1, n_images, (n_pairs,), generator=gen)) % n_images  # never equal to a
-    return a, b
-
-
-def path_realism(model: nn.Module, classifier: Any, x_a: Tensor, x_b: Tensor, *, steps: int = 10) -> float:
-    """Realism kept along straight latent paths, a ratio: the classifier's mean top-class probability on the
-    interior decoded points (0 < t < 1) over that on the two ends (the reconstructions); < 1 = a dip midway."""
-    images = latent_path_images(model, x_a, x_b, steps=steps)  # (N, S + 1, C, H, W)
-    confidence = classifier.predict_proba(images.flatten(0, 1)).max(dim=1).values.view(images.shape[:2]).double()
-    return float(confidence[:, 1:-1].mean() / confidence[:, [0, -1]].mean())
 
 
 def latent_table(results: Results, images: Tensor, classifier: Any, *, n: int, n_pairs: int, steps: int = 10,
@@ -286,31 +125,17 @@ def latent_table(results: Results, images: Tensor, classifier: Any, *, n: int, n
     return pd.DataFrame(rows)
 
 
-def project_codes(codes: Tensor) -> np.ndarray:
-    """Codes (N, D) onto their top two principal axes, *uncentred* (N, 2): N(0, I) projects to N(0, I₂) exactly."""
-    x = codes.detach().cpu().double().numpy()
-    if x.shape[1] <= 2:
-        return x
-    axes = PCA(n_components=2).fit(x).components_  # (2, D), orthonormal rows
-    return x @ axes.T
-
-
-# --- 4. generalisation ------------------------------------------------------------------------------------
-
 def own_loss(model: nn.Module, images: Tensor, train_cfg: TrainConfig, *, seed: int = 0,
-             batch_size: int = 1000) -> float:
+             batch_size: int = EVAL_BATCH) -> float:
     """The model's training objective on `images`, nats per image, with fixed randomness (β, input noise as trained)."""
-    device = _device(model)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    total = 0.0
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(device)
-            inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
-            loss, _ = loss_terms(model, inputs, beta=train_cfg.beta, target=x, generator=gen)
-            total += float(loss) * len(x)
-    return total / len(images)
+    gen = generator_on(seed, model_device(model))
+
+    def batch_loss(x: Tensor) -> Tensor:  # (1,): the batch's summed loss
+        inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
+        loss, _ = loss_terms(model, inputs, beta=train_cfg.beta, target=x, generator=gen)
+        return (loss.double() * len(x)).reshape(1)
+
+    return float(batched(model, batch_loss, images, batch_size=batch_size).sum()) / len(images)
 
 
 def generalisation_table(results: Results, specs: Mapping[str, Spec], *, train_inputs: Tensor,
@@ -322,7 +147,7 @@ def generalisation_table(results: Results, specs: Mapping[str, Spec], *, train_i
         train_cfg = specs[name][1]
         row: dict[str, Any] = {"model": name, "seed": model_seed}
         for part, inputs, targets in (("train", train_inputs, train_targets), ("test", test_inputs, test_targets)):
-            row[f"{part}_mse"] = reconstruction_scores(res.model, inputs, targets)["mse"]
+            row[f"{part}_mse"] = reconstruction_metrics(res.model, inputs, targets=targets)["mse"]
             row[f"{part}_loss"] = own_loss(res.model, inputs, train_cfg, seed=seed)
         for what in ("mse", "loss"):
             row[f"{what}_gap"] = row[f"test_{what}"] - row[f"train_{what}"]
@@ -330,8 +155,6 @@ def generalisation_table(results: Results, specs: Mapping[str, Spec], *, train_i
         rows.append(row)
     return pd.DataFrame(rows)
 
-
-# --- 5. training cost -------------------------------------------------------------------------------------
 
 def epochs_to_converge(val_loss: Sequence[float], *, tolerance: float = 0.01) -> int:
     """The first epoch (1-based) whose validation loss is within `tolerance` (relative) of the run's best."""
@@ -358,8 +181,7 @@ def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, st
     Interleaving (each round times every model once, in a rotated order) spreads a drifting machine load
     over all models alike, so the medians compare the models, not the moments they ran.
     """
-    _require(_is_int(rounds) and rounds >= 1, "rounds", rounds, "it must be an integer >= 1")
-    _require(_is_int(steps) and steps >= 1, "steps", steps, "it must be an integer >= 1")
+    rounds, steps = as_int(rounds, "rounds", low=1), as_int(steps, "steps", low=1)
     torch.manual_seed(seed)
     models = {name: build_model(model_cfg).to(device).train() for name, (model_cfg, _) in specs.items()}
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in models.items()}
@@ -385,8 +207,6 @@ def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, st
     return pd.DataFrame(rows)
 
 
-# --- 6. tuning sensitivity --------------------------------------------------------------------------------
-
 def _grid_run(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, test_inputs: Tensor,
               test_targets: Tensor) -> dict[str, Any]:
     """Train one grid point and score it; a diverged run is recorded (test_mse NaN), not raised."""
@@ -395,7 +215,7 @@ def _grid_run(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, tes
     except TrainingDivergedError:
         return {"test_mse": math.nan, "active_units": 0, "diverged": True}
     n_active, _ = active_units(res.model, test_inputs)
-    return {"test_mse": reconstruction_scores(res.model, test_inputs, test_targets)["mse"],
+    return {"test_mse": reconstruction_metrics(res.model, test_inputs, targets=test_targets)["mse"],
             "active_units": n_active, "diverged": False}
 
 
@@ -436,8 +256,6 @@ def tuning_summary(grid: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
-# --- 7. blurriness ----------------------------------------------------------------------------------------
-
 def sharpness_table(results: Results, inputs: Tensor, data_images: Tensor, *, n: int,
                     seed: int = 0) -> pd.DataFrame:
     """Mean Laplacian variance (intensity²) of reconstructions and prior samples per (model, seed), and of the data."""
@@ -445,37 +263,11 @@ def sharpness_table(results: Results, inputs: Tensor, data_images: Tensor, *, n:
              "sharpness": float(sharpness(data_images[:n]).mean())}]
     for (name, model_seed), res in results.items():
         model = res.model
-        recon = model.reconstruct(inputs[:n].to(_device(model))).cpu()
+        recon = reconstruct(model, inputs[:n])
         samples = model.sample(n, generator=torch.Generator().manual_seed(seed + model_seed)).cpu()
         rows += [{"model": name, "seed": model_seed, "source": source, "sharpness": float(sharpness(images).mean())}
                  for source, images in (("reconstructions", recon), ("prior samples", samples))]
     return pd.DataFrame(rows)
-
-
-# --- 9. widgets' image sources ----------------------------------------------------------------------------
-
-def interpolation_rows(models: Mapping[str, nn.Module], inputs: Tensor, originals: Tensor, i: int, j: int, *,
-                       steps: int = 10) -> dict[str, Tensor]:
-    """Image rows for test images i → j: the two originals, then each model's decoded straight latent path."""
-    rows = {"A, B (data)": torch.stack([originals[i], originals[j]])}
-    for name, model in models.items():
-        rows[name] = latent_path_images(model, inputs[i], inputs[j], steps=steps)
-    return rows
-
-
-def sample_grids(models: Mapping[str, nn.Module], densities: Mapping[str, tuple[nn.Module, CodeDensity]],
-                 n: int, temperature: float, *, seed: int = 0) -> dict[str, Tensor]:
-    """n samples at `temperature` per prior model (z ~ N(0, t²I)) and per (model, ex-post density) pair."""
-    grids = {name: model.sample(n, generator=torch.Generator().manual_seed(seed), temperature=temperature).cpu()
-             for name, model in models.items()}
-    for name, (model, density) in densities.items():
-        z = density.sample(n, generator=torch.Generator().manual_seed(seed), temperature=temperature)
-        grids[name] = decoder_fn(model)(z)
-    return grids
-
-
-# --- 8. the table -----------------------------------------------------------------------------------------
-
 TEXTBOOK: dict[str, tuple[str, str]] = {
     "Purpose": ("learn a compact code that reconstructs its input (compression, features)",
                 "learn a generative model p(x) = ∫ p(x|z) p(z) dz with amortised inference q(z|x)"),
@@ -580,9 +372,6 @@ def _evidence(f: Mapping[str, float]) -> dict[str, str]:
                         f"{f['spread_ae']:.1%} vs VAE {f['spread_vae']:.1%}; collapsed VAE runs "
                         f"{f['collapsed_vae']:.0f}/{f['runs_vae']:.0f} (AE {f['collapsed_ae']:.0f})"),
     }
-
-
-# Each row's claims: +1 when the claim holding supports the row's textbook text, −1 when it contradicts it.
 ROW_VERDICTS: dict[str, tuple[tuple[str, int], ...]] = {
     "Purpose": (("ae-reconstructs-better", 1), ("vae-samples-beat-ae-prior", 1)),
     "Architecture": (),
@@ -618,4 +407,3 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
-
