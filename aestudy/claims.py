@@ -11,10 +11,12 @@ Two kinds of claim:
 Sanity is enforced in every profile and for both kinds: each measured number must be finite, and every
 `bounds={"name": (lo, hi)}` entry must hold.
 
-The ledger file is `$AESTUDY_METRICS_FILE` when set (the runner sets one per notebook), else `./metrics.json`.
+The ledger file is the `path` argument, else `$AESTUDY_METRICS_FILE` (where `aestudy run` puts each
+notebook's ledger), else `runs/interactive/metrics.json` in the checkout (git-ignored; a notebook run by hand in
+JupyterLab leaves nothing untracked), else `~/.cache/aestudy/interactive/metrics.json` for an installed package.
 Layout: ``{"schema": 1, "notebooks": {NOTEBOOK: {"claims": [record, ...], "metrics": {name: value}}}}``,
-NOTEBOOK being `$AESTUDY_NOTEBOOK` or "notebook". Writes are read-modify-write under a file lock and atomic,
-so concurrent notebooks sharing one file never lose each other's records.
+NOTEBOOK being the name the notebook gives its `Study`. Writes are read-modify-write under a file lock and
+atomic, so concurrent notebooks sharing one file never lose each other's records.
 """
 
 from __future__ import annotations
@@ -39,24 +41,31 @@ from aestudy.errors import ClaimFailed, ConfigError, DataError
 
 SCHEMA = 1
 METRICS_FILE_ENV = "AESTUDY_METRICS_FILE"
-NOTEBOOK_ENV = "AESTUDY_NOTEBOOK"
-DEFAULT_METRICS_FILE = "metrics.json"
 DEFAULT_NOTEBOOK = "notebook"
 KINDS: tuple[str, ...] = ("asserted", "examined")
 ENFORCING_PROFILES: tuple[str, ...] = ("standard", "full")
 TABLE_COLUMNS: tuple[str, ...] = ("id", "kind", "statement", "measured", "holds", "enforced")
 
 
+def interactive_ledger() -> Path:
+    """Where a notebook run by hand keeps its ledger: the checkout's git-ignored `runs/interactive/metrics.json`,
+    or `~/.cache/aestudy/interactive/metrics.json` when aestudy is installed without a checkout."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists() and (checkout / "notebooks").is_dir():
+        return checkout / "runs" / "interactive" / "metrics.json"
+    return Path("~/.cache/aestudy/interactive/metrics.json").expanduser()
+
+
 def metrics_path(path: str | os.PathLike | None = None) -> Path:
-    """The ledger file: `path`, else $AESTUDY_METRICS_FILE, else ./metrics.json."""
+    """The ledger file: `path`, else $AESTUDY_METRICS_FILE (set by `aestudy run`), else `interactive_ledger()`."""
     if path is not None:
         return Path(path)
-    return Path(os.environ.get(METRICS_FILE_ENV) or DEFAULT_METRICS_FILE)
+    return Path(os.environ[METRICS_FILE_ENV]) if os.environ.get(METRICS_FILE_ENV) else interactive_ledger()
 
 
 def notebook_name(notebook: str | None = None) -> str:
-    """The notebook a record belongs to: `notebook`, else $AESTUDY_NOTEBOOK, else "notebook"."""
-    return notebook or os.environ.get(NOTEBOOK_ENV) or DEFAULT_NOTEBOOK
+    """The notebook a record belongs to: `notebook` (a Study passes its own name), else "notebook"."""
+    return notebook or DEFAULT_NOTEBOOK
 
 
 def to_jsonable(value: Any) -> Any:
@@ -103,9 +112,10 @@ def load_metrics(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return ledger
 
 
-def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], None]) -> None:
+def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], None],
+                     path: str | os.PathLike | None = None) -> None:
     """Apply `change` to one notebook's entry under the file lock, then write the ledger atomically."""
-    file = metrics_path()
+    file = metrics_path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(file) + ".lock"):
         ledger = load_metrics(file)
@@ -116,14 +126,15 @@ def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], No
         atomic_write_json(file, ledger, allow_nan=False)
 
 
-def record_metric(name: str, value: Any, *, notebook: str | None = None) -> None:
-    """Store a named measurement (replacing an earlier value of the same name) in the ledger."""
+def record_metric(name: str, value: Any, *, notebook: str | None = None,
+                  path: str | os.PathLike | None = None) -> None:
+    """Store a named measurement (replacing an earlier value of the same name) in the ledger at `path`."""
     plain = to_jsonable(value)
 
     def change(entry: dict[str, Any]) -> None:
         entry["metrics"][str(name)] = plain
 
-    _update_notebook(notebook, change)
+    _update_notebook(notebook, change, path)
 
 
 def _numbers(value: Any, name: str) -> list[tuple[str, float]]:
@@ -211,7 +222,8 @@ def compact(measured: Mapping[str, Any], *, digits: int = 4) -> str:
 
 def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], holds: bool, *,
                 profile: str | None = None, kind: str = "asserted", notebook: str | None = None,
-                bounds: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
+                bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+                path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Record a claim with its evidence; raise `ClaimFailed` when it is insane or an enforced claim fails.
 
     `measured` holds the numbers the verdict rests on; `holds` is the verdict. The record (returned and
@@ -237,7 +249,7 @@ def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], hold
         claims.insert(position, record)
         entry["claims"] = claims
 
-    _update_notebook(notebook, change)
+    _update_notebook(notebook, change, path)
     if problems:
         raise ClaimFailed(f"Claim {claim_id!r} failed its sanity checks ({'; '.join(problems)}): "
                           f"{statement} — measured {compact(measured)}.")

@@ -38,7 +38,7 @@ import nbformat
 import yaml
 
 from aestudy.atomic import atomic_write_json
-from aestudy.claims import METRICS_FILE_ENV, NOTEBOOK_ENV, load_metrics
+from aestudy.claims import METRICS_FILE_ENV, load_metrics
 from aestudy.config import PROFILE_ENV, PROFILES, resolve_device, resolve_profile
 from aestudy.errors import ConfigError
 
@@ -411,9 +411,9 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def notebook_env(notebook: Path, *, metrics_file: Path, profile: str, run_dir: Path) -> dict[str, str]:
-    """The variables a notebook's kernel gets: its ledger file and key, the profile, the run folder."""
-    return {METRICS_FILE_ENV: str(metrics_file.resolve()), NOTEBOOK_ENV: notebook_key(notebook),
-            PROFILE_ENV: profile, RUN_DIR_ENV: str(run_dir.resolve())}
+    """The variables a notebook's kernel gets: its ledger file, the profile, the run folder (each notebook names
+    itself through its `Study`, under its file stem)."""
+    return {METRICS_FILE_ENV: str(metrics_file.resolve()), PROFILE_ENV: profile, RUN_DIR_ENV: str(run_dir.resolve())}
 
 
 class _DropUnknownParameterWarnings(logging.Filter):

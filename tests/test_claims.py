@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
 
 import numpy as np
 import pytest
@@ -18,12 +19,11 @@ def ledger(tmp_path, monkeypatch):
     """A fresh ledger file selected through the environment, as the runner does."""
     path = tmp_path / "runs" / "metrics.json"
     monkeypatch.setenv(claims.METRICS_FILE_ENV, str(path))
-    monkeypatch.setenv(claims.NOTEBOOK_ENV, "01_test")
     monkeypatch.delenv("AESTUDY_PROFILE", raising=False)
     return path
 
 
-def _claims(path, notebook="01_test"):
+def _claims(path, notebook="notebook"):
     return json.loads(path.read_text())["notebooks"][notebook]["claims"]
 
 
@@ -102,17 +102,24 @@ def test_values_become_plain_json(ledger):
     record = claims.check_claim("json", "plain", measured, True)
     assert record["measured"] == {"np": 0.25, "int": 3, "t": 1.5, "vec": [0, 1, 2], "flag": True, "name": "vae"}
     claims.record_metric("series", np.linspace(0, 1, 3))
-    stored = claims.load_metrics()["notebooks"]["01_test"]
+    stored = claims.load_metrics()["notebooks"]["notebook"]
     assert stored["metrics"]["series"] == [0.0, 0.5, 1.0]
     assert stored["claims"][0]["measured"] == record["measured"]
 
 
-def test_default_location_is_cwd_and_default_notebook(tmp_path, monkeypatch):
+def test_a_notebook_run_by_hand_writes_to_the_git_ignored_interactive_ledger(tmp_path, monkeypatch):
     monkeypatch.delenv(claims.METRICS_FILE_ENV, raising=False)
-    monkeypatch.delenv(claims.NOTEBOOK_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    claims.record_metric("mse", 0.01)
-    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+    monkeypatch.chdir(tmp_path)  # JupyterLab runs a notebook in notebooks/: nothing may land there
+    default = claims.metrics_path()
+    assert default == claims.interactive_ledger()
+    assert default.parts[-3:] == ("runs", "interactive", "metrics.json")
+    checkout = default.parents[2]
+    ignored = subprocess.run(["git", "-C", str(checkout), "check-ignore", "-q", str(default)], check=False)
+    assert ignored.returncode == 0, f"{default} is not git-ignored"
+    path = tmp_path / "ledger.json"
+    claims.record_metric("mse", 0.01, path=path)
+    assert not (tmp_path / "metrics.json").exists()
+    assert json.loads(path.read_text()) == {
         "schema": 1, "notebooks": {"notebook": {"claims": [], "metrics": {"mse": 0.01}}}}
 
 
@@ -124,7 +131,7 @@ def test_claims_table_is_compact_and_per_notebook(ledger):
     assert table.to_dict("records") == [{"id": "a", "kind": "asserted", "statement": "first",
                                          "measured": "x=0.3333, n=10", "holds": True, "enforced": True}]
     everything = claims.claims_table(all_notebooks=True)
-    assert list(everything["notebook"]) == ["01_test", "02_other"]
+    assert list(everything["notebook"]) == ["notebook", "02_other"]
     assert claims.claims_table(notebook="missing").empty
 
 
@@ -165,7 +172,7 @@ def test_watermark_shows_and_records_run_facts(ledger):
     table = watermark(seed=3, profile="smoke", device="cpu", started_at=time.time() - 12.0)
     assert {"python", "torch", "numpy", "sklearn", "aestudy", "device"} <= set(table.index)
     assert table.loc["seed", "value"] == "3" and table.loc["profile", "value"] == "smoke"
-    recorded = claims.load_metrics()["notebooks"]["01_test"]["metrics"]["watermark"]
+    recorded = claims.load_metrics()["notebooks"]["notebook"]["metrics"]["watermark"]
     assert recorded["torch"] == torch.__version__ and recorded["seed"] == 3
     assert recorded["wall_time_s"] >= 12.0
     assert "torch threads" in recorded["device"]

@@ -18,6 +18,19 @@ from aestudy.metrics import reconstruction_metrics
 from aestudy.models import ModelConfig
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
+SIZES = {  # knob: (smoke, standard, full)
+    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "val_size": (500, 5000, 5000),
+    "epochs": (1, 8, 30),  # section 1's AEs (the `epochs` parameter overrides)
+    "sweep_epochs": (1, 6, 30),  # the latent-size sweep (the `epochs` parameter overrides)
+    "latent_sizes": ((2, 16), (2, 4, 8, 16, 32, 64), (2, 4, 8, 16, 32, 64)),
+    "small_set": (200, 1000, 1000),  # the small training set of the generalisation section
+    "gap_latents": ((2, 16), (2, 16, 64), (2, 8, 16, 32, 64)),
+    "gap_budget": (2000, 120_000, 1_000_000),  # training samples seen per model (equal budget)
+    "n_samples": (500, 5000, 10000),  # images per source for FID-style scores
+}
+
+
 
 def ae_config(arch: str, latent_dim: int, *, input_shape: tuple[int, int, int] = (1, 28, 28)) -> ModelConfig:
     """The plain autoencoder of notebook 01: MSE loss, i.e. a Gaussian decoder with fixed σ = 1."""
@@ -47,8 +60,11 @@ def history_in_mse(history: pd.DataFrame, *, num_pixels: int, sigma: float = 1.0
     return out
 
 
-def subset(data: Dataset, n: int, *, seed: int = 0) -> Dataset:
-    """The same dataset with a stratified `n`-image training split (validation/test capped at n too)."""
+def subset(data: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
+    """The same dataset with a stratified `n`-image training split (validation/test capped at n too);
+    `data` itself when `n` is None or not smaller than its training split."""
+    if n is None or n >= len(data.train):
+        return data
     return load_dataset(data.info.name, val_size=len(data.val), limit=n, binarize=data.binarize, seed=seed)
 
 

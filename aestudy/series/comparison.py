@@ -28,6 +28,7 @@ from aestudy.metrics import active_units, mmd, reconstruction_metrics, sharpness
 from aestudy.models import ModelConfig, build_model, count_parameters
 from aestudy.noise import NoiseConfig, corrupt
 from aestudy.objectives import loss_terms
+from aestudy.series import shared
 from aestudy.stats import per_seed
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 from aestudy.validate import as_float, as_int
@@ -39,6 +40,26 @@ TABLE_COLUMNS: tuple[str, ...] = ("Aspect", "AE", "VAE", "Evidence", "Verdict")
 COLLAPSED_MAX_UNITS = 1  # a run whose code keeps at most this many active units has collapsed
 Results = Mapping[tuple[str, int], TrainResult]
 Spec = tuple[ModelConfig, TrainConfig]
+
+SIZES = {  # knob: (smoke, standard, full)
+    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "val_size": (500, 5000, 5000),
+    "epochs": shared.SIZES["vae_epochs"],  # every compared model: its VAE is the reference VAE
+    "n_seeds": (1, 2, 5),  # training seeds per model (the `n_seeds` parameter overrides)
+    "n_eval": (1000, 5000, 10000),  # test (and train) images scored
+    "n_gen": (500, 5000, 10000),  # samples per source for FID-FMNIST
+    "n_latent": (500, 2000, 5000),  # codes for MMD, prior samples for holes and blur
+    "n_pairs": (20, 200, 500),  # image pairs for interpolation smoothness
+    "subset": (1000, 10000, None),  # training images for the 2-D models and the tuning grid
+    "latent2_epochs": (1, 5, 30),
+    "tune_epochs": (1, 2, 10),
+    "tune_lrs": ((1e-3, 3e-3), (3e-4, 1e-3, 3e-3), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+    "tune_betas": ((4.0,), (2.0, 8.0), (0.5, 2.0, 4.0, 8.0, 16.0)),
+    "tune_seeds": (1, 2, 3),
+    "timing_rounds": (2, 20, 40),  # interleaved rounds of step timing (sign test)
+    "timing_steps": (3, 5, 10),  # training steps per model and round
+}
+
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,17 @@ def train_all(specs: Mapping[str, Spec], data: Dataset, seeds: Sequence[int]) ->
     for res in results.values():
         res.model.cpu().eval()
     return results
+
+
+def evaluation_images(grey: Dataset, binary: Dataset, n: int, *, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The images every model is scored on: (x_test, y_test, x_train, y_train), at most `n` of each split.
+
+    x = the model's input (binarized test images; training images binarized once with `seed`), y = the
+    grey-level images its decoder mean estimates (the scoring targets).
+    """
+    n = min(n, len(binary.test), len(binary.train))
+    x_train = fixed_binarization(binary.train.images[:n], seed=seed)
+    return binary.test.images[:n], grey.test.images[:n], x_train, binary.train.images[:n]
 
 
 def fixed_binarization(images: Tensor, *, seed: int) -> Tensor:

@@ -15,7 +15,23 @@ from aestudy.evaluation import batched, evaluating, generator_on, model_device
 from aestudy.metrics import active_units, evaluate_elbo
 from aestudy.models import ModelConfig
 from aestudy.objectives import gaussian_kl, iwae_bound, mc_kl
+from aestudy.series import shared
 from aestudy.train import TrainConfig, TrainResult, train_or_load
+
+SIZES = {  # knob: (smoke, standard, full)
+    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "val_size": (500, 5000, 5000),
+    "epochs": shared.SIZES["vae_epochs"],  # the main VAE = the reference VAE (aestudy.series.shared)
+    "sweep_epochs": (1, 5, 30),  # the β sweep and the linear VAE
+    "betas": ((0.5, 4.0), (0.1, 0.5, 1.0, 2.0, 4.0, 8.0), (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)),
+    "warmup_beta": (4.0, 4.0, 8.0),
+    "nll_k": (50, 1000, 5000),  # importance samples of the IS-NLL
+    "nll_images": (200, 1000, 10000),  # test images of the IS-NLL
+    "iwae_ks": ((1, 10, 100), (1, 10, 100, 1000), (1, 10, 100, 1000, 5000)),
+    "exact_images": (200, 1000, 2000),  # test images of the exact (pPCA) checks
+    "grad_repeats": (50, 300, 1000),  # independent estimates per gradient estimator
+}
+
 
 
 def kl_convergence(mu: Tensor, logvar: Tensor, sample_sizes: Sequence[int], *, seed: int = 0) -> pd.DataFrame:
