@@ -238,6 +238,18 @@ def test_hierarchical_bootstrap_reduces_to_each_level():
         assert replicates.var() == pytest.approx(expected, rel=0.05)  # 20,000 replicates: ~1 % SE
 
 
+def test_per_image_values_as_a_2d_array_equal_the_list_form():
+    rng = np.random.default_rng(7)
+    images_a, images_b = rng.normal(0.0, 1.0, (4, 30)), rng.normal(1.0, 1.0, (4, 30))  # (seeds, images)
+    as_array = compare(images_a.mean(axis=1), images_b.mean(axis=1), higher_is_better=False, min_effect=0.2,
+                       per_image_a=images_a, per_image_b=images_b, n_boot=300)
+    as_list = compare(images_a.mean(axis=1), images_b.mean(axis=1), higher_is_better=False, min_effect=0.2,
+                      per_image_a=list(images_a), per_image_b=list(images_b), n_boot=300)
+    assert as_array == as_list and as_array.n_images == 30
+    assert as_array.test == ("Welch t (scipy.stats.ttest_ind); t interval with hierarchical bootstrap SE (seeds, "
+                             "then images; 300 replicates)")
+
+
 def test_paired_per_image_needs_the_same_images():
     with pytest.raises(ConfigError, match=r"per_image_b\[1\]='<3 values>' is invalid; paired=True needs the same "
                                           r"images as per_image_a\[1\] \(2 values\)"):
