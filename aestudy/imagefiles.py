@@ -507,7 +507,7 @@ def _load_array(path: Path, size: str | tuple[int, int] | None, channels: int | 
 # Splits, fingerprint, entry points
 
 
-def test_size(n: int) -> int:
+def num_test_images(n: int) -> int:
     """Images in the fixed test split of an `n`-image set: round(TEST_FRACTION * n), at least 1."""
     return max(1, round(TEST_FRACTION * n))
 
@@ -519,7 +519,7 @@ def _split_indices(labels: np.ndarray, *, where: Path, val_size: int, limit: int
     if n < 2:
         raise DataError(f"{where}: {n} image(s); the splits need at least 2 (one test, one training image). Add "
                         "images.")
-    n_test = test_size(n)
+    n_test = num_test_images(n)
     pool = n - n_test
     if val_size > pool - 1:
         raise DataError(f"{where}: {n} images are too few for the splits: {n_test} test ({TEST_FRACTION:.0%}) + "
@@ -543,7 +543,7 @@ def _split_indices(labels: np.ndarray, *, where: Path, val_size: int, limit: int
 
 def default_val_size_for(n: int) -> int:
     """The default validation size of an `n`-image set: VAL_FRACTION of what the test split leaves."""
-    return int(VAL_FRACTION * max(n - test_size(n), 0))
+    return int(VAL_FRACTION * max(n - num_test_images(n), 0))
 
 
 def _checksum(pool: _Pool) -> str:
@@ -602,7 +602,7 @@ def load_files(path: str | os.PathLike[str], *, size: str | int | tuple[int, int
                          torch.from_numpy(pool.labels[i])) for i in index)
     train, val_split, test = _binarized(splits, binarize)  # type: ignore[arg-type]
     checksum = _checksum(pool)
-    notes = (*pool.notes, f"fixed {TEST_FRACTION:.0%} test split of {test_size(n)} images")
+    notes = (*pool.notes, f"fixed {TEST_FRACTION:.0%} test split of {num_test_images(n)} images")
     info = DatasetInfo(str(where), tuple(pool.pixels.shape[1:]), len(pool.class_names), pool.class_names,
                        pool.source, checksum, "your own data (licence not recorded)", "; ".join(notes))
     fingerprint = _fingerprint(kind="files", format=FORMAT, checksum=checksum, size=target, shape=info.shape,
@@ -636,4 +636,4 @@ def default_val_size(path: str | os.PathLike[str]) -> int:
 def train_pool_size(path: str | os.PathLike[str]) -> int:
     """Images left for train + val once the fixed test split is taken (what `split_sizes` scales against)."""
     n = count_images(path)
-    return n - test_size(n) if n >= 2 else 0
+    return n - num_test_images(n) if n >= 2 else 0
