@@ -143,12 +143,14 @@ def _names(paths: Sequence[Path], root: Path, shown: int = _SHOWN) -> str:
 # Folders: listing, headers, decoding
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+def _top_level(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(image files, other files, sub-folders) directly in `folder`, hidden skipped, each sorted by name."""
+    with os.scandir(folder) as scan:  # DirEntry types come with the listing: no stat per file
+        entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    files = [e for e in entries if e.is_file()]
+    images = [Path(e.path) for e in files if e.name.lower().endswith(IMAGE_SUFFIXES)]
+    others = [Path(e.path) for e in files if not e.name.lower().endswith(IMAGE_SUFFIXES)]
+    return images, others, [Path(e.path) for e in entries if e.is_dir()]
 
 
 def _walk(folder: Path) -> tuple[list[Path], int]:
@@ -178,14 +180,12 @@ class _Listing:
 
 def _list_folder(root: Path) -> _Listing:
     """Find the images and classes of `root` (ImageFolder convention), or a DataError for an empty/ambiguous one."""
-    entries = _visible(root)
-    top = [p for p in entries if _is_image(p)]
-    walked = [(d, *_walk(d)) for d in entries if d.is_dir()]
+    top, others, folders = _top_level(root)
+    walked = [(d, *_walk(d)) for d in folders]
     classes = [(d, files) for d, files, _ in walked if files]
-    ignored = sum(1 for p in entries if p.is_file() and not _is_image(p)) + sum(n for _, _, n in walked)
+    ignored = len(others) + sum(n for _, _, n in walked)
     skipped = (f"{ignored} non-image file(s) ignored",) if ignored else ()
     if not top and not classes:
-        others = [p for p in entries if p.is_file()]
         seen = f" (it holds {len(others)} other file(s): {_names(others, root)})" if others else ""
         raise DataError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found{seen}; put your images in it, "
                         "or in one sub-folder per class.")
@@ -623,9 +623,27 @@ def count_images(path: str | os.PathLike[str]) -> int:
             raise DataError(f"{where}: not a readable .npy file ({type(exc).__name__}: {exc}); save it with "
                             "numpy.save(path, images).") from exc
     else:
-        images, _, _, _ = _read_arrays(where)
-        shape = images.shape
+        shape = _npz_images_shape(where)
     return int(shape[0]) if len(shape) else 0
+
+
+def _npz_images_shape(path: Path) -> tuple[int, ...]:
+    """The images' shape from the .npy header inside the .npz (the same key rule as loading), without reading them."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            key = next((k for k in IMAGE_KEYS if k in members), None)
+            key = next(iter(members)) if key is None and len(members) == 1 else key
+            if key is not None:
+                with archive.open(members[key]) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    return tuple(read(handle)[0])
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        pass
+    images, _, _, _ = _read_arrays(path)  # the full read names what is wrong with the file
+    return tuple(images.shape)
 
 
 def default_val_size(path: str | os.PathLike[str]) -> int:

@@ -330,6 +330,14 @@ def test_split_sizes_for_files(tmp_path: Path) -> None:
     sizes = split_sizes(str(tmp_path / "f"), limit=2000, val_size=5000)
     data = load_dataset(str(tmp_path / "f"), progress=False, **sizes)
     assert (len(data.train), len(data.val), len(data.test)) == (36, 4, 10)
+    # arrays are counted from their headers, with the key rule of loading
+    np.savez(tmp_path / "a.npz", labels=np.zeros(7), images=pixels(7, (2, 2)))
+    np.savez(tmp_path / "b.npz", pixels(9, (2, 2)))
+    np.save(tmp_path / "c.npy", pixels(11, (2, 2, 3)))
+    assert [imagefiles.count_images(tmp_path / f) for f in ("a.npz", "b.npz", "c.npy")] == [7, 9, 11]
+    (tmp_path / "d.npz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"d\.npz: not a readable \.npz file"):
+        imagefiles.count_images(tmp_path / "d.npz")
 
 
 def test_cli_data_info_on_a_folder(rgb_classes, capsys: pytest.CaptureFixture[str]) -> None:
