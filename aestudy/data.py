@@ -676,7 +676,8 @@ def load_dataset(name: str | os.PathLike[str] = "fashion-mnist", *, val_size: in
 
     `name` is one of DATASET_NAMES, or a path to your own images (a folder, optionally one sub-folder per class,
     or an .npz/.npy file), read by `aestudy.imagefiles.load_files` with the options `size` and `channels` (paths
-    only). `val_size` None means 5,000 for a named dataset and 10% of the non-test images for files.
+    only; `data_dir` and `upscale` do not apply to them). `val_size` None means 5,000 for a named dataset and 10% of
+    the non-test images for files. Unlabelled files have `info.num_classes == 0` and every label UNLABELLED.
     """
     from aestudy import imagefiles
 
