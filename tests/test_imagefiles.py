@@ -6,6 +6,7 @@ and arrays. PNG is lossless, so decoded pixels are compared exactly with what wa
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -27,7 +28,16 @@ from aestudy.cli import main
 from aestudy.data import UNLABELLED, default_val_size, load_dataset, split_sizes
 from aestudy.errors import ConfigError, DataError
 from aestudy.imagefiles import is_path, num_test_images
-from aestudy.metrics import psnr, sharpness, ssim
+from aestudy.metrics import (
+    anomaly_scores,
+    evaluate_elbo,
+    evaluate_is_nll,
+    interpolation_smoothness,
+    psnr,
+    reconstruction_metrics,
+    sharpness,
+    ssim,
+)
 from aestudy.models import ModelConfig, build_model
 from aestudy.objectives import loss_terms
 from aestudy.train import TrainConfig, train_or_load
@@ -357,18 +367,20 @@ def test_cli_data_info_on_a_folder(rgb_classes, capsys: pytest.CaptureFixture[st
 # Bad input: one clear message naming the file and the fix, nothing written anywhere
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def snapshot(*folders: Path) -> dict[str, bytes]:
+    """Every file under `folders` with its bytes."""
+    return {p.as_posix(): p.read_bytes() for folder in folders if folder.exists()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def expect_error(path: Path, message: str, kind: type[Exception] = DataError, **options) -> None:
-    """load_dataset(path) raises `kind` with exactly `message` and leaves tmp_path (data, caches) unchanged."""
-    root = path if path.is_dir() else path.parent
-    before = snapshot(root) if root.exists() else {}
+    """load_dataset(path) raises `kind` with exactly `message`; nothing changes next to it nor in the model cache."""
+    watched = (path.parent, Path(os.environ["AESTUDY_CACHE"]))  # conftest points the cache at a temp folder
+    before = snapshot(*watched)
     with pytest.raises(kind) as err:
         load_dataset(path, progress=False, **options)
     assert str(err.value) == message
-    assert (snapshot(root) if root.exists() else {}) == before
+    assert snapshot(*watched) == before
 
 
 def test_missing_path(tmp_path: Path) -> None:
@@ -405,14 +417,13 @@ def test_unreadable_or_truncated_image(tmp_path: Path, damage: str) -> None:
     paths = write_pngs(tmp_path / "d", pixels(6, (16, 16, 3)))
     raw = paths[2].read_bytes()
     paths[2].write_bytes(b"this is not a png" if damage == "garbage" else raw[: len(raw) // 2])
-    root = tmp_path / "d"
-    before = snapshot(root)
+    before = snapshot(tmp_path)
     with pytest.raises(DataError) as err:
-        load_dataset(root, progress=False)
-    text = str(err.value)
+        load_dataset(tmp_path / "d", progress=False)
+    text = str(err.value)  # the middle is Pillow's own words, which change between its versions
     assert text.startswith(f"{paths[2]}: unreadable or truncated image (")
     assert text.endswith("); replace or delete the file and load again.")
-    assert snapshot(root) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_mixed_sizes_without_size(tmp_path: Path) -> None:
@@ -539,6 +550,27 @@ def test_models_take_rgb_images(arch: str, shape: tuple[int, int, int], kind: st
     assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, *shape)
     loss, terms = loss_terms(model, x)
     assert torch.isfinite(loss) and terms["recon"].shape == ()
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "cbernoulli", "gaussian"])
+def test_model_metrics_on_rgb_32(likelihood: str) -> None:
+    cfg = ModelConfig(kind="vae", arch="conv", input_shape=(3, 32, 32), latent_dim=4, likelihood=likelihood,
+                      channels=(8, 16))
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    elbo = evaluate_elbo(model, x, generator=gen)
+    nll = evaluate_is_nll(model, x, k=8, generator=gen)
+    assert math.isfinite(elbo["elbo"]) and math.isfinite(nll["nll"])
+    assert nll["nll"] <= -elbo["elbo"] + 1.0  # IWAE_k >= ELBO, up to Monte-Carlo noise at k = 8
+    # bits/dim count every colour value: D = 3 * 32 * 32
+    assert nll["bits_per_dim"] == pytest.approx(nll["nll"] / (3 * 32 * 32 * math.log(2)))
+    rec = reconstruction_metrics(model, x)
+    assert 0 <= rec["mse"] <= 1 and rec["ssim"] <= 1
+    for score in ("recon", "neg_elbo", "is_nll"):
+        assert anomaly_scores(model, x, score=score, k=4, generator=gen).shape == (6,)
+    assert interpolation_smoothness(model, x[:3], x[3:], steps=4) >= 0
 
 
 def test_metrics_on_rgb_are_per_channel_consistent() -> None:
