@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from aestudy import imagefiles
@@ -167,6 +169,22 @@ def test_seeds_move_val_not_test(rgb_classes) -> None:
     assert torch.equal(a.val.images, b.val.images) and a.fingerprint == b.fingerprint
     assert torch.equal(a.test.images, c.test.images)  # the fixed test split
     assert not torch.equal(a.val.images, c.val.images) and a.fingerprint != c.fingerprint
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 300), classes=st.integers(0, 5), val_share=st.floats(0, 1), seed=st.integers(0, 3))
+def test_split_indices_partition_the_images(n: int, classes: int, val_share: float, seed: int) -> None:
+    labels = (np.arange(n) % classes if classes else np.full(n, UNLABELLED)).astype(np.int64)
+    n_test = num_test_images(n)
+    val_size = int(val_share * (n - n_test - 1))
+    train, val, test = imagefiles._split_indices(labels, where=Path("x"), val_size=val_size, limit=None, seed=seed)
+    assert (len(test), len(val), len(train)) == (n_test, val_size, n - n_test - val_size)
+    assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(n))  # disjoint and complete
+    other = imagefiles._split_indices(labels, where=Path("x"), val_size=0, limit=None, seed=seed + 1)[2]
+    assert np.array_equal(test, other)  # the test split depends on neither seed nor val_size
+    if classes:  # stratified: each class gets its proportional share of the test split, +-1
+        share = np.bincount(labels[test], minlength=classes) - np.bincount(labels, minlength=classes) * n_test / n
+        assert np.all(np.abs(share) < 1 + 1e-9)
 
 
 def test_limit_caps_every_split(rgb_classes) -> None:
