@@ -328,6 +328,10 @@ def test_fingerprint_reuses_unchanged_and_retrains_edited(tmp_path: Path) -> Non
     assert changed.fingerprint != first.fingerprint
     assert not train_or_load(model_cfg, train_cfg, changed, cache_dir=cache).from_cache
     assert load_dataset(root, size=3, progress=False).fingerprint != changed.fingerprint  # options count too
+    # the same pixels as an array file (in the folder's file order) are the same data
+    stacked = np.stack([np.asarray(Image.open(p)) for p in paths])
+    np.save(tmp_path / "same.npy", stacked)
+    assert load_dataset(tmp_path / "same.npy").fingerprint == changed.fingerprint
 
 
 # ---------------------------------------------------------------------------------------------------------
