@@ -8,6 +8,7 @@ Taught in notebook 01 section 3 (decoding N(0, I) with an AE), notebook 03 secti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -94,12 +95,14 @@ def generation_scores(classifier: DomainClassifier, real: Tensor, fake: Tensor, 
     fid: Fréchet distance of the 128-d penultimate features ("FID-FMNIST" on Fashion-MNIST: a
     domain-classifier feature space, not Inception, so not comparable with published FIDs; biased at small
     n, so compare at equal n); precision, recall: Kynkäänniemi et al. 2019 with k-NN radii (k = 3);
-    confidence: mean top-class probability the classifier gives the fake images, in [0, 1].
+    confidence: mean top-class probability the classifier gives the fake images, in [0, 1]; NaN for a feature
+    extractor without classes (`aestudy.ae_features.AEFeatureExtractor`, "FID-AE" for unlabelled data).
     """
     real_features = classifier.embed(real, batch_size=batch_size)
     fake_features = classifier.embed(fake, batch_size=batch_size)
     precision, recall = precision_recall(real_features, fake_features, k=k)
-    confidence = classifier.predict_proba(fake, batch_size=batch_size).max(dim=1).values.double().mean()
+    confidence = (classifier.predict_proba(fake, batch_size=batch_size).max(dim=1).values.double().mean()
+                  if hasattr(classifier, "predict_proba") else math.nan)
     return {"fid": frechet_distance(real_features, fake_features), "precision": precision, "recall": recall,
             "confidence": float(confidence)}
 
