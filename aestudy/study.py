@@ -85,6 +85,7 @@ class Study:
             if name in self.size and name not in COMMON and value is not None:
                 self.size[name] = value
         self.ledger = metrics_path()
+        self.records: dict[str, Any] = {}  # claim id -> the record its claim returned (this session's claims)
         torch.manual_seed(self.seed)
         plots.set_theme()
 
@@ -108,9 +109,15 @@ class Study:
     # --- the ledger ---------------------------------------------------------------------------------------
 
     def claim(self, claim_id: str, statement: str, measured: Mapping[str, Any], holds: bool, **kw: Any) -> Any:
-        """`claims.check_claim` filed under this notebook and profile (see there for `kind`, `bounds`)."""
-        return check_claim(claim_id, statement, measured, holds, profile=self.profile, notebook=self.notebook,
-                           path=self.ledger, **kw)
+        """`claims.check_claim` filed under this notebook and profile (see there for `kind`, `bounds`).
+
+        The returned record is also kept in `self.records`, so tables built from verdicts use the claims' own
+        results rather than reading the ledger file back.
+        """
+        record = check_claim(claim_id, statement, measured, holds, profile=self.profile, notebook=self.notebook,
+                             path=self.ledger, **kw)
+        self.records[claim_id] = record
+        return record
 
     def metric(self, name: str, value: Any) -> None:
         """`claims.record_metric` filed under this notebook."""

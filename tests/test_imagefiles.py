@@ -25,17 +25,17 @@ from aestudy.ae_features import (
     AEFeatureExtractor,
     feature_extractor_from_autoencoder,
 )
+from aestudy.anomaly import anomaly_scores
 from aestudy.classifier import get_classifier
 from aestudy.cli import main
 from aestudy.data import UNLABELLED, default_val_size, load_dataset, split_sizes
 from aestudy.errors import ConfigError, DataError
 from aestudy.generation import generation_scores
 from aestudy.imagefiles import is_path, num_test_images
+from aestudy.latent import interpolation_smoothness
 from aestudy.metrics import (
-    anomaly_scores,
     evaluate_elbo,
     evaluate_is_nll,
-    interpolation_smoothness,
     psnr,
     reconstruction_metrics,
     sharpness,

@@ -3,6 +3,7 @@ and the AE-vs-VAE table, on tiny models and 8×8 digits."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -413,12 +414,18 @@ def test_train_all_returns_cpu_models_for_every_name_and_seed(tmp_path, monkeypa
 # --- the table --------------------------------------------------------------------------------------------
 
 def _facts():
-    return {name: 0.5 + k for k, name in enumerate(s03.FACTS)}
+    return s03.Facts(**{f.name: 0.5 + k for k, f in enumerate(dataclasses.fields(s03.Facts))})
+
+
+def _records(**verdicts):
+    """Claim records as `study.claim` returns them: every table claim holds unless given otherwise."""
+    held = dict.fromkeys(s03.TABLE_CLAIMS, True) | {k.replace("_", "-"): v for k, v in verdicts.items()}
+    return {f"03.{name}": {"id": f"03.{name}", "holds": v is True, **({"verdict": v} if isinstance(v, str) else {})}
+            for name, v in held.items()}
 
 
 def test_comparison_table_has_every_required_row_in_order():
-    verdicts = dict.fromkeys(s03.VERDICTS, True)
-    table = s03.comparison_table(_facts(), verdicts)
+    table = s03.comparison_table(_facts(), _records())
     assert list(table.columns) == ["Aspect", "AE", "VAE", "Evidence", "Verdict"]
     assert table["Aspect"].tolist() == ["Purpose", "Architecture", "Latent space", "Loss function", "Output",
                                         "Use cases", "Advantages", "Limitations"]
@@ -432,23 +439,32 @@ def test_comparison_table_has_every_required_row_in_order():
 
 
 def test_comparison_table_verdicts_follow_the_claims():
-    verdicts = dict.fromkeys(s03.VERDICTS, True) | {"vae-smoother-interpolations": False,
-                                                    "vae-generalises-better": False}
-    table = s03.comparison_table(_facts(), verdicts).set_index("Aspect")
+    records = _records(vae_smoother_interpolations=False, vae_generalises_better=False)
+    table = s03.comparison_table(_facts(), records).set_index("Aspect")
     assert table.loc["Loss function", "Verdict"] == "does not hold: 03.vae-generalises-better does not hold"
     assert table.loc["Latent space", "Verdict"] == ("partly: 03.vae-latent-matches-prior holds; "
                                                     "03.vae-smoother-interpolations does not hold; "
                                                     "03.vae-interpolations-realistic holds")
-    contradicted = s03.comparison_table(_facts(), verdicts | {"ex-post-density-closes-gap": False,
-                                                              "vae-needs-careful-tuning": True})
+    contradicted = s03.comparison_table(_facts(), _records(vae_smoother_interpolations=False,
+                                                           vae_generalises_better=False,
+                                                           ex_post_density_closes_gap=False))
     assert contradicted.set_index("Aspect").loc["Limitations", "Verdict"].startswith("holds: ")
 
 
-def test_comparison_table_names_missing_facts_and_verdicts():
-    facts = _facts()
-    del facts["fid_vae"]
-    with pytest.raises(ConfigError, match=r"lacks facts \['fid_vae'\] and verdicts \['ae-faster-per-epoch'\]"):
-        s03.comparison_table(facts, {k: True for k in s03.VERDICTS if k != "ae-faster-per-epoch"})
+def test_comparison_table_reads_three_way_verdicts_and_skips_inconclusive_ones():
+    table = s03.comparison_table(_facts(), _records(vae_generalises_better="inconclusive",
+                                                    vae_smoother_interpolations="inconclusive"))
+    verdict = table.set_index("Aspect")["Verdict"]
+    assert verdict["Loss function"] == "inconclusive: 03.vae-generalises-better inconclusive"
+    assert verdict["Latent space"].startswith("holds: 03.vae-latent-matches-prior holds; "
+                                              "03.vae-smoother-interpolations inconclusive")
+
+
+def test_comparison_table_names_a_missing_claim_record():
+    records = _records()
+    del records["03.ae-faster-per-epoch"]
+    with pytest.raises(ConfigError, match=r"needs the record of claim 03\.ae-faster-per-epoch"):
+        s03.comparison_table(_facts(), records)
 
 
 def test_markdown_table_escapes_pipes():
@@ -476,12 +492,12 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
                                                              "prior samples"], sharpness=[0.09, 0.03, 0.02, 0.01])
     facts = s03.collect_facts(recon=recon, generation=gen, fid_data=2.0, latent=per_model, gaps=per_model,
                               cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
-    assert set(facts) == set(s03.FACTS)
-    assert facts["mse_ae"] == pytest.approx(0.02) and facts["ssim_vae"] == pytest.approx(0.7)
-    assert facts["gap_closed_gmm"] == pytest.approx(0.75)  # (100 − 40) / (100 − 20)
-    assert facts["step_ratio"] == pytest.approx(1.3)
-    assert facts["collapsed_vae"] == 2 and facts["runs_vae"] == 10
-    table = s03.comparison_table(facts, dict.fromkeys(s03.VERDICTS, True))
+    assert isinstance(facts, s03.Facts)
+    assert facts.mse_ae == pytest.approx(0.02) and facts.ssim_vae == pytest.approx(0.7)
+    assert facts.gap_closed_gmm == pytest.approx(0.75)  # (100 − 40) / (100 − 20)
+    assert facts.step_ratio == pytest.approx(1.3)
+    assert facts.collapsed_vae == 2 and facts.runs_vae == 10
+    table = s03.comparison_table(facts, _records())
     assert "closing 75%" in table.set_index("Aspect").loc["Limitations", "Evidence"]
     with pytest.raises(ConfigError, match="no rows for model='VAE'"):
         s03.collect_facts(recon=recon[recon["model"] != "VAE"], generation=gen, fid_data=2.0, latent=per_model,

@@ -200,8 +200,8 @@ def test_verdict_is_a_frozen_record_with_plain_json_and_one_line_text():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"min_effect": -0.1}, "min_effect=-0.1 is invalid; it must be a finite number >= 0."),
-    ({"alpha": 1.0}, "alpha=1.0 is invalid; it must be a finite number > 0 and < 1."),
-    ({"alpha": 0}, "alpha=0.0 is invalid; it must be a finite number > 0 and < 1."),
+    ({"alpha": 1.0}, "alpha=1.0 is invalid; it must be a finite number in (0, 1)."),
+    ({"alpha": 0}, "alpha=0 is invalid; it must be a finite number in (0, 1)."),
     ({"a": []}, "a=[] is invalid; it must hold at least one value."),
     ({"b": [1.0, float("nan")]}, "b=[1.0, nan] is invalid; every value must be finite (no NaN or inf)."),
     ({"a": [[1.0, 2.0]]}, "a=[[1.0, 2.0]] is invalid; it must be a 1-D sequence of numbers (one per seed or "

@@ -317,93 +317,139 @@ TEXTBOOK: dict[str, tuple[str, str]] = {
     "Limitations": ("no principled way to sample; decoding N(0, I) falls into holes",
                     "blurrier outputs, posterior collapse, more sensitive to β and learning rate"),
 }
-VERDICTS: tuple[str, ...] = ("ae-reconstructs-better", "vae-samples-beat-ae-prior", "ex-post-density-closes-gap",
-                             "vae-latent-matches-prior", "vae-smoother-interpolations", "vae-interpolations-realistic",
-                             "vae-generalises-better", "ae-faster-per-epoch", "vae-needs-careful-tuning",
-                             "vae-outputs-blurrier")
-FACTS: tuple[str, ...] = (
-    "mse_ae", "mse_vae", "mse_dae", "mse_bvae", "ssim_ae", "ssim_vae",
-    "fid_ae_prior", "fid_ae_gauss", "fid_ae_gmm", "fid_vae", "fid_bvae", "fid_data", "gap_closed_gmm",
-    "mmd_ae", "mmd_vae", "holes_ae", "holes_vae", "rough_ae", "rough_vae", "real_ae", "real_vae",
-    "params_ae", "params_vae",
-    "loss_gap_rel_ae", "loss_gap_rel_vae", "mse_gap_rel_ae", "mse_gap_rel_vae", "step_ratio",
-    "spread_ae", "spread_vae", "collapsed_ae", "collapsed_vae", "runs_vae",
-    "sharp_data", "sharp_ae_recon", "sharp_vae_recon", "sharp_vae_samples",
-)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the AE-vs-VAE table quotes, each a mean over seeds from this notebook's tidy tables (units as there)."""
+
+    mse_ae: float  # test MSE per pixel [intensity²]
+    mse_vae: float
+    mse_dae: float
+    mse_bvae: float
+    ssim_ae: float
+    ssim_vae: float
+    fid_ae_prior: float  # FID-FMNIST of AE samples decoded from z ~ N(0, I)
+    fid_ae_gauss: float  # … from a Gaussian fitted to its codes ex post
+    fid_ae_gmm: float  # … from a 10-component GMM fitted ex post
+    fid_vae: float
+    fid_bvae: float
+    fid_data: float  # held-out real images
+    gap_closed_gmm: float  # share of the AE→VAE FID gap the GMM closes
+    mmd_ae: float
+    mmd_vae: float
+    holes_ae: float  # share of prior samples the classifier cannot place
+    holes_vae: float
+    rough_ae: float
+    rough_vae: float
+    real_ae: float  # realism kept along latent paths
+    real_vae: float
+    params_ae: float
+    params_vae: float
+    loss_gap_rel_ae: float  # (test − train) / train of the own objective
+    loss_gap_rel_vae: float
+    mse_gap_rel_ae: float
+    mse_gap_rel_vae: float
+    step_ratio: float  # VAE / AE time per training step
+    spread_ae: float  # relative test-MSE spread over the lr × seed grid
+    spread_vae: float
+    collapsed_ae: float
+    collapsed_vae: float
+    runs_vae: float
+    sharp_data: float  # Laplacian variance [intensity²]
+    sharp_ae_recon: float
+    sharp_vae_recon: float
+    sharp_vae_samples: float
 
 
 def collect_facts(*, recon: pd.DataFrame, generation: pd.DataFrame, fid_data: float, latent: pd.DataFrame,
                   gaps: pd.DataFrame, cost: pd.DataFrame, timing: pd.DataFrame, tuning: pd.DataFrame,
-                  sharp: pd.DataFrame) -> dict[str, float]:
-    """The FACTS the table quotes, as means over seeds of this notebook's tidy tables (tuning: its summary)."""
+                  sharp: pd.DataFrame) -> Facts:
+    """The table's `Facts`, as means over seeds of this notebook's tidy tables (tuning: its summary)."""
     def mean(df: pd.DataFrame, model: str, column: str, **where: str) -> float:
         return float(per_seed(df, model, column, **where).mean())
 
     fid = {key: mean(generation, model, "fid", source=source) for key, model, source in (
         ("fid_ae_prior", "AE", PRIOR), ("fid_ae_gauss", "AE", "Gaussian ex post"), ("fid_ae_gmm", "AE", "GMM ex post"),
         ("fid_vae", "VAE", PRIOR), ("fid_bvae", "β-VAE", PRIOR))}
-    facts = {
+    per_model = {}
+    for key, model in (("ae", "AE"), ("vae", "VAE")):
+        per_model |= {f"mmd_{key}": mean(latent, model, "mmd"), f"holes_{key}": mean(latent, model, "holes"),
+                      f"rough_{key}": mean(latent, model, "roughness"),
+                      f"real_{key}": mean(latent, model, "path_realism"),
+                      f"params_{key}": mean(cost, model, "parameters"),
+                      f"loss_gap_rel_{key}": mean(gaps, model, "loss_gap_rel"),
+                      f"mse_gap_rel_{key}": mean(gaps, model, "mse_gap_rel"),
+                      f"spread_{key}": float(tuning.loc[model, "relative_spread"]),
+                      f"collapsed_{key}": float(tuning.loc[model, "collapsed"])}
+    return Facts(
         **{f"mse_{key}": mean(recon, model, "mse") for key, model in
            (("ae", "AE"), ("vae", "VAE"), ("dae", "DAE"), ("bvae", "β-VAE"))},
-        "ssim_ae": mean(recon, "AE", "ssim"), "ssim_vae": mean(recon, "VAE", "ssim"),
-        **fid, "fid_data": float(fid_data),
-        "gap_closed_gmm": gap_closed(fid["fid_ae_prior"], fid["fid_ae_gmm"], fid["fid_vae"]),
-        "step_ratio": mean(timing, "VAE", "seconds_per_step") / mean(timing, "AE", "seconds_per_step"),
-        "runs_vae": float(tuning.loc["VAE", "runs"]),
-        "sharp_data": mean(sharp, "data", "sharpness"),
-        "sharp_ae_recon": mean(sharp, "AE", "sharpness", source="reconstructions"),
-        "sharp_vae_recon": mean(sharp, "VAE", "sharpness", source="reconstructions"),
-        "sharp_vae_samples": mean(sharp, "VAE", "sharpness", source="prior samples"),
-    }
-    for key, model in (("ae", "AE"), ("vae", "VAE")):
-        facts |= {f"mmd_{key}": mean(latent, model, "mmd"), f"holes_{key}": mean(latent, model, "holes"),
-                  f"rough_{key}": mean(latent, model, "roughness"), f"real_{key}": mean(latent, model, "path_realism"),
-                  f"params_{key}": mean(cost, model, "parameters"),
-                  f"loss_gap_rel_{key}": mean(gaps, model, "loss_gap_rel"),
-                  f"mse_gap_rel_{key}": mean(gaps, model, "mse_gap_rel"),
-                  f"spread_{key}": float(tuning.loc[model, "relative_spread"]),
-                  f"collapsed_{key}": float(tuning.loc[model, "collapsed"])}
-    return facts
+        ssim_ae=mean(recon, "AE", "ssim"), ssim_vae=mean(recon, "VAE", "ssim"),
+        **fid, fid_data=float(fid_data),
+        gap_closed_gmm=gap_closed(fid["fid_ae_prior"], fid["fid_ae_gmm"], fid["fid_vae"]),
+        step_ratio=mean(timing, "VAE", "seconds_per_step") / mean(timing, "AE", "seconds_per_step"),
+        runs_vae=float(tuning.loc["VAE", "runs"]),
+        sharp_data=mean(sharp, "data", "sharpness"),
+        sharp_ae_recon=mean(sharp, "AE", "sharpness", source="reconstructions"),
+        sharp_vae_recon=mean(sharp, "VAE", "sharpness", source="reconstructions"),
+        sharp_vae_samples=mean(sharp, "VAE", "sharpness", source="prior samples"),
+        **per_model,
+    )
 
 
-def _verdict(verdicts: Mapping[str, bool], claims: Sequence[tuple[str, int]]) -> str:
+def _claim_verdict(records: Mapping[str, Mapping[str, Any]], name: str) -> str:
+    """The verdict a claim record carries: its three-way `verdict`, else "holds"/"does not hold" from `holds`."""
+    record = records.get(f"03.{name}", records.get(name))
+    if record is None:
+        raise ConfigError(f"comparison_table needs the record of claim 03.{name}; make that claim first (study.claim "
+                          "returns the record, and the study keeps it in study.records).")
+    return record.get("verdict") or ("holds" if record.get("holds") else "does not hold")
+
+
+def _verdict(records: Mapping[str, Mapping[str, Any]], claims: Sequence[tuple[str, int]]) -> str:
     """The row's verdict: an (id, +1) claim supports the row when it holds, an (id, −1) one contradicts it."""
     if not claims:
         return "by construction (one backbone; see the parameter counts)"
     notes, agree = [], []
     for name, sign in claims:
-        held = verdicts[name]
-        agree.append(held == (sign > 0))
-        notes.append(f"03.{name} {'holds' if held else 'does not hold'}" + ("" if sign > 0 else " (against the row)"))
-    word = "holds" if all(agree) else "does not hold" if not any(agree) else "partly"
+        verdict = _claim_verdict(records, name)
+        if verdict != "inconclusive":
+            agree.append((verdict == "holds") == (sign > 0))
+        notes.append(f"03.{name} {verdict}" + ("" if sign > 0 else " (against the row)"))
+    word = ("inconclusive" if not agree  # every claim of the row was inconclusive
+            else "holds" if all(agree) else "does not hold" if not any(agree) else "partly")
     return f"{word}: " + "; ".join(notes)
 
 
-def _evidence(f: Mapping[str, float]) -> dict[str, str]:
+def _evidence(f: Facts) -> dict[str, str]:
     """The measured evidence sentence of each aspect, from the facts (means over seeds)."""
     return {
-        "Purpose": (f"test MSE AE {f['mse_ae']:.4f} vs VAE {f['mse_vae']:.4f}; prior-sample FID-FMNIST "
-                    f"VAE {f['fid_vae']:.1f} vs AE {f['fid_ae_prior']:.1f} (real images {f['fid_data']:.1f})"),
-        "Architecture": (f"same MLP backbone: AE {f['params_ae']:,.0f} vs VAE {f['params_vae']:,.0f} parameters "
+        "Purpose": (f"test MSE AE {f.mse_ae:.4f} vs VAE {f.mse_vae:.4f}; prior-sample FID-FMNIST "
+                    f"VAE {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f} (real images {f.fid_data:.1f})"),
+        "Architecture": (f"same MLP backbone: AE {f.params_ae:,.0f} vs VAE {f.params_vae:,.0f} parameters "
                          "(the VAE's head outputs μ and log σ²)"),
-        "Latent space": (f"MMD² to N(0, I): AE {f['mmd_ae']:.3f} vs VAE {f['mmd_vae']:.3f}; prior holes AE "
-                         f"{f['holes_ae']:.0%} vs VAE {f['holes_vae']:.0%}; interpolation roughness AE "
-                         f"{f['rough_ae']:.4f} vs VAE {f['rough_vae']:.4f}; realism kept midway AE "
-                         f"{f['real_ae']:.0%} vs VAE {f['real_vae']:.0%}"),
-        "Loss function": (f"relative train→test gap of own loss: AE {f['loss_gap_rel_ae']:+.2%} vs VAE "
-                          f"{f['loss_gap_rel_vae']:+.2%}; of MSE: AE {f['mse_gap_rel_ae']:+.2%} vs VAE "
-                          f"{f['mse_gap_rel_vae']:+.2%}"),
-        "Output": (f"sharpness (Laplacian variance): data {f['sharp_data']:.4f}, AE recon {f['sharp_ae_recon']:.4f}, "
-                   f"VAE recon {f['sharp_vae_recon']:.4f}, VAE samples {f['sharp_vae_samples']:.4f}"),
-        "Use cases": (f"DAE test MSE {f['mse_dae']:.4f} (clean inputs); β-VAE FID {f['fid_bvae']:.1f}, MSE "
-                      f"{f['mse_bvae']:.4f}; denoising, probes and anomaly detection: notebook 04"),
-        "Advantages": (f"VAE/AE time per training step {f['step_ratio']:.2f}×; SSIM AE {f['ssim_ae']:.3f} vs VAE "
-                       f"{f['ssim_vae']:.3f}; VAE FID {f['fid_vae']:.1f} vs AE {f['fid_ae_prior']:.1f}"),
-        "Limitations": (f"AE + GMM ex post: FID {f['fid_ae_gmm']:.1f} (Gaussian {f['fid_ae_gauss']:.1f}), closing "
-                        f"{f['gap_closed_gmm']:.0%} of the AE→VAE gap; MSE spread over lr×seed AE "
-                        f"{f['spread_ae']:.1%} vs VAE {f['spread_vae']:.1%}; collapsed VAE runs "
-                        f"{f['collapsed_vae']:.0f}/{f['runs_vae']:.0f} (AE {f['collapsed_ae']:.0f})"),
+        "Latent space": (f"MMD² to N(0, I): AE {f.mmd_ae:.3f} vs VAE {f.mmd_vae:.3f}; prior holes AE "
+                         f"{f.holes_ae:.0%} vs VAE {f.holes_vae:.0%}; interpolation roughness AE "
+                         f"{f.rough_ae:.4f} vs VAE {f.rough_vae:.4f}; realism kept midway AE "
+                         f"{f.real_ae:.0%} vs VAE {f.real_vae:.0%}"),
+        "Loss function": (f"relative train→test gap of own loss: AE {f.loss_gap_rel_ae:+.2%} vs VAE "
+                          f"{f.loss_gap_rel_vae:+.2%}; of MSE: AE {f.mse_gap_rel_ae:+.2%} vs VAE "
+                          f"{f.mse_gap_rel_vae:+.2%}"),
+        "Output": (f"sharpness (Laplacian variance): data {f.sharp_data:.4f}, AE recon {f.sharp_ae_recon:.4f}, "
+                   f"VAE recon {f.sharp_vae_recon:.4f}, VAE samples {f.sharp_vae_samples:.4f}"),
+        "Use cases": (f"DAE test MSE {f.mse_dae:.4f} (clean inputs); β-VAE FID {f.fid_bvae:.1f}, MSE "
+                      f"{f.mse_bvae:.4f}; denoising, probes and anomaly detection: notebook 04"),
+        "Advantages": (f"VAE/AE time per training step {f.step_ratio:.2f}×; SSIM AE {f.ssim_ae:.3f} vs VAE "
+                       f"{f.ssim_vae:.3f}; VAE FID {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f}"),
+        "Limitations": (f"AE + GMM ex post: FID {f.fid_ae_gmm:.1f} (Gaussian {f.fid_ae_gauss:.1f}), closing "
+                        f"{f.gap_closed_gmm:.0%} of the AE→VAE gap; MSE spread over lr×seed AE "
+                        f"{f.spread_ae:.1%} vs VAE {f.spread_vae:.1%}; collapsed VAE runs "
+                        f"{f.collapsed_vae:.0f}/{f.runs_vae:.0f} (AE {f.collapsed_ae:.0f})"),
     }
+
+
+# Each row's claims: +1 when the claim holding supports the row's textbook text, −1 when it contradicts it.
 ROW_VERDICTS: dict[str, tuple[tuple[str, int], ...]] = {
     "Purpose": (("ae-reconstructs-better", 1), ("vae-samples-beat-ae-prior", 1)),
     "Architecture": (),
@@ -418,16 +464,21 @@ ROW_VERDICTS: dict[str, tuple[tuple[str, int], ...]] = {
 }
 
 
-def comparison_table(facts: Mapping[str, float], verdicts: Mapping[str, bool]) -> pd.DataFrame:
-    """The AE-vs-VAE table: one row per aspect (TABLE_ASPECTS) with textbook text, measured evidence and verdict."""
-    missing_facts = [k for k in FACTS if k not in facts]
-    missing_verdicts = [k for k in VERDICTS if k not in verdicts]
-    if missing_facts or missing_verdicts:
-        raise ConfigError(f"comparison_table lacks facts {missing_facts} and verdicts {missing_verdicts}; it needs "
-                          f"every name in comparison.FACTS and comparison.VERDICTS.")
+TABLE_CLAIMS: tuple[str, ...] = tuple(dict.fromkeys(name for row in ROW_VERDICTS.values() for name, _ in row))
+
+
+def comparison_table(facts: Facts, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The AE-vs-VAE table: one row per aspect (TABLE_ASPECTS) with textbook text, measured evidence and verdict.
+
+    `records` are the claim records the notebook's claims returned (`study.records`, keyed by claim id); each
+    row's verdict is read from them, never from the ledger file.
+
+    Raises:
+        ConfigError: naming a claim the table needs whose record is missing.
+    """
     evidence = _evidence(facts)
     rows = [{"Aspect": aspect, "AE": TEXTBOOK[aspect][0], "VAE": TEXTBOOK[aspect][1], "Evidence": evidence[aspect],
-             "Verdict": _verdict(verdicts, ROW_VERDICTS[aspect])} for aspect in TABLE_ASPECTS]
+             "Verdict": _verdict(records, ROW_VERDICTS[aspect])} for aspect in TABLE_ASPECTS]
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
