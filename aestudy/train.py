@@ -487,7 +487,7 @@ def train_or_load(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset,
             try:
                 return _load(path, key, model_cfg, train_cfg, start)
             except CheckpointError as err:
-                warnings.warn(f"{err} {cache.discard(path, err)}", stacklevel=2)
+                warnings.warn(f"{err} {cache.discard(path, err)} and retraining.", stacklevel=2)
         result = fit(_build(model_cfg, train_cfg.seed), data, train_cfg)
         cache.save_checkpoint(
             path, state_dict=result.model.state_dict(), history=result.history, version=aestudy.__version__,

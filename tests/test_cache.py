@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,7 +16,7 @@ from test_train import TINY, toy_dataset  # tests/ is on sys.path (pytest's root
 
 import aestudy
 from aestudy import cache, train
-from aestudy.errors import CheckpointError
+from aestudy.errors import CheckpointError, CheckpointRefusedError
 from aestudy.noise import NoiseConfig
 from aestudy.train import TrainConfig, train_or_load
 
@@ -74,6 +76,46 @@ def test_checkpoint_holds_only_plain_types_loadable_with_weights_only(tmp_path):
     _save(path)
     raw = torch.load(path, weights_only=True)
     assert isinstance(raw["history"], dict) and raw["history"]["epoch"] == [1, 2]
+
+
+def _save_with_numpy_config(path: Path) -> None:
+    """A checkpoint as an older aestudy wrote it: intact (valid checksum) but with a numpy scalar in its config."""
+    record = {"format": cache.FORMAT, "version": "0.1.0", "key": "k1",
+              "config": {"train": {"lr": np.linspace(1e-3, 2e-3, 3)[0]}},
+              "history": {"epoch": [1]}, "state_dict": {"w": torch.ones(3)}}
+    record["sha256"] = cache._content_digest(record)
+    torch.save(record, path)
+
+
+def test_numpy_values_are_stored_as_plain_python_values(tmp_path):
+    path = tmp_path / "k1.pt"
+    _save(path, config={"lr": np.float64(1e-3), "shape": (np.int64(1), 8), "grid": [np.float32(0.5)]})
+    record = torch.load(path, weights_only=True)  # would raise for a numpy scalar
+    assert record["config"] == {"lr": 0.001, "shape": (1, 8), "grid": [0.5]}
+    assert type(record["config"]["lr"]) is float and type(record["config"]["shape"][0]) is int
+
+
+def test_unstorable_config_value_is_refused_before_writing(tmp_path):
+    path = tmp_path / "k1.pt"
+    with pytest.raises(TypeError) as err:
+        _save(path, config={"train": {"out": tmp_path}})
+    assert str(err.value) == ("checkpoint config.train.out is a pathlib.PosixPath; only plain Python values (str, int, "
+                              "float, bool, None, lists and dicts of them) can be stored.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_refused_by_the_weights_only_unpickler_is_named_as_refused_not_damaged(tmp_path):
+    path = tmp_path / "k1.pt"
+    _save_with_numpy_config(path)
+    with pytest.raises(CheckpointRefusedError) as err:
+        cache.load_checkpoint(path)
+    assert str(err.value) == (
+        f"checkpoint {path} was refused by torch.load(weights_only=True): it contains type "
+        "numpy.dtype, numpy._core.multiarray.scalar, which the weights-only unpickler does not load (the file is not "
+        "damaged; an older aestudy stored such values in its config). Delete it to retrain, or load it yourself with "
+        "torch.load(..., weights_only=False) only if you trust where it came from.")
+    assert err.value.types == ("numpy.dtype", "numpy._core.multiarray.scalar")
+    assert isinstance(err.value, CheckpointError)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip_tensor_byte", "edit_version"])
@@ -224,6 +266,42 @@ def test_bad_checkpoint_is_reported_deleted_and_retrained(tmp_path, damage):
     assert not again.from_cache
     assert states_equal(again.model.state_dict(), first.model.state_dict())  # seeded: the same model again
     assert cache.load_checkpoint(path, version=aestudy.__version__, key=first.key)["key"] == first.key
+
+
+def test_numpy_grid_lr_trains_once_then_loads_and_shares_the_plain_lr_file(tmp_path):
+    """Issue 12, item 1: lr from a numpy grid used to be refused on load, deleted and retrained on every call."""
+    data = toy_dataset()
+    grid_lr = np.linspace(1e-3, 2e-3, 3)[0]
+    first = train_or_load(TINY, dataclasses.replace(CFG, lr=grid_lr), data, cache_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "unreadable ... retraining" warning
+        second = train_or_load(TINY, dataclasses.replace(CFG, lr=grid_lr), data, cache_dir=tmp_path)
+        plain = train_or_load(TINY, dataclasses.replace(CFG, lr=0.001), data, cache_dir=tmp_path)
+    assert (first.from_cache, second.from_cache, plain.from_cache) == (False, True, True)
+    assert first.key == second.key == plain.key
+    assert [p.name for p in tmp_path.glob("*.pt")] == [f"{first.key}.pt"]
+    assert states_equal(second.model.state_dict(), first.model.state_dict())
+
+
+def test_refused_checkpoint_is_moved_aside_not_deleted_and_retrained(tmp_path):
+    data = toy_dataset()
+    key = train.train_key(TINY, CFG, data)
+    path = cache.checkpoint_path(key, tmp_path)
+    _save_with_numpy_config(path)
+    old_bytes = path.read_bytes()
+    aside = path.with_name(path.name + ".refused")
+    with pytest.warns(UserWarning) as caught:
+        result = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    (warning,) = [w for w in caught if "refused" in str(w.message)]
+    assert str(warning.message).startswith(f"checkpoint {path} was refused by torch.load(weights_only=True): it "
+                                           "contains type numpy.dtype, numpy._core.multiarray.scalar, ")
+    assert str(warning.message).endswith(f" Moved it to {aside} (kept: it is not damaged) and retraining.")
+    assert not result.from_cache and aside.read_bytes() == old_bytes  # the refused file is kept byte for byte
+    assert cache.load_checkpoint(path, version=aestudy.__version__, key=key)["key"] == key
+    _save_with_numpy_config(path)  # refused again: the first copy aside is not overwritten
+    with pytest.warns(UserWarning, match=r"Moved it to .*\.pt\.refused-2 "):
+        train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    assert aside.read_bytes() == old_bytes
 
 
 def test_diverged_training_stores_nothing(tmp_path):
