@@ -262,18 +262,23 @@ def _input_problem(images: Tensor, index: Tensor | None, split: str) -> str | No
 
 
 def _divergence_message(epoch: int, step: int | None, steps: int, value: float, cfg: TrainConfig,
-                        bound: float | None, inputs: str | None) -> str:
+                        first_loss: float, inputs: str | None) -> str:
     """Name where the loss went non-finite or exploded, and what to change: the data first, then the optimiser."""
     where = f"epoch {epoch}, step {step} of {steps}" if step is not None else f"epoch {epoch}, validation"
     what = f"loss = {value}" if not math.isfinite(value) else (
-        f"loss = {value:.4g} nats per image, above {bound:.4g} = {DIVERGENCE_FACTOR:g} x max(1, |loss of the first "
-        f"step|)")
+        f"loss = {value:.4g} nats per image, more than {DIVERGENCE_FACTOR:g} x max(1, |{first_loss:.4g}|) = "
+        f"{_bound(first_loss):.4g}, {first_loss:.4g} being the first step's loss (at the initial weights)")
     kept = f"The model keeps the last good weights (those at the start of epoch {epoch})."
     if inputs is not None:
         return f"Training diverged at {where}: {what}. {kept} The inputs are at fault, not the optimiser: {inputs}"
     clip = f"grad_clip={cfg.grad_clip} (try a smaller value)" if cfg.grad_clip else "set grad_clip=1.0"
     return (f"Training diverged at {where}: {what}. {kept} The batch's inputs are finite and in [0, 1], so the "
             f"optimiser is at fault: try a lower learning rate (try lr={cfg.lr / 10:g}, now lr={cfg.lr:g}) or {clip}.")
+
+
+def _bound(first_loss: float) -> float:
+    """The largest loss that is not divergence: DIVERGENCE_FACTOR x max(1, |first step's loss|) (NaN counts as 0)."""
+    return DIVERGENCE_FACTOR * max(1.0, abs(first_loss) if math.isfinite(first_loss) else 0.0)
 
 
 def _run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn,
@@ -310,15 +315,14 @@ def _run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: An
 def _check_divergence(rows: Tensor, epoch: int, cfg: TrainConfig, first_loss: float, order: Tensor,
                       tensors: _Tensors) -> None:
     """Raise TrainingDivergedError at the first step whose loss is NaN/inf or above the bound (DIVERGENCE_FACTOR)."""
-    bound = DIVERGENCE_FACTOR * max(1.0, abs(first_loss))
     loss = rows[:, 0]
-    bad = (~torch.isfinite(loss) | (loss > bound)).nonzero()
+    bad = (~torch.isfinite(loss) | (loss > _bound(first_loss))).nonzero()
     if len(bad):
         step = int(bad[0, 0])
         index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         inputs = _input_problem(tensors.x_train, index, "train")
-        raise TrainingDivergedError(_divergence_message(epoch, step + 1, len(rows), float(loss[step]), cfg, bound,
-                                                        inputs))
+        raise TrainingDivergedError(_divergence_message(epoch, step + 1, len(rows), float(loss[step]), cfg,
+                                                        first_loss, inputs))
 
 
 class _EarlyStopping:
@@ -373,11 +377,10 @@ def _train(model: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.devi
             try:
                 _check_divergence(steps, epoch, cfg, first_loss, order, tensors)
                 val = _evaluate(model, tensors, cfg, loss_fn, device)
-                bound = DIVERGENCE_FACTOR * max(1.0, abs(first_loss))
-                if len(tensors.x_val) and not (math.isfinite(val[0]) and val[0] <= bound):
+                if len(tensors.x_val) and not (math.isfinite(val[0]) and val[0] <= _bound(first_loss)):
                     inputs = _input_problem(tensors.x_val, None, "val")
-                    raise TrainingDivergedError(_divergence_message(epoch, None, len(steps), val[0], cfg, bound,
-                                                                    inputs))
+                    raise TrainingDivergedError(_divergence_message(epoch, None, len(steps), val[0], cfg,
+                                                                    first_loss, inputs))
             except TrainingDivergedError:
                 model.load_state_dict(last_good)
                 raise
@@ -435,6 +438,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig) -> TrainResult:
             failing batch's inputs before it blames the learning rate. The model keeps the weights from the end
             of the last good epoch.
     """
+    _check_fit_args(getattr(model, "config", None), data, cfg)
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     with _seeded(cfg.seed, device):
@@ -443,6 +447,22 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig) -> TrainResult:
     key = train_key(model.config, cfg, data)
     return TrainResult(model=model, history=history, key=key, from_cache=False,
                        seconds=time.perf_counter() - start)
+
+
+def _check_fit_args(model_cfg: Any, data: Any, cfg: Any) -> None:
+    """The types of fit's/train_or_load's arguments, and a model that fits the data's images and classes."""
+    require(isinstance(cfg, TrainConfig), "cfg", type(cfg).__name__, "it must be an aestudy.train.TrainConfig")
+    require(isinstance(data, Dataset), "data", type(data).__name__, "it must be an aestudy.data.Dataset")
+    require(isinstance(model_cfg, ModelConfig), "model.config", type(model_cfg).__name__,
+            "the model must come from aestudy.models.build_model(ModelConfig(...))")
+    if tuple(model_cfg.input_shape) != tuple(data.info.shape):
+        raise ConfigError(f"input_shape={model_cfg.input_shape} of the model does not match the images of "
+                          f"{data.info.name!r}, {tuple(data.info.shape)}; use ModelConfig(input_shape="
+                          f"{tuple(data.info.shape)}).")
+    if model_cfg.num_classes not in (0, data.info.num_classes):
+        raise ConfigError(f"num_classes={model_cfg.num_classes} of the class-conditional model does not match the "
+                          f"{data.info.num_classes} classes of {data.info.name!r}; use num_classes="
+                          f"{data.info.num_classes} (or 0 for an unconditional model).")
 
 
 def _build(model_cfg: ModelConfig, seed: int) -> nn.Module:
@@ -476,6 +496,7 @@ def train_or_load(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset,
     `<file>.refused`, never deleted, and retrained. A diverged training (TrainingDivergedError) stores nothing.
     `seconds` is the wall time of this call (loading, or training); the history keeps training times.
     """
+    _check_fit_args(model_cfg, data, train_cfg)
     if progress is not None:
         train_cfg = replace(train_cfg, progress=progress)
     start = time.perf_counter()

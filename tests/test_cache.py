@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -304,11 +305,32 @@ def test_refused_checkpoint_is_moved_aside_not_deleted_and_retrained(tmp_path):
     assert aside.read_bytes() == old_bytes
 
 
+def _leftovers(folder: Path) -> list[str]:
+    """Files in the cache folder other than the (empty, reusable) lock files."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
+
+
 def test_diverged_training_stores_nothing(tmp_path):
     data = toy_dataset()
     with pytest.raises(aestudy.errors.TrainingDivergedError):
         train_or_load(TINY, dataclasses.replace(CFG, lr=1e30), data, cache_dir=tmp_path)
-    assert list(tmp_path.glob("*.pt")) == []
+    assert _leftovers(tmp_path) == []
+
+
+def test_gaussian_vae_exploding_but_finite_is_divergence_and_never_cached(tmp_path):
+    """Issue 12, item 8: a Gaussian VAE at lr=1e6 used to reach ~3e30 nats per image, raise nothing and be cached."""
+    data = toy_dataset()
+    gaussian = dataclasses.replace(TINY, likelihood="gaussian")
+    with pytest.raises(aestudy.errors.TrainingDivergedError) as err:
+        train_or_load(gaussian, dataclasses.replace(CFG, lr=1e6), data, cache_dir=tmp_path)
+    assert re.fullmatch(
+        r"Training diverged at epoch 1, step \d of 8: loss = \S+ nats per image, more than 1000 x max\(1, \|(\S+)\|\) "
+        r"= \S+, \1 being the first step's loss \(at the initial weights\)\. The model keeps the last good weights "
+        r"\(those at the start of epoch 1\)\. The batch's inputs are finite and in \[0, 1\], so the optimiser is at "
+        r"fault: try a lower learning rate \(try lr=100000, now lr=1e\+06\) or set grad_clip=1\.0\.", str(err.value))
+    assert _leftovers(tmp_path) == []  # no checkpoint, no temp file
+    sane = train_or_load(gaussian, CFG, data, cache_dir=tmp_path)  # the same model at lr=1e-3 trains and is cached
+    assert not sane.from_cache and _leftovers(tmp_path) == [f"{sane.key}.pt"]
 
 
 # ------------------------------------------------------------------------------------------- two processes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -258,6 +259,74 @@ def test_injected_nan_names_epoch_and_step_and_keeps_last_good_weights(monkeypat
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 3 of 4: loss = nan\..*try lr=0\.0001.*grad_clip"):
         fit(model, data, FAST)
     assert states_equal(model.state_dict(), after_one_epoch)
+
+
+def _scaled_loss_at(monkeypatch, train_step: int, factor: float) -> list[float]:
+    """Multiply the loss of the `train_step`-th training step (1-based, over all epochs) by `factor`; record losses."""
+    real = objectives.loss_terms
+    seen: list[float] = []
+
+    def scaled(model, x, y=None, **kwargs):
+        loss, terms = real(model, x, y, **kwargs)
+        if model.training:
+            seen.append(float(loss.detach()))
+            if len(seen) == train_step:
+                loss = loss * factor
+        return loss, terms
+
+    monkeypatch.setattr(objectives, "loss_terms", scaled)
+    return seen
+
+
+def test_finite_loss_explosion_is_divergence_by_the_documented_bound(monkeypatch):
+    """Issue 12, item 8: a loss 1000 x above the first step's is divergence even while it stays finite."""
+    data = toy_dataset(n=128)  # 4 steps per epoch
+    seen = _scaled_loss_at(monkeypatch, 4 + 3, 2000.0)  # epoch 2, step 3
+    with pytest.raises(TrainingDivergedError) as err:
+        fit(fresh(), data, FAST)
+    first, value = seen[0], seen[6] * 2000.0
+    assert 2000 * seen[6] > train.DIVERGENCE_FACTOR * first > 500 * seen[6]  # the rule decides, not luck
+    assert str(err.value) == (
+        f"Training diverged at epoch 2, step 3 of 4: loss = {value:.4g} nats per image, more than 1000 x max(1, "
+        f"|{first:.4g}|) = {1000 * first:.4g}, {first:.4g} being the first step's loss (at the initial weights). "
+        "The model keeps the last good weights (those at the start of epoch 2). The batch's inputs are finite and "
+        "in [0, 1], so the optimiser is at fault: try a lower learning rate (try lr=0.0001, now lr=0.001) or set "
+        "grad_clip=1.0.")
+    _scaled_loss_at(monkeypatch, 4 + 3, 500.0)  # below the bound: a spike, not divergence
+    assert len(fit(fresh(), data, FAST).history) == 3
+
+
+def test_nan_pixel_is_refused_before_training_naming_split_and_image(monkeypatch):
+    """Issue 12, item 3: a NaN pixel used to be blamed on the learning rate."""
+    calls = spy_training_batches(monkeypatch)
+    data = toy_dataset()
+    data.train.images[7, 0, 2, 3] = math.nan  # changed in place after the Dataset checked it
+    with pytest.raises(ConfigError) as err:
+        fit(fresh(), data, FAST)
+    assert str(err.value) == ("the train split has a non-finite pixel (nan) in image 7 (1 of 256 images hold NaN or "
+                              "±inf); drop or repair those images.")
+    data = toy_dataset()
+    data.val.images.fill_(0.25)[5, 0, 0, 0] = 3.0
+    with pytest.raises(ConfigError) as err:
+        fit(fresh(), data, FAST)
+    assert str(err.value) == ("the val split has pixel values in [0.25, 3] (first outside [0, 1]: image 5); they must "
+                              "lie in [0, 1] (images in 0..255: divide by 255).")
+    assert calls == []  # refused before the first step
+
+
+def test_divergence_message_checks_the_failing_batch_before_blaming_the_optimiser(monkeypatch):
+    monkeypatch.setattr(train, "_check_splits", lambda *args: None)  # as if the data changed after the check
+    data = toy_dataset()
+    data.train.images[77, 0, 1, 1] = math.inf
+    with pytest.raises(TrainingDivergedError) as err:
+        fit(fresh(), data, FAST)
+    message = str(err.value)
+    assert re.fullmatch(
+        r"Training diverged at epoch 1, step [1-8] of 8: loss = (nan|inf)\. The model keeps the last good weights "
+        r"\(those at the start of epoch 1\)\. The inputs are at fault, not the optimiser: the train split has a "
+        r"non-finite pixel \(inf\) in image 77 \(1 of 32 images hold NaN or ±inf\); drop or repair those images\.",
+        message), message
+    assert "learning rate" not in message
 
 
 def test_huge_learning_rate_diverges_with_finite_weights_kept():
