@@ -22,7 +22,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from aestudy.data import (
     IDX_SPECS,
@@ -49,6 +48,7 @@ from aestudy.metrics import (
 )
 from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig, corrupt
+from aestudy.progress import progress as progress_bar
 from aestudy.stats import spearman_table  # noqa: F401  (re-exported until the layout move)
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
@@ -410,7 +410,7 @@ def holdout_sweep(data: Dataset, classes: Sequence[int], ae_cfg: ModelConfig, va
     Columns: anomaly_class, class_name, score, auroc.
     """
     rows = []
-    for c in tqdm(classes, desc="held-out classes", disable=not progress):
+    for c in progress_bar(classes, desc="held-out classes", enabled=progress):
         held = holdout_models(data, c, ae_cfg, vae_cfg, train_cfg)
         normal, anomalous = split_by_class(data.test, c)
         scores = score_sets(model_scorers(held.ae.model, held.vae.model, k=k, seed=seed), normal, anomalous)

@@ -482,14 +482,14 @@ def _write_cache(folder: Path, spec: IdxSpec, raw: _Raw) -> None:
 
 def _download_one(url: str, target: Path, expected: IdxFile, progress: bool) -> str | None:
     """Download `url` to `target` via a temp file; keep it only if a checksum matches. None, or why it failed."""
-    from tqdm.auto import tqdm
+    from aestudy.progress import progress as progress_bar
 
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=target.name, enabled=progress) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
