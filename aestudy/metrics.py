@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
+from aestudy.data import check_image_values
 from aestudy.errors import ConfigError
 from aestudy.objectives import bits_per_dim, elbo_terms, gaussian_kl_per_dim, is_nll
 
@@ -132,7 +133,11 @@ def ssim(x: Tensor, x_hat: Tensor, *, window_size: int = 11, sigma: float = 1.5,
 
 def reconstruction_metrics(model: nn.Module, images: Tensor, *, batch_size: int = 1000,
                            labels: Tensor | None = None) -> dict[str, float]:
-    """Mean per-image MSE (intensity²), PSNR (dB) and SSIM of `model.reconstruct` (decoder mean at z = μ)."""
+    """Mean per-image MSE (intensity²), PSNR (dB) and SSIM of `model.reconstruct` (decoder mean at z = μ).
+
+    Raises ConfigError when `images` are not finite and in [0, 1] (PSNR/SSIM assume that range).
+    """
+    check_image_values(images, "the image tensor given to reconstruction_metrics")
     parts: dict[str, list[Tensor]] = {"mse": [], "psnr": [], "ssim": []}
     with _evaluating(model):
         for x, y in _batches(images, labels, batch_size, _device(model)):
@@ -152,7 +157,12 @@ def _num_pixels(images: Tensor) -> int:
 def elbo_per_image(model: nn.Module, images: Tensor, *, batch_size: int = 1000, n_samples: int = 1,
                    generator: torch.Generator | None = None, labels: Tensor | None = None
                    ) -> dict[str, Tensor]:
-    """Per-image ELBO, E_q log p(x|z) ("recon") and KL, nats (N,) each; a VAE only (see objectives)."""
+    """Per-image ELBO, E_q log p(x|z) ("recon") and KL, nats (N,) each; a VAE only (see objectives).
+
+    Raises ConfigError when `images` are not finite and in [0, 1]: the likelihoods are densities on [0, 1]
+    pixels, so e.g. 0..255 images would give impossible values (a Bernoulli "NLL" of −1e6 nats).
+    """
+    check_image_values(images, "the image tensor given to elbo_per_image")
     recon, kl = [], []
     with _evaluating(model):
         for x, y in _batches(images, labels, batch_size, _device(model)):
@@ -188,8 +198,9 @@ def evaluate_is_nll(model: nn.Module, images: Tensor, *, k: int = 1000, batch_si
     """Importance-sampled test NLL −L_k (Burda et al. 2016): mean nats per image, its standard error, bits/dim.
 
     Returns nll, nll_sem, bits_per_dim and k. −L_k ≥ −log p(x) in expectation and tightens as k grows
-    (k = 5,000 is the usual literature setting).
+    (k = 5,000 is the usual literature setting). Raises ConfigError when `images` are not finite and in [0, 1].
     """
+    check_image_values(images, "the image tensor given to evaluate_is_nll")
     with _evaluating(model):
         nll = is_nll(model, images, k=k, batch_size=batch_size, chunk_size=chunk_size, generator=generator,
                      labels=labels, progress=progress).double()
