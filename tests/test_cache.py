@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import re
 import shutil
@@ -17,7 +18,7 @@ from test_train import TINY, toy_dataset  # tests/ is on sys.path (pytest's root
 
 import aestudy
 from aestudy import cache, train
-from aestudy.errors import CheckpointError, CheckpointRefusedError
+from aestudy.errors import CheckpointError, CheckpointRefusedError, ConfigError
 from aestudy.noise import NoiseConfig
 from aestudy.train import TrainConfig, train_or_load
 
@@ -314,6 +315,18 @@ def test_diverged_training_stores_nothing(tmp_path):
     data = toy_dataset()
     with pytest.raises(aestudy.errors.TrainingDivergedError):
         train_or_load(TINY, dataclasses.replace(CFG, lr=1e30), data, cache_dir=tmp_path)
+    assert _leftovers(tmp_path) == []
+
+
+def test_refused_inputs_leave_nothing_in_the_cache(tmp_path):
+    data = toy_dataset()
+    data.train.images[3, 0, 0, 0] = math.nan  # changed in place after the Dataset checked it
+    with pytest.raises(ConfigError, match=r"^the train split has a non-finite pixel \(nan\) in image 3 "):
+        train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        train_or_load(dataclasses.replace(TINY, input_shape=(1, 28, 28)), CFG, toy_dataset(), cache_dir=tmp_path)
+    assert str(err.value) == ("input_shape=(1, 28, 28) of the model does not match the images of 'toy', (1, 8, 8); "
+                              "use ModelConfig(input_shape=(1, 8, 8)).")
     assert _leftovers(tmp_path) == []
 
 

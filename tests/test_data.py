@@ -635,6 +635,13 @@ def test_load_dataset_refuses_bad_arguments_before_reading_anything(kwargs, mess
     assert str(err.value) == message
 
 
+def test_bad_arguments_leave_the_data_folder_untouched(tmp_path: Path) -> None:
+    for kwargs in ({"val_size": -1}, {"limit": 1.5}, {"seed": np.float64(1.0)}, {"binarize": "yes"}):
+        with pytest.raises(ConfigError):
+            load_dataset("mnist", data_dir=tmp_path, progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_load_dataset_takes_numpy_integers_as_plain_ones() -> None:
     grid = load_dataset("digits", limit=np.int64(50), val_size=np.int32(20), seed=np.int64(1))
     plain = load_dataset("digits", limit=50, val_size=20, seed=1)
