@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ def load_checkpoint(
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        unsafe = _unsafe_types(path)
+        unsafe = _unsafe_types(path, err)
         if unsafe:
             raise CheckpointRefusedError(
                 f"checkpoint {path} was refused by torch.load(weights_only=True): it contains type "
@@ -177,12 +178,18 @@ def load_checkpoint(
     return record
 
 
-def _unsafe_types(path: Path) -> list[str]:
-    """The globals in `path` that `weights_only=True` refuses ([] when the file cannot be scanned: damaged)."""
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # noqa: BLE001 - a damaged file cannot be scanned; it is then reported as damaged
-        return []
+def _unsafe_types(path: Path, err: Exception) -> list[str]:
+    """The globals in `path` that `weights_only=True` refuses ([] when the file cannot be scanned: damaged).
+
+    torch >= 2.5 lists them all; older versions name the first one in the error text ("Unsupported global: GLOBAL X").
+    """
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if scan is not None:
+        try:
+            return list(scan(path))
+        except Exception:  # noqa: BLE001 - a damaged file cannot be scanned; it is then reported as damaged
+            return []
+    return re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))[:1]
 
 
 def discard(path: str | os.PathLike[str], err: CheckpointError) -> str:

@@ -120,6 +120,17 @@ def test_file_refused_by_the_weights_only_unpickler_is_named_as_refused_not_dama
     assert isinstance(err.value, CheckpointError)
 
 
+def test_refused_file_is_named_from_the_error_text_on_torch_without_the_scanner(tmp_path, monkeypatch):
+    path = tmp_path / "k1.pt"
+    _save_with_numpy_config(path)
+    monkeypatch.delattr(torch.serialization, "get_unsafe_globals_in_checkpoint")  # torch < 2.5
+    with pytest.raises(CheckpointRefusedError) as err:
+        cache.load_checkpoint(path)
+    assert err.value.types == ("numpy._core.multiarray.scalar",)
+    assert str(err.value).startswith(f"checkpoint {path} was refused by torch.load(weights_only=True): it contains "
+                                     "type numpy._core.multiarray.scalar, which")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip_tensor_byte", "edit_version"])
 def test_damaged_file_raises_checkpoint_error_naming_it(tmp_path, damage):
     path = tmp_path / "k1.pt"
