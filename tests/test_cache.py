@@ -23,6 +23,8 @@ from aestudy.noise import NoiseConfig
 from aestudy.train import TrainConfig, train_or_load
 
 CFG = TrainConfig(epochs=2, batch_size=32, progress=False)
+# the global a pickled numpy scalar refers to (numpy 2 renamed numpy.core to numpy._core)
+NUMPY_SCALAR = f"numpy.{'_core' if int(np.__version__.split('.')[0]) >= 2 else 'core'}.multiarray.scalar"
 
 # ---------------------------------------------------------------------------------------------- file format
 
@@ -113,10 +115,10 @@ def test_file_refused_by_the_weights_only_unpickler_is_named_as_refused_not_dama
         cache.load_checkpoint(path)
     assert str(err.value) == (
         f"checkpoint {path} was refused by torch.load(weights_only=True): it contains type "
-        "numpy.dtype, numpy._core.multiarray.scalar, which the weights-only unpickler does not load (the file is not "
+        f"numpy.dtype, {NUMPY_SCALAR}, which the weights-only unpickler does not load (the file is not "
         "damaged; an older aestudy stored such values in its config). Delete it to retrain, or load it yourself with "
         "torch.load(..., weights_only=False) only if you trust where it came from.")
-    assert err.value.types == ("numpy.dtype", "numpy._core.multiarray.scalar")
+    assert err.value.types == ("numpy.dtype", NUMPY_SCALAR)
     assert isinstance(err.value, CheckpointError)
 
 
@@ -126,9 +128,9 @@ def test_refused_file_is_named_from_the_error_text_on_torch_without_the_scanner(
     monkeypatch.delattr(torch.serialization, "get_unsafe_globals_in_checkpoint")  # torch < 2.5
     with pytest.raises(CheckpointRefusedError) as err:
         cache.load_checkpoint(path)
-    assert err.value.types == ("numpy._core.multiarray.scalar",)
+    assert err.value.types == (NUMPY_SCALAR,)
     assert str(err.value).startswith(f"checkpoint {path} was refused by torch.load(weights_only=True): it contains "
-                                     "type numpy._core.multiarray.scalar, which")
+                                     f"type {NUMPY_SCALAR}, which")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip_tensor_byte", "edit_version"])
@@ -307,7 +309,7 @@ def test_refused_checkpoint_is_moved_aside_not_deleted_and_retrained(tmp_path):
         result = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
     (warning,) = [w for w in caught if "refused" in str(w.message)]
     assert str(warning.message).startswith(f"checkpoint {path} was refused by torch.load(weights_only=True): it "
-                                           "contains type numpy.dtype, numpy._core.multiarray.scalar, ")
+                                           f"contains type numpy.dtype, {NUMPY_SCALAR}, ")
     assert str(warning.message).endswith(f" Moved it to {aside} (kept: it is not damaged) and retraining.")
     assert not result.from_cache and aside.read_bytes() == old_bytes  # the refused file is kept byte for byte
     assert cache.load_checkpoint(path, version=aestudy.__version__, key=key)["key"] == key
