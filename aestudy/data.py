@@ -27,7 +27,7 @@ import torch
 import aestudy
 from aestudy.atomic import FILE_MODE, atomic_write
 from aestudy.errors import ConfigError, DataError
-from aestudy.validate import as_bool, as_int
+from aestudy.validate import as_bool, as_int, is_int
 
 DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits")
 BINARIZE_MODES: tuple[str | None, ...] = (None, "static", "dynamic")
@@ -208,6 +208,18 @@ class DatasetInfo:
     checksum: str
     licence: str
     note: str = ""
+
+    def __post_init__(self) -> None:
+        shape = self.shape
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(is_int(v) and v >= 1 for v in shape)):
+            raise ConfigError(f"DatasetInfo shape={shape!r} is invalid; it must be (C, H, W), three integers >= 1.")
+        object.__setattr__(self, "shape", tuple(int(v) for v in shape))
+        object.__setattr__(self, "num_classes", as_int(self.num_classes, "DatasetInfo num_classes", low=1))
+        names = tuple(self.class_names) if isinstance(self.class_names, (tuple, list)) else None
+        if names is None or len(names) != self.num_classes:
+            raise ConfigError(f"DatasetInfo class_names={self.class_names!r} is invalid; it must hold one name per "
+                              f"class ({self.num_classes}).")
+        object.__setattr__(self, "class_names", names)
 
 
 @dataclass(frozen=True)

@@ -612,6 +612,20 @@ def test_dataset_checks_labels_against_its_classes_and_image_shape() -> None:
     assert len(data.Dataset(_toy_split(), empty, _toy_split(), TOY_INFO, None).val) == 0
 
 
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"shape": (28, 28)}, "DatasetInfo shape=(28, 28) is invalid; it must be (C, H, W), three integers >= 1."),
+    ({"num_classes": 0}, "DatasetInfo num_classes=0 is invalid; it must be an integer >= 1."),
+    ({"class_names": ("a", "b")},
+     "DatasetInfo class_names=('a', 'b') is invalid; it must hold one name per class (3)."),
+])
+def test_dataset_info_checks_shape_and_classes(kwargs, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(TOY_INFO, **kwargs)
+    assert str(err.value) == message
+    info = dataclasses.replace(TOY_INFO, shape=[np.int64(1), 2, 2], class_names=["a", "b", "c"])
+    assert info.shape == (1, 2, 2) and type(info.shape[0]) is int and info.class_names == ("a", "b", "c")
+
+
 def test_every_loaded_split_is_named_and_checked() -> None:
     d = load_dataset("digits", limit=50, val_size=20, seed=0)
     assert (d.train.name, d.val.name, d.test.name) == ("train", "val", "test")
