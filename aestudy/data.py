@@ -18,7 +18,7 @@ import urllib.request
 import warnings
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 import aestudy
 from aestudy.atomic import FILE_MODE, atomic_write
 from aestudy.errors import ConfigError, DataError
+from aestudy.validate import as_bool, as_int, is_int
 
 DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits")
 BINARIZE_MODES: tuple[str | None, ...] = (None, "static", "dynamic")
@@ -123,17 +124,79 @@ def _check_binarize(binarize: object) -> None:
 UNLABELLED = -1  # the label of every image of an unlabelled dataset (DatasetInfo.num_classes == 0)
 
 
+def _split_label(name: str) -> str:
+    """How an error message names a split: "the train split", or "Split(images, labels)" when it has no name."""
+    return f"the {name} split" if name else "Split(images, labels)"
+
+
+def check_image_values(images: torch.Tensor, where: str, *, indices: torch.Tensor | None = None) -> None:
+    """Raise ConfigError unless every pixel of `images` (N, C, H, W) is finite and in [0, 1].
+
+    One pass over the tensor (`aminmax`: NaN propagates into it and ±inf lies outside [0, 1]); only on failure
+    is the first offending image searched for, so the message can name it. `where` names the images
+    ("the train split"); `indices` (N,), when the images are a batch of a split, maps them to the split's numbering.
+    """
+    if images.numel() == 0:
+        return
+    low, high = (float(v) for v in images.aminmax())
+    if low >= 0 and high <= 1:  # False for NaN; ±inf lies outside
+        return
+    flat = images.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    bad = ~finite if not bool(finite.all()) else (flat.amin(dim=1) < 0) | (flat.amax(dim=1) > 1)
+    first = int(bad.nonzero()[0, 0])
+    number = first if indices is None else int(indices[first])
+    if not bool(finite.all()):
+        value = float(flat[first][~torch.isfinite(flat[first])][0])
+        raise ConfigError(f"{where} has a non-finite pixel ({value}) in image {number} ({int(bad.sum())} of "
+                          f"{len(images)} images hold NaN or ±inf); drop or repair those images.")
+    hint = " (images in 0..255: divide by 255)" if low >= 0 and 1 < high <= 255 else ""
+    raise ConfigError(f"{where} has pixel values in [{low:g}, {high:g}] (first outside [0, 1]: image {number}); "
+                      f"they must lie in [0, 1]{hint}.")
+
+
+def _check_split(images: object, labels: object, name: str) -> None:
+    """Type, dtype and shape of a split's tensors, then its pixel values (one pass); see `Split`."""
+    where = _split_label(name)
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ConfigError(f"{where} needs torch tensors for images and labels; got {type(images).__name__} and "
+                          f"{type(labels).__name__} (convert numpy arrays with torch.from_numpy).")
+    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+        raise ConfigError(f"{where} needs images (N, C, H, W) and labels (N,); got {tuple(images.shape)} and "
+                          f"{tuple(labels.shape)}.")
+    if images.dtype != torch.float32:
+        raise ConfigError(f"{where} has images of dtype {images.dtype}; they must be torch.float32 in [0, 1] "
+                          "(e.g. images.float() / 255 for uint8 images).")
+    if labels.dtype != torch.int64:
+        raise ConfigError(f"{where} has labels of dtype {labels.dtype}; they must be torch.int64 class indices "
+                          "(convert with labels.long()).")
+    unlabelled = bool((labels == UNLABELLED).all())  # an unlabelled dataset: every label is UNLABELLED
+    if len(labels) and int(labels.min()) < 0 and not unlabelled:
+        raise ConfigError(f"{where} has a negative label ({int(labels.min())}); labels are class indices >= 0 "
+                          f"(or all {UNLABELLED} for unlabelled images).")
+
+
 @dataclass(frozen=True)
 class Split:
-    """One split: images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 (all UNLABELLED without classes)."""
+    """One split: images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 class indices >= 0 (all UNLABELLED
+    for unlabelled images).
+
+    Checked at construction: tensor types, shapes, dtypes and labels >= 0; and, for a split with a `name`
+    ("train", "val", "test"), finite pixels in [0, 1] (one pass over the images), the message naming it.
+    An unnamed split's pixels are checked by the `Dataset` it goes into, which names it by its place there,
+    so every pixel is checked once and every message names the split. Raises ConfigError.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    name: str = field(default="", compare=False)
+    _pixels_checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
-            raise ConfigError(f"Split(images, labels) needs images (N, C, H, W) and labels (N,); got "
-                              f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}.")
+        _check_split(self.images, self.labels, self.name)
+        if self.name:
+            check_image_values(self.images, _split_label(self.name))
+            object.__setattr__(self, "_pixels_checked", True)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -157,10 +220,27 @@ class DatasetInfo:
         """Whether the images have class labels (False: num_classes 0, every label UNLABELLED)."""
         return self.num_classes > 0
 
+    def __post_init__(self) -> None:
+        shape = self.shape
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(is_int(v) and v >= 1 for v in shape)):
+            raise ConfigError(f"DatasetInfo shape={shape!r} is invalid; it must be (C, H, W), three integers >= 1.")
+        object.__setattr__(self, "shape", tuple(int(v) for v in shape))
+        object.__setattr__(self, "num_classes", as_int(self.num_classes, "DatasetInfo num_classes", low=0,
+                                                       meaning="0 = unlabelled images"))
+        names = tuple(self.class_names) if isinstance(self.class_names, (tuple, list)) else None
+        if names is None or len(names) != self.num_classes:
+            raise ConfigError(f"DatasetInfo class_names={self.class_names!r} is invalid; it must hold one name per "
+                              f"class ({self.num_classes}).")
+        object.__setattr__(self, "class_names", names)
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train / val / test splits, the info record and the binarization mode the trainer must honour."""
+    """Train / val / test splits, the info record and the binarization mode the trainer must honour.
+
+    Checked at construction (ConfigError naming the split): each split is a `Split` whose images have the
+    info's (C, H, W) and whose labels lie in [0, info.num_classes); an unnamed split's pixels (finite, in [0, 1]).
+    """
 
     train: Split
     val: Split
@@ -171,6 +251,22 @@ class Dataset:
 
     def __post_init__(self) -> None:
         _check_binarize(self.binarize)
+        k = self.info.num_classes
+        for slot in ("train", "val", "test"):
+            split = getattr(self, slot)
+            if not isinstance(split, Split):
+                raise ConfigError(f"Dataset({slot}=...) must be an aestudy.data.Split; got {type(split).__name__}.")
+            if tuple(split.images.shape[1:]) != tuple(self.info.shape):
+                raise ConfigError(f"the {slot} split has images of shape {tuple(split.images.shape[1:])} (C, H, W) "
+                                  f"but the dataset info says {tuple(self.info.shape)}; make them agree.")
+            if not split._pixels_checked:
+                check_image_values(split.images, _split_label(slot))
+            if k == 0 and len(split) and not bool((split.labels == UNLABELLED).all()):
+                raise ConfigError(f"the {slot} split has class labels but {self.info.name!r} is unlabelled "
+                                  f"(DatasetInfo.num_classes 0); give every image the label {UNLABELLED}.")
+            if k and len(split) and int(split.labels.max()) >= k:
+                raise ConfigError(f"the {slot} split has label {int(split.labels.max())}; labels must lie in "
+                                  f"[0, {k}) for {self.info.name!r} ({k} classes per its DatasetInfo.num_classes).")
         if not self.fingerprint:  # hand-built (e.g. synthetic) data: identify it by content
             digest = hashlib.sha256(f"{self.info.checksum}|{self.binarize}".encode())
             for split in (self.train, self.val, self.test):
@@ -413,14 +509,14 @@ def _write_cache(folder: Path, spec: IdxSpec, raw: _Raw) -> None:
 
 def _download_one(url: str, target: Path, expected: IdxFile, progress: bool) -> str | None:
     """Download `url` to `target` via a temp file; keep it only if a checksum matches. None, or why it failed."""
-    from tqdm.auto import tqdm
+    from aestudy.progress import progress as progress_bar
 
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=target.name, enabled=progress) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -594,24 +690,31 @@ def binarize_images(x: torch.Tensor, generator: torch.Generator | None = None) -
     return torch.bernoulli(x.to(torch.float32), generator=generator)
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, levels: int) -> Split:
-    """Index uint8 arrays and turn them into a float32 [0, 1] (N, 1, H, W) / int64 split."""
+def _to_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, levels: int, name: str) -> Split:
+    """Index uint8 arrays and turn them into a float32 [0, 1] (N, 1, H, W) / int64 split called `name`."""
     chosen = torch.from_numpy(np.ascontiguousarray(images[index]))
     return Split(chosen.to(torch.float32).div_(levels).unsqueeze(1),
-                 torch.from_numpy(labels[index].astype(np.int64)))
+                 torch.from_numpy(labels[index].astype(np.int64)), name)
 
 
-def _check_args(name: str, val_size: int, limit: int | None, binarize: str | None, seed: int) -> None:
+def _check_args(name: str, val_size: int, limit: int | None, binarize: str | None, seed: int,
+                upscale: bool = True, progress: bool = True) -> tuple[str, int, int | None, int]:
+    """Check `load_dataset`'s arguments; return (name, val_size, limit, seed) as plain Python values.
+
+    A numpy integer (a point of a numpy grid) is accepted and converted, because these values enter the
+    data fingerprint and so the model cache keys. `limit`'s upper bound depends on the dataset (checked later).
+    """
+    name = str(name) if isinstance(name, str) else name
     if name not in DATASET_NAMES:
         raise ConfigError(f"name={name!r} is not a dataset; valid names: {', '.join(DATASET_NAMES)}, or a path to "
                           "a folder of images or an .npz/.npy file.")
     _check_binarize(binarize)
-    if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 0:
-        raise ConfigError(f"val_size={val_size!r} is invalid; it must be an integer >= 0.")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
-        raise ConfigError(f"limit={limit!r} is invalid; it must be None or a positive integer.")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r} is invalid; it must be an integer >= 0.")
+    val_size = as_int(val_size, "val_size", low=0)
+    limit = as_int(limit, "limit", allow_none=True, none_means="all images")  # its range is checked per dataset
+    seed = as_int(seed, "seed", low=0)
+    as_bool(upscale, "upscale")
+    as_bool(progress, "progress")
+    return name, val_size, limit, seed
 
 
 def _make_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
@@ -632,8 +735,8 @@ def _make_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
         val_idx = val_idx[stratified_subset(train_y[val_idx], min(limit, len(val_idx)),
                                             np.random.default_rng([seed, 2]))]
         test_idx = stratified_subset(test_y, min(limit, len(test_y)), np.random.default_rng([TEST_SUBSET_SEED, 3]))
-    return (_to_split(train_x, train_y, train_idx, levels), _to_split(train_x, train_y, val_idx, levels),
-            _to_split(test_x, test_y, test_idx, levels))
+    return (_to_split(train_x, train_y, train_idx, levels, "train"),
+            _to_split(train_x, train_y, val_idx, levels, "val"), _to_split(test_x, test_y, test_idx, levels, "test"))
 
 
 def _binarized(splits: tuple[Split, Split, Split], mode: str | None) -> tuple[Split, Split, Split]:
@@ -646,16 +749,16 @@ def _binarized(splits: tuple[Split, Split, Split], mode: str | None) -> tuple[Sp
             out.append(split)
             continue
         generator = torch.Generator().manual_seed(BINARIZE_SEED + k)
-        out.append(Split(binarize_images(split.images, generator), split.labels))
+        out.append(Split(binarize_images(split.images, generator), split.labels, split.name))
     return out[0], out[1], out[2]
 
 
 def _upscaled(split: Split, size: tuple[int, int]) -> Split:
     """Bilinear upscaling of a split's images to `size` (values stay in [0, 1])."""
     if len(split) == 0:
-        return Split(split.images.new_zeros((0, 1, *size)), split.labels)
+        return Split(split.images.new_zeros((0, 1, *size)), split.labels, split.name)
     images = torch.nn.functional.interpolate(split.images, size=size, mode="bilinear", align_corners=False)
-    return Split(images.clamp_(0.0, 1.0), split.labels)
+    return Split(images.clamp_(0.0, 1.0), split.labels, split.name)
 
 
 def _fingerprint(**fields: object) -> str:
@@ -688,7 +791,7 @@ def load_dataset(name: str | os.PathLike[str] = "fashion-mnist", *, val_size: in
         raise ConfigError(f"size={size!r} and channels={channels!r} apply to your own image files only; pass "
                           f"size=None, channels=None for {name!r}.")
     val_size = 5000 if val_size is None else val_size
-    _check_args(name, val_size, limit, binarize, seed)
+    name, val_size, limit, seed = _check_args(name, val_size, limit, binarize, seed, upscale, progress)
     if name == "digits":
         images, labels, checksum = _load_digits_raw()
         test_idx = stratified_subset(labels, DIGITS_TEST_SIZE, np.random.default_rng([TEST_SUBSET_SEED, 4]))

@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -528,9 +529,138 @@ def test_hand_built_dataset_is_fingerprinted_by_content() -> None:
         return data.Dataset(split, split, split, info, None)
 
     assert toy(0.5).fingerprint == toy(0.5).fingerprint != toy(0.25).fingerprint
+
+
+TOY_INFO = data.DatasetInfo("toy", (1, 2, 2), 3, ("a", "b", "c"), "memory", "none", "n/a")
+
+
+def _toy_split(n: int = 4, fill: float = 0.5, name: str = "") -> data.Split:
+    return data.Split(torch.full((n, 1, 2, 2), fill), torch.arange(n) % 3, name)
+
+
+@pytest.mark.parametrize(("images", "labels", "message"), [
+    (torch.zeros(3, 2, 2), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) needs images (N, C, H, W) and labels (N,); got (3, 2, 2) and (3,)."),
+    (torch.zeros(3, 1, 2, 2), torch.zeros(2, dtype=torch.int64),
+     "Split(images, labels) needs images (N, C, H, W) and labels (N,); got (3, 1, 2, 2) and (2,)."),
+    (np.zeros((3, 1, 2, 2), np.float32), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) needs torch tensors for images and labels; got ndarray and Tensor (convert numpy arrays "
+     "with torch.from_numpy)."),
+    (torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) has images of dtype torch.uint8; they must be torch.float32 in [0, 1] "
+     "(e.g. images.float() / 255 for uint8 images)."),
+    (torch.zeros(3, 1, 2, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) has images of dtype torch.float64; they must be torch.float32 in [0, 1] "
+     "(e.g. images.float() / 255 for uint8 images)."),
+    (torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.int32),
+     "Split(images, labels) has labels of dtype torch.int32; they must be torch.int64 class indices "
+     "(convert with labels.long())."),
+    (torch.zeros(3, 1, 2, 2), torch.tensor([0, -1, 2]),
+     "Split(images, labels) has a negative label (-1); labels are class indices >= 0."),
+])
+def test_split_checks_types_shapes_and_dtypes_at_construction(images, labels, message) -> None:
     with pytest.raises(ConfigError) as err:
-        data.Split(torch.zeros(3, 2, 2), torch.zeros(3, dtype=torch.int64))
-    assert str(err.value) == "Split(images, labels) needs images (N, C, H, W) and labels (N,); got (3, 2, 2) and (3,)."
+        data.Split(images, labels)
+    assert str(err.value) == message
+
+
+def test_images_outside_unit_range_are_refused_naming_the_split_range_and_fix() -> None:
+    """Issue 12, item 2: 0..255 images used to train silently into impossible NLLs (-1.4e6 nats)."""
+    raw = torch.arange(4 * 4, dtype=torch.float32).view(4, 1, 2, 2) * 17  # 0..255
+    with pytest.raises(ConfigError) as err:
+        data.Split(raw, torch.arange(4) % 3, "train")
+    assert str(err.value) == ("the train split has pixel values in [0, 255] (first outside [0, 1]: image 0); they "
+                              "must lie in [0, 1] (images in 0..255: divide by 255).")
+    with pytest.raises(ConfigError) as err:  # an unnamed split is named by its place in the Dataset
+        data.Dataset(_toy_split(), _toy_split(), data.Split(raw, torch.arange(4) % 3), TOY_INFO, None)
+    assert str(err.value) == ("the test split has pixel values in [0, 255] (first outside [0, 1]: image 0); they "
+                              "must lie in [0, 1] (images in 0..255: divide by 255).")
+    normalised = torch.linspace(-1, 1, 16).view(4, 1, 2, 2)  # e.g. Normalize((0.5,), (0.5,)): no "divide by 255"
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), data.Split(normalised, torch.arange(4) % 3), _toy_split(), TOY_INFO, None)
+    assert str(err.value) == ("the val split has pixel values in [-1, 1] (first outside [0, 1]: image 0); they must "
+                              "lie in [0, 1].")
+    assert data.Dataset(*(data.Split(raw / 255, torch.arange(4) % 3),) * 3, TOY_INFO, None).train.images.max() == 1
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_pixels_are_refused_naming_split_and_image(bad: float) -> None:
+    images = torch.full((5, 1, 2, 2), 0.5)
+    images[3, 0, 1, 0] = bad
+    with pytest.raises(ConfigError) as err:
+        data.Split(images, torch.arange(5) % 3, "val")
+    assert str(err.value) == (f"the val split has a non-finite pixel ({bad}) in image 3 (1 of 5 images hold NaN or "
+                              "±inf); drop or repair those images.")
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(data.Split(images, torch.arange(5) % 3), _toy_split(), _toy_split(), TOY_INFO, None)
+    assert str(err.value).startswith(f"the train split has a non-finite pixel ({bad}) in image 3 ")
+
+
+def test_dataset_checks_labels_against_its_classes_and_image_shape() -> None:
+    labels = torch.tensor([0, 1, 3, 2])
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), data.Split(torch.zeros(4, 1, 2, 2), labels), _toy_split(), TOY_INFO, None)
+    assert str(err.value) == ("the val split has label 3; labels must lie in [0, 3) for 'toy' (3 classes per its "
+                              "DatasetInfo.num_classes).")
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), _toy_split(), data.Split(torch.zeros(4, 1, 3, 3), labels % 3), TOY_INFO, None)
+    assert str(err.value) == ("the test split has images of shape (1, 3, 3) (C, H, W) but the dataset info says "
+                              "(1, 2, 2); make them agree.")
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), None, _toy_split(), TOY_INFO, None)
+    assert str(err.value) == "Dataset(val=...) must be an aestudy.data.Split; got NoneType."
+    empty = data.Split(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64), "val")
+    assert len(data.Dataset(_toy_split(), empty, _toy_split(), TOY_INFO, None).val) == 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"shape": (28, 28)}, "DatasetInfo shape=(28, 28) is invalid; it must be (C, H, W), three integers >= 1."),
+    ({"num_classes": 0}, "DatasetInfo num_classes=0 is invalid; it must be an integer >= 1."),
+    ({"class_names": ("a", "b")},
+     "DatasetInfo class_names=('a', 'b') is invalid; it must hold one name per class (3)."),
+])
+def test_dataset_info_checks_shape_and_classes(kwargs, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(TOY_INFO, **kwargs)
+    assert str(err.value) == message
+    info = dataclasses.replace(TOY_INFO, shape=[np.int64(1), 2, 2], class_names=["a", "b", "c"])
+    assert info.shape == (1, 2, 2) and type(info.shape[0]) is int and info.class_names == ("a", "b", "c")
+
+
+def test_every_loaded_split_is_named_and_checked() -> None:
+    d = load_dataset("digits", limit=50, val_size=20, seed=0)
+    assert (d.train.name, d.val.name, d.test.name) == ("train", "val", "test")
+    assert all(s._pixels_checked for s in (d.train, d.val, d.test))
+    binarized = load_dataset("digits", limit=50, val_size=20, seed=0, binarize="static", upscale=False)
+    assert (binarized.train.name, binarized.test.name) == ("train", "test")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"val_size": -1}, "val_size=-1 is invalid; it must be an integer >= 0."),
+    ({"val_size": 2.0}, "val_size=2.0 is invalid; it must be an integer >= 0."),
+    ({"limit": "100"}, "limit='100' is invalid; it must be None (all images) or an integer."),
+    ({"seed": True}, "seed=True is invalid; it must be an integer >= 0."),
+    ({"upscale": "yes"}, "upscale='yes' is invalid; it must be True or False."),
+    ({"progress": None}, "progress=None is invalid; it must be True or False."),
+    ({"binarize": "otsu"}, "binarize='otsu' is not a binarization mode; valid values: None, 'static', 'dynamic'."),
+])
+def test_load_dataset_refuses_bad_arguments_before_reading_anything(kwargs, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_dataset("digits", **kwargs)
+    assert str(err.value) == message
+
+
+def test_bad_arguments_leave_the_data_folder_untouched(tmp_path: Path) -> None:
+    for kwargs in ({"val_size": -1}, {"limit": 1.5}, {"seed": np.float64(1.0)}, {"binarize": "yes"}):
+        with pytest.raises(ConfigError):
+            load_dataset("mnist", data_dir=tmp_path, progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_dataset_takes_numpy_integers_as_plain_ones() -> None:
+    grid = load_dataset("digits", limit=np.int64(50), val_size=np.int32(20), seed=np.int64(1))
+    plain = load_dataset("digits", limit=50, val_size=20, seed=1)
+    assert grid.fingerprint == plain.fingerprint and torch.equal(grid.train.images, plain.train.images)
 
 
 def test_split_sizes_scale_profiles_to_small_datasets() -> None:
