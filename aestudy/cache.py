@@ -186,7 +186,7 @@ def _unsafe_types(path: Path, err: Exception) -> list[str]:
     scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
     if scan is not None:
         try:
-            return list(scan(path))
+            return sorted(scan(path))  # a set inside torch: sorted, so messages are reproducible
         except Exception:  # noqa: BLE001 - a damaged file cannot be scanned; it is then reported as damaged
             return []
     return re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))[:1]

@@ -115,10 +115,10 @@ def test_file_refused_by_the_weights_only_unpickler_is_named_as_refused_not_dama
         cache.load_checkpoint(path)
     assert str(err.value) == (
         f"checkpoint {path} was refused by torch.load(weights_only=True): it contains type "
-        f"numpy.dtype, {NUMPY_SCALAR}, which the weights-only unpickler does not load (the file is not "
+        f"{NUMPY_SCALAR}, numpy.dtype, which the weights-only unpickler does not load (the file is not "
         "damaged; an older aestudy stored such values in its config). Delete it to retrain, or load it yourself with "
         "torch.load(..., weights_only=False) only if you trust where it came from.")
-    assert err.value.types == ("numpy.dtype", NUMPY_SCALAR)
+    assert err.value.types == (NUMPY_SCALAR, "numpy.dtype")  # sorted: the message is reproducible
     assert isinstance(err.value, CheckpointError)
 
 
@@ -309,7 +309,7 @@ def test_refused_checkpoint_is_moved_aside_not_deleted_and_retrained(tmp_path):
         result = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
     (warning,) = [w for w in caught if "refused" in str(w.message)]
     assert str(warning.message).startswith(f"checkpoint {path} was refused by torch.load(weights_only=True): it "
-                                           f"contains type numpy.dtype, {NUMPY_SCALAR}, ")
+                                           f"contains type {NUMPY_SCALAR}, numpy.dtype, ")
     assert str(warning.message).endswith(f" Moved it to {aside} (kept: it is not damaged) and retraining.")
     assert not result.from_cache and aside.read_bytes() == old_bytes  # the refused file is kept byte for byte
     assert cache.load_checkpoint(path, version=aestudy.__version__, key=key)["key"] == key

@@ -556,7 +556,8 @@ def _toy_split(n: int = 4, fill: float = 0.5, name: str = "") -> data.Split:
      "Split(images, labels) has labels of dtype torch.int32; they must be torch.int64 class indices "
      "(convert with labels.long())."),
     (torch.zeros(3, 1, 2, 2), torch.tensor([0, -1, 2]),
-     "Split(images, labels) has a negative label (-1); labels are class indices >= 0."),
+     "Split(images, labels) has a negative label (-1); labels are class indices >= 0 (or all -1 for unlabelled "
+     "images)."),
 ])
 def test_split_checks_types_shapes_and_dtypes_at_construction(images, labels, message) -> None:
     with pytest.raises(ConfigError) as err:
@@ -615,7 +616,7 @@ def test_dataset_checks_labels_against_its_classes_and_image_shape() -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"shape": (28, 28)}, "DatasetInfo shape=(28, 28) is invalid; it must be (C, H, W), three integers >= 1."),
-    ({"num_classes": 0}, "DatasetInfo num_classes=0 is invalid; it must be an integer >= 1."),
+    ({"num_classes": -1}, "DatasetInfo num_classes=-1 is invalid; it must be an integer >= 0 (0 = unlabelled images)."),
     ({"class_names": ("a", "b")},
      "DatasetInfo class_names=('a', 'b') is invalid; it must hold one name per class (3)."),
 ])

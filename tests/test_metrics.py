@@ -236,9 +236,11 @@ def test_likelihood_metrics_refuse_images_outside_unit_range(tiny_data, evaluate
     """Issue 12, item 2: 0..255 images gave a Bernoulli "NLL" of -1.4e6 nats and an IS-NLL of -4.8e5."""
     with pytest.raises(ConfigError) as err:
         getattr(metrics, evaluate)(_tiny(), tiny_data * 255)
-    inner = "elbo_per_image" if evaluate == "evaluate_elbo" else evaluate
+    inner = {"evaluate_elbo": "the image tensor given to elbo_per_image",
+             "reconstruction_metrics": "the inputs given to reconstruction_metrics"}.get(
+        evaluate, f"the image tensor given to {evaluate}")
     low, high = (float(v) for v in (tiny_data * 255).aminmax())
-    assert str(err.value) == (f"the image tensor given to {inner} has pixel values in [{low:g}, {high:g}] (first "
+    assert str(err.value) == (f"{inner} has pixel values in [{low:g}, {high:g}] (first "
                               "outside [0, 1]: image 0); they must lie in [0, 1] (images in 0..255: divide by 255).")
 
 

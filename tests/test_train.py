@@ -80,7 +80,7 @@ def spy_training_batches(monkeypatch) -> list[dict]:
     ("device", "tpu", "device='tpu' is invalid; valid values: auto, cpu, cuda, mps or 'cuda:N'."),
     ("beta", -0.1, "beta=-0.1 is invalid; it must be a finite number >= 0."),
     ("beta", np.float64(math.inf), "beta=np.float64(inf) is invalid; it must be a finite number >= 0."),
-    ("warmup_epochs", -1, "warmup_epochs=-1.0 is invalid; it must be a finite number >= 0."),
+    ("warmup_epochs", -1, "warmup_epochs=-1 is invalid; it must be a finite number >= 0."),
     ("grad_clip", 0.0, "grad_clip=0.0 is invalid; it must be None (no clipping) or a finite number > 0."),
     ("lr_schedule", "step", "lr_schedule='step' is invalid; valid values: None, 'cosine'."),
     ("early_stopping_patience", 0,
