@@ -172,6 +172,10 @@ def claim_cells(nb: Any, claim_ids: Iterable[str]) -> dict[str, str]:
     return found
 
 
+# The cell a claim link points at is outlined, so the reader sees which one it is.
+_TARGET_CSS = ".jp-Cell:target{outline:3px solid #e8a33d;outline-offset:4px;border-radius:2px}"
+
+
 def render_notebook_html(notebook: Path, out: Path) -> None:
     """The executed notebook as HTML (nbconvert's lab template: each cell's div has id `cell-id=<id>`)."""
     import nbformat
@@ -179,6 +183,7 @@ def render_notebook_html(notebook: Path, out: Path) -> None:
 
     nb = nbformat.read(str(notebook), as_version=4)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    body = body.replace("</head>", f"<style>{_TARGET_CSS}</style></head>", 1)
     atomic_write(out, lambda handle: handle.write(body.encode("utf-8")))
 
 
@@ -306,11 +311,11 @@ def row_sentence(row: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]]
     if pairs:
         word = row_verdict(pairs, claims)
         clauses = " and ".join(_claim_clause(cid, sign, claims, links) for cid, sign in pairs)
-        return f"**{aspect}** — the row **{word}**: {clauses}{evidence}."
+        return f"**{aspect}** — **{word}**: {clauses}{evidence}."
     settled = str(row.get("Verdict") or "settled by no claim").rstrip(".")
     if settled.startswith("by construction"):
         settled = "true " + settled
-    return f"**{aspect}** — the row is {settled}{evidence}."
+    return f"**{aspect}** — {settled}{evidence}."
 
 
 def claim_finding(claim: Mapping[str, Any], links: NotebookLinks | None = None) -> str:
@@ -619,7 +624,7 @@ def _inline_markdown(text: str) -> str:
 def _html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
-    verdict_columns = {i for i, c in enumerate(frame.columns) if str(c).lower() == "verdict"}
+    verdict_columns = {i for i, c in enumerate(frame.columns) if "verdict" in str(c).lower()}
     for row in frame.itertuples(index=False):
         cells = []
         for i, value in enumerate(row):
