@@ -37,7 +37,7 @@ from aestudy.report import (
 
 PARAMETER_COLUMNS: tuple[str, ...] = ("notebook", "parameter", "A", "B")
 METRIC_COLUMNS: tuple[str, ...] = ("notebook", "metric", "A", "B", "change", "relative change")
-VERDICT_COLUMNS: tuple[str, ...] = ("notebook", "claim", "statement", "A", "B")
+VERDICT_COLUMNS: tuple[str, ...] = ("notebook", "claim", "statement", "verdict in A", "verdict in B")
 RUN_LEVEL = "(run)"
 ABSENT = "(absent)"
 
@@ -100,7 +100,8 @@ def _claims(metrics: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]
 
 
 def verdict_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> pd.DataFrame:
-    """Rows (notebook, claim, statement, A, B) for claims whose verdict differs or that one run lacks."""
+    """Rows (notebook, claim, statement, verdict in A, verdict in B) for claims whose verdict differs or that one
+    run lacks."""
     ca, cb = _claims(a), _claims(b)
     rows = []
     for claim_id in dict.fromkeys([*ca, *cb]):
@@ -108,8 +109,8 @@ def verdict_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> pd.DataFrame:
         va = claim_verdict(ca[claim_id][1]) if claim_id in ca else ABSENT
         vb = claim_verdict(cb[claim_id][1]) if claim_id in cb else ABSENT
         if va != vb:
-            rows.append({"notebook": notebook, "claim": claim_id, "statement": claim.get("statement"), "A": va,
-                         "B": vb})
+            rows.append({"notebook": notebook, "claim": claim_id, "statement": claim.get("statement"),
+                         "verdict in A": va, "verdict in B": vb})
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
 

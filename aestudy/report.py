@@ -45,6 +45,13 @@ STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_see
 # Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
 STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
 FINDINGS_ID = "findings"
+FINDING_VALUES = 4  # measured values quoted per claim in a finding (the claims table has them all)
+# The figures the report shows first, in this order (names given to `record_figure` / `study.figure`); any
+# other recorded figure is folded below them. See the issue that asked for them: prior samples of AE, AE + GMM,
+# VAE (and GAN) side by side; reconstruction pairs; the rate-distortion curve; FID with intervals; ROC curves;
+# the 2-D latent scatter.
+KEY_FIGURES: tuple[str, ...] = ("prior_samples", "reconstruction_pairs", "rate_distortion", "fid_intervals",
+                                "roc_curves", "latent_scatter_2d")
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;
 line-height:1.45}
@@ -129,17 +136,21 @@ def stats_phrase(stats: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def evidence_phrase(claim: Mapping[str, Any]) -> str:
-    """The numbers a verdict rests on: the verdict record's effect and interval, else the measured values."""
+def evidence_phrase(claim: Mapping[str, Any], *, limit: int | None = None) -> str:
+    """The numbers a verdict rests on: the verdict record's effect and interval, else the measured values
+    (the first `limit` of them) marked as a yes/no decision without an interval."""
     stats = claim_stats(claim)
     if stats and "effect" in stats:
         return stats_phrase(stats)
-    measured = compact(claim.get("measured") or {})
-    return (f"measured {measured}; " if measured else "") + "a yes/no decision, no interval recorded"
+    measured = dict(claim.get("measured") or {})
+    shown = compact(dict(list(measured.items())[:limit]) if limit is not None else measured)
+    if limit is not None and len(measured) > limit:
+        shown += ", …"
+    return (f"measured {shown}; " if shown else "") + "no interval recorded"
 
 
 def claim_sentence(claim: Mapping[str, Any]) -> str:
-    """A verdict cell as a sentence, e.g. `Does not hold (enforced): measured beta=4; a yes/no decision, …`."""
+    """A verdict cell as a sentence, e.g. `Does not hold (enforced): measured beta=4; no interval recorded.`."""
     text = verdict(claim)
     return f"{text[0].upper()}{text[1:]}: {evidence_phrase(claim)}."
 
@@ -295,10 +306,10 @@ def row_verdict(pairs: Sequence[tuple[str, int]], claims: Mapping[str, Mapping[s
 def _claim_clause(claim_id: str, sign: int, claims: Mapping[str, Mapping[str, Any]],
                   links: NotebookLinks | None) -> str:
     claim = claims[claim_id]
-    against = "; it would contradict the row" if sign < 0 else ""
+    against = " (a claim against the row)" if sign < 0 else ""
     statement = str(claim.get("statement") or "").rstrip(".")
-    return (f"“{statement}” {claim_verdict(claim)} ({_claim_ref(claim_id, links)}: {evidence_phrase(claim)}"
-            f"{against})")
+    return (f"“{statement}”{against} {claim_verdict(claim)} ({_claim_ref(claim_id, links)}: "
+            f"{evidence_phrase(claim, limit=FINDING_VALUES)})")
 
 
 def row_sentence(row: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]],
@@ -322,7 +333,7 @@ def claim_finding(claim: Mapping[str, Any], links: NotebookLinks | None = None) 
     """One sentence for one claim (used when the run has no AE-vs-VAE table)."""
     statement = str(claim.get("statement") or "").rstrip(".")
     return (f"“{statement}” **{claim_verdict(claim)}** ({_claim_ref(str(claim.get('id')), links)}: "
-            f"{evidence_phrase(claim)}).")
+            f"{evidence_phrase(claim, limit=FINDING_VALUES)}).")
 
 
 def findings(metrics: Mapping[str, Any], links: NotebookLinks | None = None) -> list[str]:
@@ -452,26 +463,45 @@ def parameters_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["parameter", *per_notebook])
 
 
-def figure_items(metrics: Mapping[str, Any], run_dir: Path) -> list[tuple[str, Path, str]]:
-    """(notebook, PNG path, caption) of every existing figure the notebooks recorded.
+@dataclass(frozen=True)
+class FigureItem:
+    """One recorded figure: its notebook, name (file stem), PNG path and caption."""
+
+    notebook: str
+    name: str
+    path: Path
+    caption: str
+
+
+def figure_items(metrics: Mapping[str, Any], run_dir: Path) -> list[FigureItem]:
+    """Every existing figure the notebooks recorded, in notebook order and recording order.
 
     Figures from `record_figure` are relative to the notebook's ledger folder (`run_dir/metrics` in a run);
     paths in metric `figures` are absolute or relative to the run folder or the notebooks folder.
     """
     bases = [run_dir / "metrics", run_dir, Path((metrics.get("environment") or {}).get("notebooks_dir") or run_dir)]
-    found: list[tuple[str, Path, str]] = []
-    for name, entry in metrics.get("notebooks", {}).items():
-        listed = [(str(f.get("path")), str(f.get("caption") or f.get("name"))) for f in entry.get(FIGURES_KEY) or []
-                  if isinstance(f, Mapping)]
+    found: list[FigureItem] = []
+    for notebook, entry in metrics.get("notebooks", {}).items():
+        listed = [(str(f.get("path")), str(f.get("name")), str(f.get("caption") or f.get("name")))
+                  for f in entry.get(FIGURES_KEY) or [] if isinstance(f, Mapping)]
         legacy = entry.get("metrics", {}).get(FIGURES_METRIC) or []
-        listed += [(str(f), Path(str(f)).stem) for f in (legacy if isinstance(legacy, list) else [legacy])]
-        for path_text, caption in listed:
+        listed += [(str(f), Path(str(f)).stem, Path(str(f)).stem)
+                   for f in (legacy if isinstance(legacy, list) else [legacy])]
+        for path_text, name, caption in listed:
             path = Path(path_text)
             candidates = [path] if path.is_absolute() else [base / path for base in bases]
             existing = next((c for c in candidates if c.is_file()), None)
-            if existing is not None and all(existing != seen for _, seen, _ in found):
-                found.append((name, existing, caption))
+            if existing is not None and all(existing != seen.path for seen in found):
+                found.append(FigureItem(notebook, name, existing, caption))
     return found
+
+
+def split_key_figures(figures: Sequence[FigureItem]) -> tuple[list[FigureItem], list[FigureItem]]:
+    """(the key figures in KEY_FIGURES order, the others). Without any key figure, all of them are key."""
+    key = sorted((f for f in figures if f.name in KEY_FIGURES), key=lambda f: KEY_FIGURES.index(f.name))
+    if not key:
+        return list(figures), []
+    return key, [f for f in figures if f.name not in KEY_FIGURES]
 
 
 # ----------------------------------------------------------------------------------------- the report
@@ -498,11 +528,17 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
                    f"{inconclusive} ({sum(bool(c.get('enforced')) for c in not_holding)} of those enforced)."),
         Block("h2", "What this run found", anchor=FINDINGS_ID),
         Block("list", findings(metrics, links) or ["No claims were recorded."], anchor=FINDINGS_ID),
+        Block("p", "Each finding names the claims its row rests on: with a verdict record, its effect, 95% "
+                   "interval, p-value, seeds and test; decided yes/no without an interval, its first measured "
+                   "values. Each claim id links to the cell that checks it in the executed notebook."),
     ]
-    figures = figure_items(metrics, run_dir)
-    if figures:
+    key, more = split_key_figures(figure_items(metrics, run_dir))
+    if key:
         blocks += [Block("h2", "Key figures", anchor="figures"),
-                   Block("figures", [(path, f"{name}: {caption}") for name, path, caption in figures])]
+                   Block("figures", [(f.path, f"{f.notebook}: {f.caption}") for f in key])]
+    if more:
+        blocks.append(Block("details", [Block("figures", [(f.path, f"{f.notebook}: {f.caption}") for f in more])],
+                            caption=f"{len(more)} more figure{'s' if len(more) > 1 else ''}"))
     comparison = comparison_frame(metrics)
     if comparison is not None:
         blocks += [Block("h2", "AE vs VAE: what we measured", anchor="table"),
@@ -621,6 +657,13 @@ def _inline_markdown(text: str) -> str:
     return "".join(out)
 
 
+def _colour_verdicts(markup: str) -> str:
+    """Give bold verdict words (`<strong>holds</strong>`, …) their colour class."""
+    for word in (*VERDICTS, "mixed"):
+        markup = markup.replace(f"<strong>{word}</strong>", f'<strong class="{_verdict_class(word)}">{word}</strong>')
+    return markup
+
+
 def _html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
@@ -651,7 +694,7 @@ def _html_blocks(blocks: Iterable[Block]) -> list[str]:
         elif block.kind == "p":
             body.append(f"<p>{_inline_markdown(block.content)}</p>")
         elif block.kind == "list":
-            items = "\n".join(f"<li>{_inline_markdown(item)}</li>" for item in block.content)
+            items = "\n".join(f"<li>{_colour_verdicts(_inline_markdown(item))}</li>" for item in block.content)
             body.append(f'<ul id="{html.escape(block.anchor)}">\n{items}\n</ul>' if block.anchor
                         else f"<ul>\n{items}\n</ul>")
         elif block.kind == "table":

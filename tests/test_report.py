@@ -184,12 +184,12 @@ def test_report_states_findings_in_words_with_linked_claims(runs):
     findings = md[md.index("## What this run found"):md.index("## Key figures")]
     assert findings.splitlines()[2:5] == [
         f"- **Output** — **holds**: “the AE is sharper” holds ([toy.ae-sharper]({link}): measured "
-        "ae=0.08, vae=0.05; a yes/no decision, no interval recorded); this run measured sharpness AE 0.08 vs VAE "
+        "ae=0.08, vae=0.05; no interval recorded); this run measured sharpness AE 0.08 vs VAE "
         "0.05.",
         f"- **Loss function** — **holds**: “the AE is sharper” holds ([toy.ae-sharper]({link}): measured "
-        "ae=0.08, vae=0.05; a yes/no decision, no interval recorded) and “the VAE's KL is below 5 nats” does not "
-        f"hold ([toy.vae-smaller-kl]({NB}.html#cell-id=c2): measured kl=8; a yes/no decision, no interval "
-        "recorded; it would contradict the row); this run measured KL 8.0 nats.",
+        "ae=0.08, vae=0.05; no interval recorded) and “the VAE's KL is below 5 nats” (a claim against the row) "
+        f"does not hold ([toy.vae-smaller-kl]({NB}.html#cell-id=c2): measured kl=8; no interval recorded); this "
+        "run measured KL 8.0 nats.",
         "- **Architecture** — true by construction (one backbone); this run measured 1,000 vs 1,010 "
         "parameters.",
     ]
@@ -234,7 +234,7 @@ def test_without_a_table_findings_list_the_examined_claims(tmp_path):
         {"id": "x", "statement": "x holds", "kind": "asserted", "holds": True},
         {"id": "y", "statement": "y is smaller", "kind": "examined", "holds": False, "measured": {"y": 2}}]}}}
     assert report.findings(metrics) == [
-        "“y is smaller” **does not hold** (`y`: measured y=2; a yes/no decision, no interval recorded)."]
+        "“y is smaller” **does not hold** (`y`: measured y=2; no interval recorded)."]
 
 
 def test_legacy_figures_metric_is_still_shown(tmp_path):
@@ -242,7 +242,15 @@ def test_legacy_figures_metric_is_still_shown(tmp_path):
     png = tmp_path / "figures" / "old.png"
     _figure(1.0).savefig(png)
     metrics = {"notebooks": {"nb": {"claims": [], "metrics": {"figures": ["figures/old.png", "missing.png"]}}}}
-    assert report.figure_items(metrics, tmp_path) == [("nb", png, "old")]
+    assert report.figure_items(metrics, tmp_path) == [report.FigureItem("nb", "old", png, "old")]
+
+
+def test_key_figures_come_first_in_their_order_and_the_rest_is_folded():
+    items = [report.FigureItem("nb", name, Path(f"{name}.png"), name)
+             for name in ("extra", "roc_curves", "prior_samples")]
+    key, more = report.split_key_figures(items)
+    assert [f.name for f in key] == ["prior_samples", "roc_curves"] and [f.name for f in more] == ["extra"]
+    assert report.split_key_figures(items[:1]) == (items[:1], [])
 
 
 def test_inline_markup_escapes_text_and_renders_links():

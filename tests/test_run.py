@@ -235,15 +235,15 @@ def test_report_shows_findings_claims_comparison_timings_and_figures(series_run)
     assert "Status: **complete** · profile `smoke`" in md
     assert "3 claims recorded: 2 hold, 1 do not (0 of those enforced)." in md
     # the findings: one sentence per table row, from the ledger, each claim linked to its cell
-    assert ("- **toy KL** — the row **holds**: “the toy KL grows linearly with beta” holds "
-            "([toy-kl-scale](02_toy_beta.html#cell-id=cell-4): measured beta=4, kl=12; a yes/no decision, no "
-            "interval recorded); this run measured toy-kl-scale.") in md
-    assert "- **toy | pipes** — the row **does not hold**: “beta at most 1 (examined)” does not hold" in md
+    assert ("- **toy KL** — **holds**: “the toy KL grows linearly with beta” holds "
+            "([toy-kl-scale](02_toy_beta.html#cell-id=cell-4): measured beta=4, kl=12; no interval recorded); "
+            "this run measured toy-kl-scale.") in md
+    assert "- **toy | pipes** — **does not hold**: “beta at most 1 (examined)” does not hold" in md
     assert "| id | statement | kind | verdict |" in md
     assert ("| [toy-kl-scale](02_toy_beta.html#cell-id=cell-4) | the toy KL grows linearly with beta | asserted | "
-            "Holds: measured beta=4, kl=12; a yes/no decision, no interval recorded. |") in md
+            "Holds: measured beta=4, kl=12; no interval recorded. |") in md
     assert ("| [toy-beta-small](02_toy_beta.html#cell-id=cell-4) | beta at most 1 (examined) | examined | "
-            "Does not hold: measured beta=4; a yes/no decision, no interval recorded. |") in md
+            "Does not hold: measured beta=4; no interval recorded. |") in md
     assert "| [toy-triangle](01_toy_alpha.html#cell-id=cell-4) |" in md
     assert "| Aspect | AE | VAE | Evidence | Verdict |\n| --- | --- | --- | --- | --- |\n" in md
     assert ("| toy KL | 0 | 12 | toy-kl-scale | Holds: “the toy KL grows linearly with beta” holds "
@@ -257,7 +257,7 @@ def test_report_shows_findings_claims_comparison_timings_and_figures(series_run)
     assert 'id="cell-id=cell-4"' in (run_dir / "02_toy_beta.html").read_text()
     page = (run_dir / "report.html").read_text()
     assert '<ul id="findings">' in page and "<th>Verdict</th>" in page
-    assert ('<td class="fails">Does not hold: measured beta=4; a yes/no decision, no interval recorded.</td>'
+    assert ('<td class="fails">Does not hold: measured beta=4; no interval recorded.</td>'
             in page)
     assert '<a href="02_toy_beta.html#cell-id=cell-4">toy-kl-scale</a>' in page
     (png,) = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
