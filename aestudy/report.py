@@ -60,8 +60,7 @@ th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:t
 th{background:#f3f3f3} .holds{color:#11651b} .fails{color:#a31515} .inconclusive{color:#8a5a00}
 #findings{background:#f7f9fc;border:1px solid #d8e0ea;border-radius:6px;padding:.2rem 1.2rem 1rem}
 #findings li{margin:.45rem 0}
-.figures{display:flex;flex-wrap:wrap;gap:1rem}
-figure{margin:0;flex:1 1 30rem;max-width:100%} figure img{max-width:100%;border:1px solid #eee}
+figure{margin:1rem 0 1.5rem} figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}
 details{margin:1rem 0} summary{cursor:pointer;font-weight:600}"""
 
