@@ -451,7 +451,8 @@ def kernel_manager_class() -> type:
     user could read the loopback traffic. Unix sockets are private files, so that warning's cause goes away.
     The socket path must be absolute and unique: papermill runs kernels of parallel sweep points in the same
     notebooks folder, and jupyter_client's default IPC path (`kernel-ipc`) is relative to it. jupyter_client
-    deletes the socket files when the kernel shuts down. Without IPC (Windows) this is the stock TCP manager.
+    deletes the socket files when the kernel shuts down. The manager also skips jupyter_client's interrupt
+    before shutdown (see `_async_interrupt_kernel`). Without IPC (Windows) this is the stock TCP manager.
     """
     import zmq
     from jupyter_client.manager import AsyncKernelManager
@@ -470,6 +471,16 @@ def kernel_manager_class() -> type:
         @default("ip")
         def _ip_default(self) -> str:
             return os.path.join(tempfile.gettempdir(), f"aestudy-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client sends SIGINT to every kernel before asking it to shut down. After a notebook has
+            # run the kernel is idle, but the signal can land while it finishes its last reply, and ipykernel
+            # then logs "ERROR | KeyboardInterrupt caught in kernel." (often, over fast IPC). An idle kernel
+            # needs no interrupt; a busy one (Ctrl-C during a cell) does not answer the shutdown request and
+            # jupyter_client terminates it after half of `shutdown_wait_time`. Other interrupts go through.
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 

@@ -393,6 +393,7 @@ def test_run_log_is_clean_and_names_wall_time_and_claim_counts(tmp_path, capfd):
     log = capfd.readouterr()
     text = log.out + log.err  # the kernel writes to the inherited file descriptors, which capfd captures
     assert TCP_WARNING not in text and UNPARSABLE not in text
+    assert "KeyboardInterrupt caught in kernel" not in text  # no SIGINT to an idle kernel before its shutdown
     assert re.search(rf"^\[1/1\] {BETA}\.ipynb done in \d+\.\d s: 2 claims: 2 hold, 0 do not hold$", log.err,
                      flags=re.M), log.err
 
