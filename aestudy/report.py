@@ -41,7 +41,7 @@ FIGURES_KEY = "figures"  # ledger entry key written by claims.record_figure: [{"
 CONFIG_METRICS: tuple[str, ...] = ("config", "watermark")  # go to the closing configuration section
 CLAIM_COLUMNS: tuple[str, ...] = ("id", "statement", "kind", "measured", "verdict")
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive")
-STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict")
+STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha")
 # Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
 STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
 FINDINGS_ID = "findings"
@@ -104,11 +104,9 @@ def claim_verdict(claim: Mapping[str, Any]) -> str:
 
 def verdict(claim: Mapping[str, Any]) -> str:
     """The claim's verdict with its qualifiers: `does not hold (enforced; <sanity problems>)`."""
-    word = claim_verdict(claim)
-    if word == "holds" and claim.get("holds", True):
-        return "holds"
     notes = list(claim.get("sanity") or [])
-    if claim.get("enforced") and not claim.get("holds"):
+    word = "does not hold" if notes else claim_verdict(claim)  # failed sanity checks: never "holds"
+    if word == "does not hold" and claim.get("enforced"):
         notes.insert(0, "enforced")
     return word + (f" ({'; '.join(notes)})" if notes else "")
 
@@ -120,10 +118,12 @@ def _number(value: Any) -> str:
 
 
 def stats_phrase(stats: Mapping[str, Any]) -> str:
-    """`effect +0.12 (95% CI +0.05 to +0.19), p = 0.003, 5 seeds, Welch t-test` from a verdict record."""
+    """`effect +0.12 (95% CI +0.05 to +0.19), p = 0.003, 5 seeds, Welch t-test` from a verdict record (the
+    interval's level is 1 − `alpha` when the record has one, else 95%)."""
     parts = []
     if "effect" in stats:
-        interval = (f" (95% CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])})"
+        level = f"{1 - stats['alpha']:.0%}" if isinstance(stats.get("alpha"), (int, float)) else "95%"
+        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])})"
                     if "ci_low" in stats and "ci_high" in stats else "")
         parts.append(f"effect {_number(stats['effect'])}{interval}")
     if isinstance(stats.get("p_value"), (int, float)):

@@ -147,6 +147,10 @@ def test_three_way_verdict_records_are_read_wherever_they_sit():
     assert report.claim_sentence(inconclusive) == (
         "Inconclusive: effect +0.12 (95% CI -0.02 to +0.19), p = 0.003, 5 seeds, Welch t-test.")
     assert report.claim_stats({"holds": True, "measured": {"verdict": "maybe"}}) == {}  # not a three-way verdict
+    assert report.stats_phrase({"effect": -1.5, "ci_low": -2, "ci_high": -1, "alpha": 0.1}) == (
+        "effect -1.5 (90% CI -2 to -1)")
+    assert report.verdict({"holds": False, "sanity": ["x = nan is not finite"], **record}) == (
+        "does not hold (x = nan is not finite)")
     assert report.claim_counts([{"holds": True}, {"holds": False}, inconclusive]) == {
         "holds": 1, "does not hold": 1, "inconclusive": 1}
 
