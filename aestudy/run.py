@@ -3,7 +3,8 @@
 A run lives in one folder, `runs/NAME/`:
 
 * the executed notebooks (same file names as in `notebooks/`);
-* `metrics/NB.json`: the claims ledger each notebook wrote (`$AESTUDY_METRICS_FILE`, filed under the name each notebook gives its `Study`);
+* `metrics/NB.json`: the claims ledger each notebook wrote (`$AESTUDY_METRICS_FILE`, filed under the name each
+  notebook gives its `Study`);
 * `metrics.json`: every notebook's claims and metrics, its status, wall time and parameters, plus the
   environment (package versions, device, seeds, profile, git commit);
 * `state.json`: the parameters, the notebook list and each notebook's status (pending/running/done/failed),

@@ -70,8 +70,8 @@ def make_run(root: Path, name: str, *, beta: float, monkeypatch: pytest.MonkeyPa
         {"Aspect": "Architecture", "AE": "encoder → z → decoder", "VAE": "encoder → (μ, σ) → z",
          "Evidence": "1,000 vs 1,010 parameters", "Verdict": "by construction (one backbone)"},
     ])
-    record_figure("prior_samples", _figure(beta), caption="prior samples")
-    record_figure("roc_curves", _figure(1.0))
+    record_figure("prior_samples", _figure(beta), caption="prior samples", notebook=NB)
+    record_figure("roc_curves", _figure(1.0), notebook=NB)
     _executed_notebook(run_dir / f"{NB}.ipynb")
     state = {"name": name, "run_status": "complete", "started": "2026-11-30T08:00:00+00:00",
              "finished": "2026-11-30T08:01:00+00:00", "profile": "smoke", "notebooks": [f"{NB}.ipynb"],
