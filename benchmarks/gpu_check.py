@@ -8,8 +8,9 @@
 
 Every figure is measured on the device given; nothing is assumed. A row or notebook that cannot start before the
 deadline is "skipped" (not a failure); one that raises is "failed" and makes `summary` exit 1; a feature the code
-does not have yet (`aestudy.ensemble.fit_many`) is "not available". Statuses: ok, failed, skipped, not available
-(rows); done, failed, timeout, skipped (notebooks).
+does not have yet (`aestudy.ensemble.fit_many`) is "not available". A notebook still running when its time is up
+is "stopped" (Ctrl-C; its metrics so far are kept): slow is a finding for the targets, not a failure. Statuses:
+ok, failed, skipped, not available (rows); done, failed, stopped, skipped (notebooks).
 """
 
 from __future__ import annotations
@@ -389,8 +390,23 @@ def machine(device: Any) -> dict[str, Any]:
             "python": platform.python_version(), "threads": torch.get_num_threads()}
 
 
+def row_plan(sizes: RowSizes) -> list[tuple[str, int, tuple[str, bool, bool, bool] | None]]:
+    """(kind, batch, fit variant) in order of value per second: the eager variants, the graph step, seeds and
+    IS-NLL at the first batch size, then the other batch sizes, and the compiled variants (the slow cold compile)
+    last, so a spent budget skips those first."""
+    first, *rest = sizes.batch_sizes
+    eager = [v for v in FIT_VARIANTS if not v[3]]
+    compiled = [v for v in FIT_VARIANTS if v[3]]
+    plan: list[tuple[str, int, tuple[str, bool, bool, bool] | None]] = [("fit", first, v) for v in eager]
+    plan += [("graph", first, None), ("seeds", first, None), ("nll", first, None)]
+    for batch in rest:
+        plan += [("fit", batch, v) for v in eager] + [("graph", batch, None)]
+    plan += [("fit", b, v) for b in sizes.batch_sizes if b in sizes.compile_batch_sizes for v in compiled]
+    return plan
+
+
 def run_rows(out: Path, device_name: str, sizes: RowSizes, deadline: float) -> list[dict]:
-    """Every throughput row, in order of value per second spent; rows.json in `out`."""
+    """Every throughput row in `row_plan` order; rows.json in `out` after each one."""
     from aestudy.config import resolve_device
     from aestudy.data import load_dataset
 
@@ -398,27 +414,34 @@ def run_rows(out: Path, device_name: str, sizes: RowSizes, deadline: float) -> l
     data = load_dataset("fashion-mnist", val_size=0, limit=None if sizes.images >= 60000 else sizes.images,
                         progress=False)
     rows = Rows(out, deadline, {"machine": machine(device), "sizes": sizes.__dict__})
-    kept: dict[str, Any] = {}
-    for batch in sizes.batch_sizes:
-        for label, tf32, bf16, compiled in FIT_VARIANTS:
-            if compiled and batch not in sizes.compile_batch_sizes:
-                continue
+    kept: dict[Any, Any] = {}
 
-            def one(label=label, tf32=tf32, bf16=bf16, compiled=compiled, batch=batch) -> dict:
-                model, seconds, loss = fit_epochs(data, device, batch, sizes.epochs, tf32=tf32, bf16=bf16,
-                                                  compile=compiled, backend=sizes.compile_backend)
-                kept.setdefault((label, batch), model)
-                note = ({"note": f"torch.compile backend {sizes.compile_backend!r}"}
-                        if compiled and sizes.compile_backend != "inductor" else {})
-                return epoch_row(f"VAE epoch, fit, {label}", batch, seconds, len(data.train), loss, **note)
+    def fit_row(batch: int, label: str, tf32: bool, bf16: bool, compiled: bool) -> dict:
+        model, seconds, loss = fit_epochs(data, device, batch, sizes.epochs, tf32=tf32, bf16=bf16,
+                                          compile=compiled, backend=sizes.compile_backend)
+        kept.setdefault((label, batch), model)
+        note = ({"note": f"torch.compile backend {sizes.compile_backend!r}"}
+                if compiled and sizes.compile_backend != "inductor" else {})
+        return epoch_row(f"VAE epoch, fit, {label}", batch, seconds, len(data.train), loss, **note)
 
-            rows.run(f"VAE epoch, fit, {label}, batch {batch}", one, need_s=10.0 + 20.0 * compiled)
-        rows.run(f"VAE epoch, CUDA graph step, batch {batch}", lambda batch=batch: _graph_row(data, device, batch,
-                                                                                             sizes.epochs))
-    rows.run("seeds", lambda: seed_rows(data, device, sizes), need_s=15.0)
-    model = kept.get(("fp32", sizes.batch_sizes[0])) or seeded_vae(0).to(device)
-    rows.run("IS-NLL", lambda: nll_row(model.to(device).eval(), data, device, sizes))
+    for kind, batch, variant in row_plan(sizes):
+        if kind == "fit":
+            rows.run(f"VAE epoch, fit, {variant[0]}, batch {batch}",
+                     lambda b=batch, v=variant: fit_row(b, *v), need_s=10.0 + 20.0 * variant[3])
+        elif kind == "graph":
+            rows.run(f"VAE epoch, CUDA graph step, batch {batch}",
+                     lambda b=batch: _graph_row(data, device, b, sizes.epochs))
+        elif kind == "seeds":
+            rows.run("seeds", lambda: seed_rows(data, device, sizes), need_s=15.0)
+        else:
+            rows.run("IS-NLL", lambda b=batch: nll_row(_trained(kept, b, device), data, device, sizes))
     return rows.rows
+
+
+def _trained(kept: dict[Any, Any], batch: int, device: Any) -> Any:
+    """The fp32-trained VAE of the first batch size (an untrained one if that row failed), in eval mode."""
+    model = kept.get(("fp32", batch)) or seeded_vae(0)
+    return model.to(device).eval()
 
 
 def _graph_row(data: Any, device: Any, batch: int, epochs: int) -> dict:
@@ -468,13 +491,14 @@ def run_notebook(name: str, run_dir: Path, *, profile: str, device: str, kernel:
         _stop(process)
         code = None
     wall = time.perf_counter() - start
-    status = {0: "done", None: "timeout"}.get(code, "timeout" if code == 130 else "failed")
+    status = {0: "done", None: "stopped"}.get(code, "stopped" if code == 130 else "failed")
     return notebook_record(name, status, wall, run_dir)
 
 
 def run_series(out: Path, *, profile: str, device: str, kernel: str, only: Sequence[str], deadline: float,
-               params: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
-    """The selected notebooks one by one, each in `out/runs/NN`, each given what is left of the budget.
+               params: Sequence[tuple[str, str]] = (), notebook_cap: float = math.inf) -> dict[str, Any]:
+    """The selected notebooks one by one, each in `out/runs/NN`, each given what is left of the budget (at most
+    `notebook_cap` seconds).
 
     A notebook is skipped when less than NOTEBOOK_MIN_S remain; then `out` gets the merged metrics.json and
     report of the notebooks that ran, plus series.json.
@@ -490,7 +514,7 @@ def run_series(out: Path, *, profile: str, device: str, kernel: str, only: Seque
             continue
         print(f"gpu_check series ({profile}, {device}): {name}, {left:.0f} s left", file=sys.stderr, flush=True)
         record["notebooks"].append(run_notebook(name, out / "runs" / name[:2], profile=profile, device=device,
-                                                kernel=kernel, timeout_s=left, params=params))
+                                                kernel=kernel, timeout_s=min(left, notebook_cap), params=params))
         write_json(out / "series.json", record)
     merge_runs(out, record)
     write_json(out / "series.json", record)
@@ -592,10 +616,14 @@ def collect(out: Path) -> dict[str, Any]:
     failures = ([f"setup: {s['step']}" for s in setup if s["status"] != "ok"]
                 + [f"row: {r['row']}" for r in rows if r.get("status") == "failed"]
                 + [f"notebook {p['profile']}/{n['notebook']}: {n['status']}" for p in phases for n in p["notebooks"]
-                   if n["status"] in ("failed", "timeout")])
+                   if n["status"] == "failed"])
     meta = read_json(out / "meta.json") or {}
+    goals = targets(rows, phases)
+    if meta.get("mode") == "dry-run":  # tiny sizes on a CPU: the targets are the GPU's, not judged here
+        goals = [{**goal, "verdict": "not judged (dry run)"} for goal in goals]
+    stopped = [f"{p['profile']}/{n['notebook']}" for p in phases for n in p["notebooks"] if n["status"] == "stopped"]
     return {**meta, "machine": rows_file.get("machine"), "setup": setup, "rows": rows, "series": phases,
-            "targets": targets(rows, phases), "failures": failures, "ok": not failures}
+            "targets": goals, "failures": failures, "stopped": stopped, "ok": not failures}
 
 
 def table(record: dict[str, Any]) -> str:
@@ -603,10 +631,10 @@ def table(record: dict[str, Any]) -> str:
     lines = [f"gpu_check summary: mode {record.get('mode', '?')}, device {record.get('device', '?')}"
              + (f" ({record['machine']['device_name']}, torch {record['machine']['torch']})"
                 if record.get("machine") else ""),
-             f"{'what':<58} {'status':<13} {'seconds':>8}  figure"]
+             f"{'what':<58} {'status':<21} {'seconds':>8}  figure"]
 
     def add(what: str, status: str, seconds: Any, figure: str = "") -> None:
-        lines.append(f"{what:<58} {status:<13} {_fmt(seconds, '.1f'):>8}  {figure}".rstrip())
+        lines.append(f"{what:<58} {status:<21} {_fmt(seconds, '.1f'):>8}  {figure}".rstrip())
 
     for s in record["setup"]:
         add(f"setup: {s['step']}", s["status"], s["seconds"], s["note"])
@@ -620,6 +648,8 @@ def table(record: dict[str, Any]) -> str:
             r["status"], r.get("seconds"), row_figure(r))
     for t in record["targets"]:
         add(f"target: {t['target']}", t["verdict"], None, t["measured"] or "")
+    if record.get("stopped"):
+        lines.append(f"stopped at their time limit (not failures): {', '.join(record['stopped'])}")
     verdict = "OK" if record["ok"] else f"FAILED ({len(record['failures'])}): " + "; ".join(record["failures"])
     lines.append(f"result: {verdict}")
     return "\n".join(lines)
@@ -665,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     series.add_argument("--kernel", default="aestudy")
     series.add_argument("--only", default="01,02,03,04")
     series.add_argument("--deadline", type=float, required=True)
+    series.add_argument("--notebook-cap", type=float, default=math.inf, help="seconds at most per notebook")
     series.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), dest="params")
     summary = sub.add_parser("summary", help="print the table, write OUT/gpu_check.json; exit 1 on a failure")
     summary.add_argument("out", type=Path)
@@ -688,8 +719,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "series":
         record = run_series(args.out, profile=args.profile, device=args.device, kernel=args.kernel,
                             only=[s.strip().zfill(2) for s in args.only.split(",") if s.strip()],
-                            deadline=args.deadline, params=[tuple(p) for p in args.params])
-        return 0 if all(n["status"] in ("done", "skipped") for n in record["notebooks"]) else 1
+                            deadline=args.deadline, params=[tuple(p) for p in args.params],
+                            notebook_cap=args.notebook_cap)
+        return 0 if all(n["status"] != "failed" for n in record["notebooks"]) else 1
     if args.command == "summary":
         return summarize(args.out)
     pin_kernel_env(args.spec_dir, dict(pair.split("=", 1) for pair in args.pairs))

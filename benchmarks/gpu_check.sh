@@ -14,8 +14,8 @@
 # in ~1 min) and in the full profile notebook by notebook, each given what is left of the time budget. Prints a
 # summary table; writes DIR/gpu_check.json, summary.txt, setup.tsv/.log, rows.json and series-*/ (executed
 # notebooks, metrics.json, report.md per notebook in runs/NN and merged). Exit 0: nothing failed (a notebook or
-# row left out for time is "skipped", not a failure); 1: a step, row or notebook failed; 2: bad options or
-# missing carried files.
+# row left out or stopped for time is "skipped"/"stopped", not a failure); 1: a step, row or notebook failed;
+# 2: bad options or missing carried files.
 #
 # --dry-run: device cpu, wheels downloaded from the package index for THIS interpreter (the carried ones are
 # cp312), one smoke notebook (02) and tiny rows; about a minute on 2 cores.
@@ -105,7 +105,7 @@ if [ "$MODE" = dry ]; then
   ROW_SIZES="--images 1024 --epochs 2 --batch-sizes 128 --compile-batch-sizes 128 --seeds 2 --seed-epochs 1
     --nll-images 32 --nll-k 64 --nll-batch 16 --nll-chunk 64 --compile-backend eager"
 else
-  DEVICE=cuda; BUDGET=${BUDGET:-540}; ONLY=${ONLY:-01,02,03,04}; ROWS_S=150; ROW_SIZES=""
+  DEVICE=cuda; BUDGET=${BUDGET:-540}; ONLY=${ONLY:-01,02,03,04}; ROWS_S=120; ROW_SIZES=""
   ls "$CARRY"/wheels/*.whl >/dev/null 2>&1 \
     || die "no wheels in $CARRY/wheels; run 'make gpu-wheels' on a machine with pip access and carry .gpu-carry"
 fi
@@ -224,15 +224,16 @@ run_rows() {  # the rows process saves rows.json after every row; exit 1 = a row
   [ "$rc" -le 1 ]
 }
 
-run_series() {  # run_series PROFILE DEADLINE
+run_series() {  # run_series PROFILE DEADLINE [NOTEBOOK_CAP_S]
   local rc
   timeout -k 10 $(($2 - $(date +%s) + 90)) "$PY" -m benchmarks.gpu_check series --profile "$1" --device "$DEVICE" \
-    --only "$ONLY" --out "$OUT/series-$1" --deadline "$2"
+    --only "$ONLY" --out "$OUT/series-$1" --deadline "$2" --notebook-cap "${3:-inf}"
   rc=$?
   NOTE="exit $rc"
   [ "$rc" -le 1 ]
 }
-series_smoke() { run_series smoke "$(( $(date +%s) + 100 < DEADLINE ? $(date +%s) + 100 : DEADLINE ))"; }
+# The CUDA smoke pass: <= 45 s per notebook, and it leaves the full pass at least 150 s.
+series_smoke() { run_series smoke "$(( $(date +%s) + 180 < DEADLINE - 150 ? $(date +%s) + 180 : DEADLINE - 150 ))" 45; }
 series_main() { run_series "$([ "$MODE" = dry ] && echo smoke || echo full)" "$DEADLINE"; }
 
 ok=1
@@ -247,10 +248,10 @@ fi
 rc=$?
 
 if [ -n "$PACK" ]; then  # the device tool brings back <= 8 files of <= 16 MiB each
-  mkdir -p "$PACK" && cp "$OUT/gpu_check.json" "$OUT/summary.txt" "$PACK/"
-  tar -czf "$PACK/gpu-check.tgz" -C "$(dirname "$OUT")" --exclude='*.ipynb' "$(basename "$OUT")"
-  tar -czf "$PACK/gpu-notebooks.tgz" -C "$(dirname "$OUT")" \
-    $(cd "$(dirname "$OUT")" && find "$(basename "$OUT")" -name '*.ipynb' -path '*series-*/runs/*')
+  mkdir -p "$PACK" && cp "$OUT/gpu_check.json" "$OUT/summary.txt" "$PACK/" || rc=1
+  tar -czf "$PACK/gpu-check.tgz" -C "$(dirname "$OUT")" --exclude='*.ipynb' "$(basename "$OUT")" || rc=1
+  (cd "$(dirname "$OUT")" && find "$(basename "$OUT")" -name '*.ipynb' -path '*series-*/runs/*' -print0 \
+    | tar -czf "$PACK/gpu-notebooks.tgz" --null -T -) || rc=1
   ls -l "$PACK" >&2
 fi
 exit "$rc"

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def _script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
     """One dry run for the module: smoke notebook 02 on the CPU, tiny rows, wheels fetched for this Python."""
     out = tmp_path_factory.mktemp("gpu-check") / "out"
-    done = _script("--dry-run", "--python", sys.executable, "--out", str(out), timeout=600)
+    done = _script("--dry-run", "--python", sys.executable, "--out", str(out), "--pack", str(out.parent / "pack"),
+                   timeout=600)
     return done, out
 
 
@@ -52,6 +54,7 @@ def test_dry_run_passes_and_prints_the_summary_table(dry_run: tuple[subprocess.C
         assert f"setup: {step}" in done.stdout
     assert (out / "summary.txt").read_text() == done.stdout
     assert record["mode"] == "dry-run" and record["ok"] and record["failures"] == []
+    assert {t["verdict"] for t in record["targets"]} == {"not judged (dry run)"}
 
 
 @pytest.mark.slow
@@ -80,6 +83,19 @@ def test_dry_run_executes_the_smoke_notebook_with_metrics_and_report(dry_run: tu
     assert merged["notebooks"]["02_vae_maths_elbo"]["status"] == "done"
     assert len(merged["notebooks"]["02_vae_maths_elbo"]["claims"]) == len(notebook["claims"])
     assert "02_vae_maths_elbo" in (out / "series-smoke" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_dry_run_packs_what_the_device_tool_brings_back(dry_run: tuple[subprocess.CompletedProcess, Path]) -> None:
+    pack = dry_run[1].parent / "pack"
+    assert sorted(p.name for p in pack.iterdir()) == ["gpu-check.tgz", "gpu-notebooks.tgz", "gpu_check.json",
+                                                      "summary.txt"]
+    with tarfile.open(pack / "gpu-notebooks.tgz") as archive:
+        assert archive.getnames() == ["out/series-smoke/runs/02/02_vae_maths_elbo.ipynb"]
+    with tarfile.open(pack / "gpu-check.tgz") as archive:
+        names = archive.getnames()
+    assert {"out/gpu_check.json", "out/rows.json", "out/setup.tsv", "out/series-smoke/report.md"} <= set(names)
+    assert not [name for name in names if name.endswith(".ipynb")]
 
 
 @pytest.mark.slow
@@ -132,10 +148,16 @@ def test_summary_counts_skipped_and_unavailable_as_no_failure(tmp_path: Path) ->
     assert gpu_check.summarize(tmp_path) == 0
 
 
-def test_summary_fails_on_a_notebook_that_timed_out(tmp_path: Path) -> None:
-    _write_check(tmp_path, [], [{"notebook": "01_autoencoder_basics.ipynb", "status": "timeout", "wall_s": 300.0,
-                                 "claims": []}])
-    assert gpu_check.summarize(tmp_path) == 1
+def test_summary_fails_on_a_failed_notebook_but_not_on_one_stopped_for_time(tmp_path: Path) -> None:
+    stopped = {"notebook": "02_vae_maths_elbo.ipynb", "status": "stopped", "wall_s": 300.0, "claims": []}
+    failed = {"notebook": "01_autoencoder_basics.ipynb", "status": "failed", "wall_s": 3.0, "claims": [],
+              "error": "Expected a 'cuda' device type for generator but found 'cpu'"}
+    _write_check(tmp_path / "a", [], [stopped])
+    assert gpu_check.summarize(tmp_path / "a") == 0
+    _write_check(tmp_path / "b", [], [failed, stopped])
+    assert gpu_check.summarize(tmp_path / "b") == 1
+    record = json.loads((tmp_path / "b" / "gpu_check.json").read_text())
+    assert record["failures"] == ["notebook full/01_autoencoder_basics.ipynb: failed"]
 
 
 def test_targets_compare_the_best_epoch_the_speedup_and_the_complete_full_series() -> None:
@@ -156,6 +178,15 @@ def test_series_skips_every_notebook_when_the_budget_is_spent(tmp_path: Path) ->
                                   deadline=time.time() + gpu_check.NOTEBOOK_MIN_S - 1)
     assert [(n["notebook"][:2], n["status"]) for n in record["notebooks"]] == [("01", "skipped"), ("03", "skipped")]
     assert json.loads((tmp_path / "series.json").read_text())["notebooks"] == record["notebooks"]
+
+
+def test_row_plan_puts_the_cheap_rows_first_and_the_cold_compiles_last() -> None:
+    plan = gpu_check.row_plan(gpu_check.RowSizes(batch_sizes=(128, 1024), compile_batch_sizes=(128,)))
+    kinds = [(kind, batch, variant and variant[0]) for kind, batch, variant in plan]
+    assert kinds == [("fit", 128, "fp32"), ("fit", 128, "tf32"), ("fit", 128, "bf16 autocast"), ("graph", 128, None),
+                     ("seeds", 128, None), ("nll", 128, None), ("fit", 1024, "fp32"), ("fit", 1024, "tf32"),
+                     ("fit", 1024, "bf16 autocast"), ("graph", 1024, None), ("fit", 128, "torch.compile"),
+                     ("fit", 128, "torch.compile + bf16")]
 
 
 def test_steady_epoch_leaves_out_the_first_epoch() -> None:
