@@ -188,6 +188,24 @@ EOF
 ) || { echo "$NOTE"; return 1; }
 }
 
+import_aestudy() {  # every aestudy module, so a package the machine lacks shows here, not inside a notebook
+  NOTE=$("$PY" - <<'EOF'
+import importlib, pkgutil, sys
+import aestudy
+names = [m.name for m in pkgutil.walk_packages(aestudy.__path__, "aestudy.")]
+failed = []
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001
+        failed.append(f"{name}: {type(exc).__name__}: {exc}")
+if failed:
+    sys.exit("cannot import " + "; ".join(failed))
+print(f"{len(names)} aestudy modules import")
+EOF
+) || { echo "$NOTE"; return 1; }
+}
+
 register_kernel() {
   "$PY" -m ipykernel install --prefix "$WORK/jupyter" --name aestudy --display-name "Python (aestudy, gpu check)" \
     || return 1
@@ -238,7 +256,7 @@ series_main() { run_series "$([ "$MODE" = dry ] && echo smoke || echo full)" "$D
 
 ok=1
 step "device" check_device && step "wheels" get_wheels && step "install into a temporary prefix" install_wheels \
-  && step "kernel" register_kernel && step "data" unpack_data || ok=0
+  && step "aestudy imports" import_aestudy && step "kernel" register_kernel && step "data" unpack_data || ok=0
 if [ "$ok" = 1 ]; then
   [ "$DO_ROWS" = 0 ] || step "rows (process)" run_rows
   [ "$DO_SERIES" = 0 ] || [ "$DO_SMOKE" = 0 ] || step "series smoke on cuda (process)" series_smoke

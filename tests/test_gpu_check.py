@@ -20,8 +20,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks import gpu_check  # noqa: E402
 
 PINS = [line for line in (REPO / "benchmarks" / "gpu_requirements.txt").read_text().splitlines() if "==" in line]
-SETUP_STEPS = ["device", "wheels", "install into a temporary prefix", "kernel", "data", "rows (process)",
-               "series (process)"]
+SETUP_STEPS = ["device", "wheels", "install into a temporary prefix", "aestudy imports", "kernel", "data",
+               "rows (process)", "series (process)"]
 
 
 def _script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -64,6 +64,8 @@ def test_dry_run_installs_the_pinned_wheels_into_a_prefix_and_registers_its_kern
     assert all(s["status"] == "ok" for s in steps.values())
     assert steps["wheels"]["note"].startswith(f"{len(PINS)} wheels for Python {sys.version.split()[0]}")
     assert steps["install into a temporary prefix"]["note"].startswith("8 Jupyter modules import from the prefix")
+    modules = [p for p in (REPO / "aestudy").rglob("*.py") if p.name != "__init__.py" or p.parent != REPO / "aestudy"]
+    assert steps["aestudy imports"]["note"] == f"{len(modules)} aestudy modules import"
     assert steps["kernel"]["note"] == f"kernel 'aestudy' -> {sys.executable}"
     assert steps["data"]["note"].endswith("decoded and verified")
 
