@@ -20,7 +20,7 @@
 # --dry-run: device cpu, wheels downloaded from the package index for THIS interpreter (the carried ones are
 # cp312), one smoke notebook (02) and tiny rows; about a minute on 2 cores.
 #
-# Options: --out DIR (default runs/gpu-check-<UTC time>) --budget SECONDS (whole check; GPU 540, dry run 240)
+# Options: --out DIR (default runs/gpu-check-<UTC time>) --budget SECONDS (whole check; GPU 510, dry run 240)
 #   --only 01,03 (notebooks) --no-rows --no-smoke (skip the CUDA smoke pass) --no-series --pack DIR (copy
 #   gpu_check.json, summary.txt and two .tgz archives there, e.g. $OUT of the device tool) --python PY (default
 #   python3) --carry DIR (default .gpu-carry) --keep (keep the temporary prefix) --prepare (= make gpu-wheels)
@@ -105,7 +105,7 @@ if [ "$MODE" = dry ]; then
   ROW_SIZES="--images 1024 --epochs 2 --batch-sizes 128 --compile-batch-sizes 128 --seeds 2 --seed-epochs 1
     --nll-images 32 --nll-k 64 --nll-batch 16 --nll-chunk 64 --compile-backend eager"
 else
-  DEVICE=cuda; BUDGET=${BUDGET:-540}; ONLY=${ONLY:-01,02,03,04}; ROWS_S=120; ROW_SIZES=""
+  DEVICE=cuda; BUDGET=${BUDGET:-510}; ONLY=${ONLY:-01,02,03,04}; ROWS_S=120; ROW_SIZES=""
   ls "$CARRY"/wheels/*.whl >/dev/null 2>&1 \
     || die "no wheels in $CARRY/wheels; run 'make gpu-wheels' on a machine with pip access and carry .gpu-carry"
 fi
