@@ -50,7 +50,7 @@ class GANConfig:
 
     latent_dim: int = 64
     width: int = 32
-    epochs: int = 5
+    epochs: int = 2  # 2 passes over Fashion-MNIST's 55k: ~92 s on one thread of the project's CPU
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
