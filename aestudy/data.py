@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 import urllib.request
 import warnings
@@ -29,7 +30,8 @@ from aestudy.atomic import FILE_MODE, atomic_write
 from aestudy.errors import ConfigError, DataError
 from aestudy.validate import as_bool, as_int, is_int
 
-DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits")
+DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits", "photo-patches-32", "photo-patches-64",
+                                  "cifar-10")
 BINARIZE_MODES: tuple[str | None, ...] = (None, "static", "dynamic")
 DATA_ENV = "AESTUDY_DATA"
 CACHE_FORMAT = 1
@@ -637,15 +639,19 @@ DIGITS_TEST_SIZE = 360  # a fixed stratified 20% test split (scikit-learn ships 
 
 
 def default_val_size(name: str) -> int:
-    """A sensible validation size for `name`: 5,000 for the 70k-image sets, 10% of train for digits and files."""
+    """A sensible validation size for `name`: 5,000 for the 70k-image sets, 10% of train for digits and files,
+    the fixed sizes of the colour sets."""
     from aestudy import imagefiles  # imported here: it builds on this module's classes
 
+    if name in COLOUR_VAL_SIZES:
+        return COLOUR_VAL_SIZES[name]
     if name not in DATASET_NAMES and imagefiles.is_path(name):
         return imagefiles.default_val_size(name)
     return 140 if name == "digits" else 5000
 
 
-TRAIN_POOL_SIZES = {"fashion-mnist": 60000, "mnist": 60000, "digits": 1437}  # images before the val carve
+TRAIN_POOL_SIZES = {"fashion-mnist": 60000, "mnist": 60000, "digits": 1437, "photo-patches-32": 10000,
+                    "photo-patches-64": 4000, "cifar-10": 50000}  # images before the val carve
 
 
 def split_sizes(name: str, *, limit: int | None, val_size: int) -> dict[str, int | None]:
@@ -666,6 +672,187 @@ def split_sizes(name: str, *, limit: int | None, val_size: int) -> dict[str, int
     val = min(val_size, default_val_size(name))
     train_pool = pool - val
     return {"limit": None if limit is None or limit >= train_pool else limit, "val_size": val}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Colour datasets: photo patches (scikit-learn's two sample photos, always offline) and CIFAR-10 (download)
+#
+# Images come out as (N, 3, H, W) float32 in [0, 1] like every other dataset. The raw arrays here are uint8
+# (N, 3, H, W); `_to_split` keeps a channel axis that is already there.
+
+PHOTO_SIDES = {"photo-patches-32": 32, "photo-patches-64": 64}
+PHOTO_COUNTS = {32: (10000, 2000), 64: (4000, 1000)}  # patches per dataset: (train pool, test), half per photo
+PHOTO_TEST_FROM_COLUMN = 512  # columns 512..639 of both 427x640 photos are the test region, 0..511 train/val
+PHOTO_SEED = 0  # the patch positions are fixed: every user gets the same dataset
+PHOTO_CLASSES = ("china", "flower")  # the label is the photo a patch comes from
+PHOTO_LICENCE = "CC BY 2.0"  # china.jpg: danielbuechele, flower.jpg: vultilion (Flickr), per scikit-learn
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """A dataset shipped as one archive: file name, download URLs, SHA-256, licence, classes, the fix."""
+
+    name: str
+    filename: str
+    urls: tuple[str, ...]
+    sha256: str
+    licence: str
+    class_names: tuple[str, ...]
+    fix: str
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+ARCHIVE_SPECS: dict[str, ArchiveSpec] = {
+    "cifar-10": ArchiveSpec(
+        name="cifar-10",
+        filename="cifar-10-python.tar.gz",  # 170,498,071 bytes (upstream publishes only its MD5, c58f3010…)
+        urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        licence="none stated; cite Krizhevsky 2009",
+        class_names=CIFAR10_CLASSES,
+        fix="with internet access: aestudy data fetch cifar-10 (or copy cifar-10-python.tar.gz into {folder})",
+    ),
+}
+CIFAR10_MEMBERS = {"train": tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+                   "test": ("cifar-10-batches-py/test_batch",)}
+COLOUR_VAL_SIZES = {"photo-patches-32": 1000, "photo-patches-64": 500, "cifar-10": 5000}
+COLOUR_SHAPES = {"photo-patches-32": (3, 32, 32), "photo-patches-64": (3, 64, 64), "cifar-10": (3, 32, 32)}
+
+
+def _photo_patches_raw(name: str) -> tuple[tuple[np.ndarray, ...], DatasetInfo]:
+    """(train_x, train_y, test_x, test_y) uint8 patches (N, 3, s, s) / labels, and the info record.
+
+    Each photo contributes half of each split. Positions are uniform (seeded by PHOTO_SEED) with the whole patch
+    inside the region: train/val patches lie in columns 0..511, test patches in columns 512..639, so no test
+    pixel is in any train or val patch. Train patches overlap one another (and val patches overlap train
+    patches: val is carved from the same pool); test patches overlap one another only.
+    """
+    from sklearn.datasets import load_sample_images
+
+    side = PHOTO_SIDES[name]
+    bunch = load_sample_images()
+    photos = [np.ascontiguousarray(image, dtype=np.uint8) for image in bunch.images]  # 2 x (427, 640, 3)
+    rng = np.random.default_rng([PHOTO_SEED, side])
+    parts: dict[str, list[np.ndarray]] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    for label, photo in enumerate(photos):
+        height, width, _ = photo.shape
+        windows = np.lib.stride_tricks.sliding_window_view(photo, (side, side), axis=(0, 1))  # (.., .., 3, s, s)
+        for split, (first, last), count in (("train", (0, PHOTO_TEST_FROM_COLUMN), PHOTO_COUNTS[side][0]),
+                                            ("test", (PHOTO_TEST_FROM_COLUMN, width), PHOTO_COUNTS[side][1])):
+            n = count // 2
+            tops = rng.integers(0, height - side + 1, n)
+            lefts = rng.integers(first, last - side + 1, n)  # the whole patch stays inside [first, last)
+            parts[f"{split}_x"].append(windows[tops, lefts])
+            parts[f"{split}_y"].append(np.full(n, label, dtype=np.uint8))
+    arrays = tuple(np.ascontiguousarray(np.concatenate(parts[k])) for k in ("train_x", "train_y", "test_x", "test_y"))
+    digest = hashlib.sha256(f"{name}|{PHOTO_SEED}|{PHOTO_TEST_FROM_COLUMN}".encode())
+    for array in arrays:
+        digest.update(array.tobytes())
+    note = (f"{side}x{side} patches at seeded positions from scikit-learn's china.jpg and flower.jpg (label = "
+            f"photo); train/val from columns 0..{PHOTO_TEST_FROM_COLUMN - 1}, test from columns "
+            f"{PHOTO_TEST_FROM_COLUMN}..639 (disjoint: no test pixel is in a train patch)")
+    source = str(Path(bunch.filenames[0]).parent)
+    return arrays, DatasetInfo(name, (3, side, side), 2, PHOTO_CLASSES, source, digest.hexdigest(), PHOTO_LICENCE,
+                               note)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only dicts, lists, numbers, bytes and numpy arrays (CIFAR's batches), never arbitrary code."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("_codecs", "encode")}  # Python 3's protocol-2 pickles spell raw bytes as _codecs.encode(str, latin1)
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+        return super().find_class(module, name)
+
+
+def _archive_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_cifar_batches(path: Path, members: tuple[str, ...], remedy: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) uint8 from the named pickled batches inside the tarball."""
+    import tarfile
+
+    images, labels = [], []
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in members:
+                handle = tar.extractfile(member)
+                if handle is None:
+                    raise KeyError(member)
+                batch = _ArrayUnpickler(handle, encoding="bytes").load()
+                x, y = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
+                if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y) or (len(y) and
+                                                                                    not 0 <= y.min() <= y.max() < 10):
+                    raise ValueError(f"{member} holds {x.shape} images and {y.shape} labels")
+                images.append(x.reshape(-1, 3, 32, 32))
+                labels.append(y.astype(np.uint8))
+    except (OSError, EOFError, KeyError, ValueError, TypeError, pickle.UnpicklingError, tarfile.TarError) as exc:
+        raise DataError(f"{path}: not a readable CIFAR-10 python archive ({type(exc).__name__}: {exc}); "
+                        f"{remedy}.") from exc
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _locate_archive(spec: ArchiveSpec, root: Path, progress: bool) -> Path:
+    """The verified archive in `<root>/<name>/`, downloaded (SHA-256 checked, atomic) when it is missing."""
+    folder = root / spec.name
+    path = folder / spec.filename
+    remedy = f"delete it and re-fetch with `aestudy data fetch {spec.name}`"
+    if not path.is_file():
+        tried = []
+        reason = _writable_reason(folder)
+        if reason is not None:
+            tried.append(f"download into {folder}: not writable ({reason})")
+        else:
+            for url in spec.urls:
+                failure = _download_one(url, path, IdxFile(spec.filename, spec.sha256), progress)
+                if failure is None:
+                    break
+                tried.append(f"{url}: {failure}")
+        if not path.is_file():
+            places = "; ".join(f"({i}) {entry}" for i, entry in enumerate([f"{path}: does not exist", *tried], 1))
+            raise DataError(f"{spec.name} is not available. Tried: {places}. Fix: {spec.fix.format(folder=folder)}")
+    got = _archive_sha256(path)
+    if got != spec.sha256:
+        raise DataError(f"{path}: checksum mismatch: SHA-256 {got}, expected {spec.sha256}; {remedy}.")
+    return path
+
+
+def _archive_raw(name: str, root: Path, progress: bool) -> tuple[tuple[np.ndarray, ...], DatasetInfo]:
+    """CIFAR-10 as (train_x, train_y, test_x, test_y) uint8 arrays and its info (decoded from the archive)."""
+    spec = ARCHIVE_SPECS[name]
+    path = _locate_archive(spec, root, progress)
+    remedy = f"delete it and re-fetch with `aestudy data fetch {spec.name}`"
+    train_x, train_y = _read_cifar_batches(path, CIFAR10_MEMBERS["train"], remedy)
+    test_x, test_y = _read_cifar_batches(path, CIFAR10_MEMBERS["test"], remedy)
+    note = "32x32 colour images decoded from the SHA-256-verified python archive (Krizhevsky 2009)"
+    return (train_x, train_y, test_x, test_y), DatasetInfo(name, (3, 32, 32), 10, spec.class_names, str(path),
+                                                           spec.sha256, spec.licence, note)
+
+
+def _colour_raw(name: str, root: Path, progress: bool) -> tuple[tuple[np.ndarray, ...], DatasetInfo]:
+    """The raw arrays and info of a colour dataset (photo patches or an archive dataset)."""
+    return _photo_patches_raw(name) if name in PHOTO_SIDES else _archive_raw(name, root, progress)
+
+
+def _colour_where(name: str, root: Path) -> str:
+    """Where a colour dataset is on this machine without reading it (empty if nowhere)."""
+    if name in PHOTO_SIDES:
+        return "bundled with scikit-learn"
+    path = root / name / ARCHIVE_SPECS[name].filename
+    return str(path.parent) if path.is_file() else ""
+
+
+def _colour_licence(name: str) -> str:
+    return PHOTO_LICENCE if name in PHOTO_SIDES else ARCHIVE_SPECS[name].licence
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -691,9 +878,9 @@ def binarize_images(x: torch.Tensor, generator: torch.Generator | None = None) -
 
 
 def _to_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, levels: int, name: str) -> Split:
-    """Index uint8 arrays and turn them into a float32 [0, 1] (N, 1, H, W) / int64 split called `name`."""
-    chosen = torch.from_numpy(np.ascontiguousarray(images[index]))
-    return Split(chosen.to(torch.float32).div_(levels).unsqueeze(1),
+    """Index uint8 arrays (N, H, W) or (N, C, H, W) into a float32 [0, 1] (N, C, H, W) / int64 split called `name`."""
+    chosen = torch.from_numpy(np.ascontiguousarray(images[index])).to(torch.float32).div_(levels)
+    return Split(chosen.unsqueeze(1) if chosen.ndim == 3 else chosen,
                  torch.from_numpy(labels[index].astype(np.int64)), name)
 
 
@@ -805,6 +992,10 @@ def load_dataset(name: str | os.PathLike[str] = "fashion-mnist", *, val_size: in
                 + ("upscaled 8x8->28x28 (bilinear)" if upscale else "kept at 8x8")
                 + f"; fixed stratified test split of {DIGITS_TEST_SIZE} images")
         info = DatasetInfo(name, (1, *size), 10, DIGIT_CLASSES, _digits_source(), checksum, DIGITS_LICENCE, note)
+    elif name in COLOUR_SHAPES:
+        (train_x, train_y, test_x, test_y), info = _colour_raw(name, resolve_data_dir(data_dir), progress)
+        splits = _make_splits(train_x, train_y, test_x, test_y, name=name, levels=255, val_size=val_size,
+                              limit=limit, seed=seed)
     else:
         spec = IDX_SPECS[name]
         raw, _ = _load_idx(spec, resolve_data_dir(data_dir), mirrors=None, progress=progress, require_cache=False)
@@ -826,6 +1017,10 @@ def fetch_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None,
     _check_args(name, 0, None, None, 0)
     if name == "digits":
         return Path(_digits_source()).parent
+    if name in PHOTO_SIDES:
+        return Path(_photo_patches_raw(name)[1].source)
+    if name in ARCHIVE_SPECS:
+        return _locate_archive(ARCHIVE_SPECS[name], resolve_data_dir(data_dir), progress).parent
     _, folder = _load_idx(IDX_SPECS[name], resolve_data_dir(data_dir), mirrors=mirrors, progress=progress,
                           require_cache=True)
     return folder
@@ -835,6 +1030,8 @@ def _where(name: str, root: Path) -> str:
     """Where `name` is on this machine without reading it (empty if nowhere)."""
     if name == "digits":
         return "bundled with scikit-learn"
+    if name in COLOUR_SHAPES:
+        return _colour_where(name, root)
     spec = IDX_SPECS[name]
     folder = root / name
     if _cache_paths(folder)[1].is_file() or not _missing(folder, spec):
@@ -850,6 +1047,10 @@ def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[Datase
     rows = []
     for name in DATASET_NAMES:
         where = _where(name, root)
+        if name in COLOUR_SHAPES:
+            rows.append(DatasetListing(name, COLOUR_SHAPES[name], 2 if name in PHOTO_SIDES else 10,
+                                       _colour_licence(name), bool(where), where))
+            continue
         licence = DIGITS_LICENCE if name == "digits" else IDX_SPECS[name].licence
         rows.append(DatasetListing(name, (1, 28, 28), 10, licence, bool(where), where))
     return rows
