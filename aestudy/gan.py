@@ -25,12 +25,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 import aestudy
 from aestudy import cache
 from aestudy.config import DEVICES, resolve_device
 from aestudy.errors import CheckpointError, DataError, TrainingDivergedError
+from aestudy.progress import progress as progress_bar
 from aestudy.validate import as_bool, as_float, as_int, require
 
 ARCH_VERSION = 1  # bump when the architecture or the training recipe changes (old checkpoints are not reused)
@@ -218,7 +218,7 @@ def _train(gen: Generator, disc: Discriminator, images: Tensor, cfg: GANConfig) 
     steps = math.ceil(n / cfg.batch_size)
     gen.train()
     disc.train()
-    bar = tqdm(range(1, cfg.epochs + 1), desc="GAN", unit="epoch", disable=not cfg.progress)
+    bar = progress_bar(range(1, cfg.epochs + 1), desc="GAN", unit="epoch", enabled=cfg.progress)
     for epoch in bar:
         start = time.perf_counter()
         order = torch.randperm(n, generator=order_rng, device=device)

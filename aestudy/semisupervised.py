@@ -31,7 +31,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 import aestudy
 from aestudy import cache
@@ -40,6 +39,7 @@ from aestudy.data import binarize_images
 from aestudy.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from aestudy.models import clamp_logvar
 from aestudy.objectives import gaussian_kl
+from aestudy.progress import progress as progress_bar
 from aestudy.validate import as_bool, as_float, as_int, require
 
 ARCH_VERSION = 1
@@ -270,7 +270,7 @@ def _train(model: M2, data: Any, labelled: np.ndarray, cfg: M2Config, alpha: flo
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     lab_order, lab_pos = torch.randperm(len(lab), generator=rng, device=device), 0
     rows = []
-    bar = tqdm(range(1, cfg.epochs + 1), desc="M2", unit="epoch", disable=not cfg.progress)
+    bar = progress_bar(range(1, cfg.epochs + 1), desc="M2", unit="epoch", enabled=cfg.progress)
     for epoch in bar:
         start, sums, steps = time.perf_counter(), torch.zeros(4, device=device), 0
         model.train()

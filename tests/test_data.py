@@ -677,7 +677,7 @@ def test_split_sizes_scale_profiles_to_small_datasets() -> None:
     data = load_dataset("digits", seed=0, **sizes)
     assert len(data.val) == 140 and len(data.train) == 1437 - 140
     with pytest.raises(ConfigError, match=r"name='svhn' is not a dataset; valid names: fashion-mnist, mnist, digits, "
-                                          r"photo-patches-32, photo-patches-64, cifar-10\."):
+                                          r"photo-patches-32, photo-patches-64, cifar-10, or a path"):
         split_sizes("svhn", limit=None, val_size=10)
 
 
