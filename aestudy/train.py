@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import aestudy
-from aestudy import cache, objectives
+from aestudy import cache, objectives, precision
 from aestudy.config import DEVICES, resolve_device
 from aestudy.data import Dataset, binarize_images
 from aestudy.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
@@ -34,7 +34,7 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 )
 LR_SCHEDULES: tuple[str | None, ...] = (None, "cosine")
 COMPILE_CHOICES: tuple[str | bool, ...] = ("auto", True, False)
-NOT_IN_KEY: tuple[str, ...] = ("device", "compile", "progress")  # how it runs, not what it learns
+NOT_IN_KEY: tuple[str, ...] = ("device", "compile", "progress", "fp32_matmul")  # how it runs, not what it learns
 EVAL_BATCH = 1024  # validation chunk: large for speed, small enough for conv activations
 PROGRESS_MININTERVAL = 1.0  # seconds between bar refreshes (keeps papermill logs short)
 
@@ -70,6 +70,7 @@ class TrainConfig:
     compile: str | bool = "auto"
     bf16: bool = False
     progress: bool = True
+    fp32_matmul: str = "auto"  # "auto": oneDNN fp32 GEMMs where exact (aestudy.precision); "default": torch's path
 
     def __post_init__(self) -> None:
         _require(_is_int(self.epochs) and self.epochs >= 0, "epochs", self.epochs, "it must be an integer >= 0")
@@ -94,6 +95,8 @@ class TrainConfig:
                  "valid values: 'auto' (CUDA only), True, False")
         _require(isinstance(self.bf16, bool), "bf16", self.bf16, "it must be True or False")
         _require(isinstance(self.progress, bool), "progress", self.progress, "it must be True or False")
+        _require(self.fp32_matmul in precision.MODES, "fp32_matmul", self.fp32_matmul,
+                 "valid values: 'auto' (oneDNN where it is exact fp32), 'default' (torch's default path)")
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that change the trained weights (everything but device, compile and progress)."""
@@ -385,11 +388,13 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig) -> TrainResult:
     (per-image means at the full β, fixed randomness; NaN without a validation split), seconds (epoch wall
     time incl. validation), samples_per_s (training steps only). With early stopping, the weights of the
     epoch with the lowest validation loss are restored. A NaN/inf loss raises TrainingDivergedError and
-    leaves the weights from the end of the last good epoch.
+    leaves the weights from the end of the last good epoch. fp32 GEMMs run on the backend
+    `aestudy.precision.matmul_backend(device)` chose (oneDNN where it is exact fp32) unless
+    `cfg.fp32_matmul="default"`; the caller's matmul setting is restored after.
     """
     device = resolve_device(cfg.device)
     start = time.perf_counter()
-    with _seeded(cfg.seed, device):
+    with _seeded(cfg.seed, device), precision.fp32_matmul(device, cfg.fp32_matmul):
         history = _train(model, data, cfg, device)
     model.eval()
     key = train_key(model.config, cfg, data)
