@@ -82,9 +82,11 @@ def test_invalid_train_config_names_parameter_and_valid_values(field, value, hin
 def test_key_fields_are_what_changes_the_weights():
     cfg = TrainConfig(noise=NoiseConfig("mask", 0.25), device="cpu", compile=False, progress=False)
     keys = cfg.key_fields()
-    assert set(keys) == {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "compile", "progress", "fp32_matmul"}
+    how_it_runs = {"device", "compile", "progress", "fp32_matmul"}
+    assert set(keys) == {f.name for f in dataclasses.fields(TrainConfig)} - how_it_runs
     assert keys["noise"] == {"kind": "mask", "level": 0.25}
-    assert keys == dataclasses.replace(cfg, device="auto", compile=True, progress=True, fp32_matmul="default").key_fields()
+    assert keys == dataclasses.replace(cfg, device="auto", compile=True, progress=True,
+                                       fp32_matmul="default").key_fields()
     assert keys != dataclasses.replace(cfg, bf16=True).key_fields()
 
 
