@@ -190,19 +190,20 @@ class _FusedLogWeights:
 
 
 def iwae_bound(model: nn.Module, x: Tensor, k: int, *, y: Tensor | None = None, chunk_size: int = 100,
-               generator: torch.Generator | None = None, fused: bool = True) -> Tensor:
+               generator: torch.Generator | None = None, fused: bool = True, fp32_matmul: str = "auto") -> Tensor:
     """The IWAE bound L_k per image (B,), nats; chunks of `chunk_size` samples keep memory O(chunk_size · B).
 
     `fused=True` computes Bernoulli / continuous-Bernoulli log-likelihoods of MLP and linear decoders from
     the last layer's inputs (`_FusedLogWeights`: same draws, same value up to float rounding, ≈ 1.3–1.5× as
     fast); `fused=False`, or any other decoder, calls `model.decode` and `likelihood.log_prob`. fp32 GEMMs run
-    on the backend `aestudy.precision.matmul_backend` chose for the model's device.
+    on the backend `aestudy.precision.matmul_backend` chose for the model's device (`fp32_matmul="auto"`) or on
+    torch's default path (`"default"`).
     """
     _require_variational(model, "iwae_bound")
     _check_int("k", k, 1)
     _check_int("chunk_size", chunk_size, 1)
     device = next(model.parameters()).device
-    with precision.fp32_matmul(device):
+    with precision.fp32_matmul(device, fp32_matmul):
         post = model.encode(x, y)
         if fused and _fusable(model):
             weights = _FusedLogWeights(model, x, y, post)
@@ -212,11 +213,11 @@ def iwae_bound(model: nn.Module, x: Tensor, k: int, *, y: Tensor | None = None, 
 
 def is_nll(model: nn.Module, images: Tensor, *, k: int = 1000, batch_size: int = 100, chunk_size: int = 100,
            generator: torch.Generator | None = None, labels: Tensor | None = None,
-           progress: bool = False, fused: bool = True) -> Tensor:
+           progress: bool = False, fused: bool = True, fp32_matmul: str = "auto") -> Tensor:
     """Importance-sampled NLL −L_k per image (N,), nats, on the CPU; a standard test NLL at k = 5,000.
 
     Images go through `iwae_bound` in batches of `batch_size`; memory is O(batch_size · chunk_size · pixels),
-    independent of k and of the number of images. `fused`: see `iwae_bound`.
+    independent of k and of the number of images. `fused`, `fp32_matmul`: see `iwae_bound`.
     """
     _require_variational(model, "is_nll")
     _check_int("batch_size", batch_size, 1)
@@ -228,7 +229,7 @@ def is_nll(model: nn.Module, images: Tensor, *, k: int = 1000, batch_size: int =
             x = images[s:s + batch_size].to(device)
             y = None if labels is None else labels[s:s + batch_size].to(device)
             out.append(-iwae_bound(model, x, k, y=y, chunk_size=chunk_size, generator=generator,
-                                   fused=fused).cpu())
+                                   fused=fused, fp32_matmul=fp32_matmul).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
