@@ -74,13 +74,17 @@ def _repeat(t: Tensor | None, n: int) -> Tensor | None:
 
 def elbo_terms(model: nn.Module, x: Tensor, y: Tensor | None = None, *, n_samples: int = 1,
                generator: torch.Generator | None = None) -> ElboTerms:
-    """Reparameterised ELBO terms: recon averaged over `n_samples` draws z ~ q(z|x), KL analytic (VAE only)."""
+    """Reparameterised ELBO terms: recon averaged over `n_samples` draws z ~ q(z|x), KL analytic (VAE only).
+
+    fp32 GEMMs run on the backend `aestudy.precision.matmul_backend` chose for x's device.
+    """
     _require_variational(model, "elbo_terms")
     _check_int("n_samples", n_samples, 1)
-    post = model.encode(x, y)
-    post_s = Posterior(mu=_repeat(post.mu, n_samples), logvar=_repeat(post.logvar, n_samples))
-    out = model.decode(post_s.rsample(generator), _repeat(y, n_samples))  # (S*B, C, H, W)
-    recon = model.likelihood.log_prob(_repeat(x, n_samples), out).view(n_samples, -1).mean(dim=0)
+    with precision.fp32_matmul(x.device):
+        post = model.encode(x, y)
+        post_s = Posterior(mu=_repeat(post.mu, n_samples), logvar=_repeat(post.logvar, n_samples))
+        out = model.decode(post_s.rsample(generator), _repeat(y, n_samples))  # (S*B, C, H, W)
+        recon = model.likelihood.log_prob(_repeat(x, n_samples), out).view(n_samples, -1).mean(dim=0)
     return ElboTerms(recon=recon, kl=gaussian_kl(post.mu, post.logvar))
 
 
