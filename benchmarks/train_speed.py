@@ -544,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     parser.add_argument("--threads", default="auto", help="torch threads: 'auto' (idle cores at start) or N")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds = seeds (default 3)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every full-loop run, quality judged after them (default 10)")
     parser.add_argument("--series-profiles", default=None,
                         help="profiles for the series row, comma-separated (default: smoke; e.g. smoke,standard)")
     parser.add_argument("--loops", default=None,
@@ -565,6 +567,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                                  "threads": threads, "threads_reason": reason}
     if args.rounds is not None:
         overrides["rounds"] = args.rounds
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
     if args.series_profiles is not None:
         overrides["series_profiles"] = tuple(p.strip() for p in args.series_profiles.split(",") if p.strip())
     if args.nll_images is not None:
