@@ -1,4 +1,4 @@
-"""The `aestudy` command: `aestudy data list|fetch|info` (one `_add_<group>_parser` per command group)."""
+"""The `aestudy` command: `data list|fetch|info`, `run`, `sweep`, `report`, `compare` (one parser per group)."""
 
 from __future__ import annotations
 
@@ -37,14 +37,15 @@ def _data_info(args: argparse.Namespace) -> int:
     from aestudy.data import default_val_size, load_dataset
 
     val_size = default_val_size(args.name) if args.val_size is None else args.val_size
+    files = {"size": _size_arg(args.size), "channels": args.channels} if args.size or args.channels else {}
     data = load_dataset(args.name, val_size=val_size, seed=args.seed, data_dir=args.data_dir,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, **files)
     info = data.info
     lines = [
         ("name", info.name),
         ("splits", f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,}"),
         ("shape", "x".join(map(str, info.shape))),
-        ("classes", f"{info.num_classes} ({', '.join(info.class_names)})"),
+        ("classes", f"{info.num_classes} ({', '.join(info.class_names)})" if info.labelled else "0 (unlabelled)"),
         ("source", info.source),
         ("checksum", f"sha256:{info.checksum}"),
         ("licence", info.licence),
@@ -54,6 +55,18 @@ def _data_info(args: argparse.Namespace) -> int:
     for key, value in lines:
         print(f"{key + ':':<10}{value}")
     return 0
+
+
+def _size_arg(text: str | None) -> str | int | tuple[int, int] | None:
+    """`--size` as load_dataset's `size`: "auto", "S" or "HxW" (None when absent)."""
+    from aestudy.errors import ConfigError
+
+    if text is None or text == "auto":
+        return text
+    parts = text.lower().split("x")
+    if not all(p.isdigit() for p in parts) or len(parts) > 2:
+        raise ConfigError(f"--size={text!r} is invalid; valid values: auto, S (e.g. 32) or HxW (e.g. 32x48).")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
 
 
 def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -77,8 +90,11 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     fetch.set_defaults(func=_data_fetch)
 
     info = commands.add_parser("info", parents=[data_dir], help="split sizes, shape, source, checksum, licence")
-    info.add_argument("name", metavar="NAME", help=f"one of: {names}")
-    info.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000; digits 140)")
+    info.add_argument("name", metavar="NAME", help=f"one of: {names}; or a folder of images or an .npz/.npy file")
+    info.add_argument("--val-size", type=int, default=None,
+                      help="validation images (default: 5000; digits 140; files 10%% of the non-test images)")
+    info.add_argument("--size", default=None, help="files only: auto, S or HxW (resize and center-crop)")
+    info.add_argument("--channels", type=int, default=None, choices=(1, 3), help="files only: 1 grey, 3 RGB")
     info.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     info.add_argument("--no-progress", action="store_true", help="no download progress bar")
     info.set_defaults(func=_data_info)
@@ -102,6 +118,29 @@ def _add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     sweep.set_defaults(func=sweep_main)
 
 
+def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`aestudy report RUN`: rebuild a run's report from its metrics.json."""
+    from aestudy.report import report_main
+
+    report = subparsers.add_parser("report", help="rebuild report.md / report.html of a run folder")
+    report.add_argument("run", metavar="RUN", help="a run folder (e.g. runs/latest)")
+    report.add_argument("--no-notebooks", action="store_true",
+                        help="do not re-render the executed notebooks to HTML (claim links use existing pages)")
+    report.set_defaults(func=report_main)
+
+
+def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`aestudy compare RUN_A RUN_B`: parameters, verdicts and metrics that changed between two runs."""
+    from aestudy.compare_runs import compare_main
+
+    compare = subparsers.add_parser("compare", help="what changed between two runs (markdown and HTML)")
+    compare.add_argument("run_a", metavar="RUN_A", help="the first run folder")
+    compare.add_argument("run_b", metavar="RUN_B", help="the second run folder")
+    compare.add_argument("--out", metavar="DIR", default=None,
+                         help="write compare.md and compare.html into DIR (default: markdown to stdout)")
+    compare.set_defaults(func=compare_main)
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     """Print a (sub)command's help when it was given no subcommand."""
     parser.print_help(sys.stderr)
@@ -116,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(subparsers)
     _add_run_parser(subparsers)
     _add_sweep_parser(subparsers)
+    _add_report_parser(subparsers)
+    _add_compare_parser(subparsers)
     return parser
 
 

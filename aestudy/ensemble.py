@@ -38,7 +38,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 import aestudy
 from aestudy import cache, objectives, precision, train
@@ -47,6 +46,7 @@ from aestudy.data import Dataset
 from aestudy.errors import CheckpointError, ConfigError, TrainingDivergedError
 from aestudy.models import ModelConfig, clamp_logvar
 from aestudy.noise import corrupt
+from aestudy.progress import progress as progress_bar
 from aestudy.train import HISTORY_COLUMNS, TrainConfig, TrainResult
 
 STACKABLE_FIELDS: tuple[str, ...] = ("seed", "beta", "lr")  # what may differ between the stacked models
@@ -269,6 +269,7 @@ class _Model:
     eps_gen: torch.Generator
     rows: list[dict[str, float]]
     error: str | None = None
+    first_loss: float = math.nan  # the first step's loss, the divergence yardstick (as in `fit`)
 
 
 def _draw_eps(b: int, d: int, gens: list[torch.Generator], device: torch.device) -> Tensor:
@@ -317,8 +318,8 @@ def _train_stacked(model_cfg: ModelConfig, cfgs: list[TrainConfig], data: Datase
     if steps:
         sizes[-1] = n - (steps - 1) * bs
     progress = any(c.progress for c in cfgs)
-    with tqdm(range(1, first.epochs + 1), desc=f"train ×{len(cfgs)}", unit="epoch", disable=not progress,
-              mininterval=train.PROGRESS_MININTERVAL) as bar:
+    with progress_bar(range(1, first.epochs + 1), desc=f"train ×{len(cfgs)}", unit="epoch", enabled=progress,
+                      mininterval=train.PROGRESS_MININTERVAL) as bar:
         for epoch in bar:
             live = [i for i, m in enumerate(models) if m.error is None]
             if not live:
@@ -358,12 +359,20 @@ def _train_stacked(model_cfg: ModelConfig, cfgs: list[TrainConfig], data: Datase
             share = len(live)
             for i in live:
                 m = models[i]
-                bad = (~torch.isfinite(rows_cpu[:, i, 0])).nonzero()
-                if len(bad):
+                loss = rows_cpu[:, i, 0]
+                if epoch == 1 and math.isfinite(float(loss[0])):
+                    m.first_loss = float(loss[0])
+                bound = train._bound(m.first_loss)
+                bad = (~torch.isfinite(loss) | (loss > bound)).nonzero()
+                if len(bad):  # `fit`'s check, message and input diagnosis, per model
                     s = int(bad[0, 0])
-                    m.error = train._divergence_message(epoch, s + 1, steps, float(rows_cpu[s, i, 0]), m.cfg)
-                elif len(tensors.x_val) and not math.isfinite(float(val[i, 0])):
-                    m.error = train._divergence_message(epoch, None, steps, float(val[i, 0]), m.cfg)
+                    inputs = train._input_problem(tensors.x_train, orders[i][s * bs:(s + 1) * bs], "train")
+                    m.error = train._divergence_message(epoch, s + 1, steps, float(loss[s]), m.cfg, m.first_loss,
+                                                        inputs)
+                elif len(tensors.x_val) and not (math.isfinite(float(val[i, 0])) and float(val[i, 0]) <= bound):
+                    inputs = train._input_problem(tensors.x_val, None, "val")
+                    m.error = train._divergence_message(epoch, None, steps, float(val[i, 0]), m.cfg, m.first_loss,
+                                                        inputs)
                 if m.error is not None:
                     stack.restore(last_good, i)
                     continue
@@ -400,6 +409,8 @@ def fit_many(model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig], data: Da
         raise ConfigError(f"train_cfgs={train_cfgs!r} is invalid; it must be a non-empty sequence of TrainConfig.")
     if not any(batched is c for c in BATCHED_CHOICES):
         raise ConfigError(f"batched={batched!r} is invalid; valid values: 'auto', True, False.")
+    for cfg in cfgs:  # bad input fails here, before any model trains
+        train._check_fit_args(model_cfg, data, cfg)
     start = time.perf_counter()
     keys = [train.train_key(model_cfg, c, data) for c in cfgs]
     paths = [cache.checkpoint_path(k, cache_dir) for k in keys]
