@@ -161,3 +161,18 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(ConfigError) as err:
         fit_many(MLP, [BASE], data, batched="yes")
     assert str(err.value) == "batched='yes' is invalid; valid values: 'auto', True, False."
+
+
+def test_the_beta_sweep_trains_its_betas_as_one_batched_computation(tmp_path, monkeypatch):
+    from aestudy.series import elbo
+    monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path))
+    data = toy_dataset(96, 32, side=8, binarize="dynamic")
+    calls: list[list[float]] = []
+    real = ensemble._train_stacked
+    monkeypatch.setattr(ensemble, "_train_stacked",
+                        lambda m, c, d, dev: calls.append([x.beta for x in c]) or real(m, c, d, dev))
+    table, results = elbo.beta_sweep(data, [0.5, 1.0, 4.0], MLP, BASE)
+    assert calls == [[0.5, 1.0, 4.0]] and table["beta"].tolist() == [0.5, 1.0, 4.0]
+    for beta, result in results.items():  # each β's model is the one train_or_load finds in the cache
+        loaded = train_or_load(MLP, replace(BASE, beta=beta), data)
+        assert loaded.from_cache and torch.equal(loaded.model.encoder.head.weight, result.model.encoder.head.weight)
