@@ -128,3 +128,14 @@ def test_fit_on_the_chosen_backend_equals_the_mkl_path_within_float_tolerance(fa
     cols = ["train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"]
     torch.testing.assert_close(torch.tensor(a.history[cols].values), torch.tensor(b.history[cols].values),
                                rtol=1e-5, atol=1e-4)
+
+
+def test_evaluations_run_on_the_chosen_backend_and_restore_the_callers_setting(faked) -> None:
+    from aestudy.evaluation import batched
+    faked(True)
+    model = build_model(TINY)
+    seen: list[str] = []
+    out = batched(model, lambda x, y: seen.append(torch.get_float32_matmul_precision()) or model.reconstruct(x),
+                  torch.rand(5, 1, 8, 8), None)
+    assert out.shape == (5, 1, 8, 8) and seen == ["medium"]
+    assert torch.get_float32_matmul_precision() == "highest"
