@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aestudy import precision
 from aestudy.validate import as_int, require
 
 EVAL_BATCH = 1000  # images per forward pass: large for speed, small enough for conv activations
@@ -34,11 +35,13 @@ def evaluating(model: nn.Module, *, grad: bool = False) -> Iterator[None]:
     """Eval mode (and no gradients unless `grad`) for the block; the model's train/eval mode is restored after.
 
     `grad=True` serves measurements that differentiate through a frozen model (e.g. gradient estimators).
+    fp32 GEMMs run on the backend `aestudy.precision` chose for the model's device (the caller's setting restored).
     """
     was_training = model.training
     model.eval()
     try:
-        with torch.set_grad_enabled(grad):
+        device = next((p.device for p in model.parameters()), None)  # a parameter-free stand-in: the CPU
+        with torch.set_grad_enabled(grad), precision.fp32_matmul(device):
             yield
     finally:
         model.train(was_training)

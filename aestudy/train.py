@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 import aestudy
-from aestudy import cache, objectives
+from aestudy import cache, objectives, precision
 from aestudy.config import DEVICES, resolve_device
 from aestudy.data import Dataset, binarize_images, check_image_values
 from aestudy.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
@@ -36,7 +36,7 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 )
 LR_SCHEDULES: tuple[str | None, ...] = (None, "cosine")
 COMPILE_CHOICES: tuple[str | bool, ...] = ("auto", True, False)
-NOT_IN_KEY: tuple[str, ...] = ("device", "compile", "progress")  # how it runs, not what it learns
+NOT_IN_KEY: tuple[str, ...] = ("device", "compile", "progress", "fp32_matmul")  # how it runs, not what it learns
 EVAL_BATCH = 1024  # validation chunk: large for speed, small enough for conv activations
 PROGRESS_MININTERVAL = 1.0  # seconds between bar refreshes in a terminal or a widget
 # Divergence: a training step whose loss is not finite, or exceeds DIVERGENCE_FACTOR x max(1, |L0|), where L0 is the
@@ -65,6 +65,7 @@ class TrainConfig:
     compile: str | bool = "auto"
     bf16: bool = False
     progress: bool = True
+    fp32_matmul: str = "auto"  # "auto": oneDNN fp32 GEMMs where exact (aestudy.precision); "default": torch's path
 
     def __post_init__(self) -> None:
         # Every value is stored as a plain Python value: a numpy scalar (a point of a numpy grid) would hash to
@@ -95,6 +96,7 @@ class TrainConfig:
         put("compile", compile_)
         put("bf16", as_bool(self.bf16, "bf16"))
         put("progress", as_bool(self.progress, "progress"))
+        put("fp32_matmul", as_choice(_plain_str(self.fp32_matmul), "fp32_matmul", precision.MODES))
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that change the trained weights (everything but device, compile and progress)."""
@@ -427,7 +429,9 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig) -> TrainResult:
     train_loss/recon/kl (per-image means in nats over the epoch, at the β of each step), val_loss/recon/kl
     (per-image means at the full β, fixed randomness; NaN without a validation split), seconds (epoch wall
     time incl. validation), samples_per_s (training steps only). With early stopping, the weights of the
-    epoch with the lowest validation loss are restored.
+    epoch with the lowest validation loss are restored. fp32 GEMMs run on the backend
+    `aestudy.precision.matmul_backend(device)` chose (oneDNN where it is exact fp32) unless
+    `cfg.fp32_matmul="default"`; the caller's matmul setting is restored after.
 
     Raises:
         ConfigError: before training, when a split's pixels are not finite or not in [0, 1] (naming the split
@@ -441,7 +445,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig) -> TrainResult:
     _check_fit_args(getattr(model, "config", None), data, cfg)
     device = resolve_device(cfg.device)
     start = time.perf_counter()
-    with _seeded(cfg.seed, device):
+    with _seeded(cfg.seed, device), precision.fp32_matmul(device, cfg.fp32_matmul):
         history = _train(model, data, cfg, device)
     model.eval()
     key = train_key(model.config, cfg, data)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from aestudy.models import ModelConfig, build_model
 from aestudy.objectives import is_nll
-from benchmarks.loops import onednn_matmul, pythae_vae, quiet
+from benchmarks.loops import pythae_vae, quiet
 
 STATUS = Path("/proc/self/status")
 # glibc keeps freed heap memory resident (its mmap threshold grows with the largest block freed), which would
@@ -60,32 +60,38 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _child_is_nll(state: dict[str, Tensor], cfg: ModelConfig, images: Tensor, jobs: list[tuple[int, int, bool]],
+# how `is_nll` is called for each variant: its defaults, and the estimator as it was before issue 13
+VARIANTS: dict[str, dict[str, Any]] = {"default": {}, "reference": {"fused": False, "fp32_matmul": "default"}}
+
+
+def _child_is_nll(state: dict[str, Tensor], cfg: ModelConfig, images: Tensor, jobs: list[tuple[int, int, str]],
                   chunk_size: int, batch_size: int, seed: int, threads: int) -> list[dict[str, Any]]:
-    """In a fresh process, for each (n_images, k, onednn): seconds, peak extra MiB and mean ± s.e. of is_nll."""
+    """In a fresh process, for each (n_images, k, variant): seconds, peak extra MiB and mean ± s.e. of is_nll."""
     torch.set_num_threads(threads)
     model = build_model(cfg)
     model.load_state_dict(state)
     model.eval()
     results = []
-    for n, k, onednn in jobs:
+    for n, k, variant in jobs:
         _reset_peak()
         before = _status_kib("VmRSS")
+        load = os.getloadavg()[0]
         start = time.perf_counter()
-        with onednn_matmul() if onednn else contextlib.nullcontext():
-            nll = is_nll(model, images[:n], k=k, batch_size=batch_size, chunk_size=chunk_size,
-                         generator=torch.Generator().manual_seed(seed)).double()
+        nll = is_nll(model, images[:n], k=k, batch_size=batch_size, chunk_size=chunk_size,
+                     generator=torch.Generator().manual_seed(seed), **VARIANTS[variant]).double()
         seconds = time.perf_counter() - start
-        results.append({"images": n, "k": k, "onednn": onednn, "seconds": seconds,
+        results.append({"images": n, "k": k, "variant": variant, "seconds": seconds,
+                        "load1": (load + os.getloadavg()[0]) / 2, "nll_values": nll.tolist(),
                         "peak_extra_mib": max(0, _status_kib("VmHWM") - before) / 1024, "nll": float(nll.mean()),
                         "nll_sem": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else 0.0})
     return results
 
 
-def is_nll_costs(model: nn.Module, images: Tensor, jobs: list[tuple[int, int, bool]], *, chunk_size: int = 100,
+def is_nll_costs(model: nn.Module, images: Tensor, jobs: list[tuple[int, int, str]], *, chunk_size: int = 100,
                  batch_size: int = 100, seed: int = 0, threads: int = 1) -> list[dict[str, Any]]:
-    """IS-NLL −L_k on the first n images for each (n, k, onednn), in one fresh (spawned) process, in order;
-    `onednn` runs it under `onednn_matmul` (fp32 GEMMs on oneDNN).
+    """IS-NLL −L_k on the first n images for each (n, k, variant), in one fresh (spawned) process, in order;
+    `variant` is a key of `VARIANTS` ("default": `is_nll`'s defaults; "reference": the unfused estimator on
+    torch's default GEMM path, as before issue 13).
 
     Each job reports its seconds, its peak memory above the resident set it started from, and mean NLL ± s.e.
     """

@@ -1,14 +1,14 @@
 """The training loops timed side by side, all on the same layers and the same initial weights per seed.
 
 Every loop trains an aestudy `VAE` (so one evaluator scores them all) and returns its per-epoch wall times:
-- `aestudy`: `aestudy.train.fit` with its defaults (tensor-index batches, fused Adam, per-epoch sync);
-- `aestudy_bf16`: the same `fit` with one proposed change, bfloat16 autocast on CPUs with native bf16;
-- `aestudy_onednn`: `fit` under fp32 matmul precision "medium", which sends fp32 GEMMs to oneDNN instead of
-  MKL; on CPUs where oneDNN keeps fp32 arithmetic there (see `onednn_fp32_exact`) the results are fp32-exact;
-- `aestudy_compile`: `fit` with `compile=True` (torch.compile of forward + loss);
-- exploration variants of `fit`, each one change (patched for the run): `aestudy_foreach` (foreach instead of
-  fused Adam), `aestudy_no_mkldnn` (oneDNN off), `aestudy_threads1` (one thread), `aestudy_bf16_compile`
-  (both), `aestudy_compile_eager_ragged` (compiled loss for full batches, eager for the ragged last one);
+- `aestudy`: `aestudy.train.fit` with its defaults (fp32 GEMMs on oneDNN where `aestudy.precision` finds them
+  exact, tensor-index batches, fused Adam, per-epoch sync);
+- `aestudy_mkl`: `fit(fp32_matmul="default")`, fp32 GEMMs on torch's default path (MKL): the default before
+  issue 13;
+- exploration variants, each one public option of `fit` or torch: `aestudy_compile` (`compile=True`),
+  `aestudy_no_mkldnn` (`torch.backends.mkldnn` off), `aestudy_threads1` (one thread). The variants that patched
+  private functions of `aestudy.train` (bf16 autocast on CPU, foreach Adam, an eager ragged batch under
+  compile) were measured once (README, "What was tried") and dropped: none became a default;
 - `dataloader`: a pytorch/examples-style loop (DataLoader over a TensorDataset, shuffle, num_workers=0,
   sigmoid outputs with BCE summed over the batch, analytic KL, `loss.item()` every step);
 - `pythae`: pythae 0.1.2's `BaseTrainer` driving its `VAE` (reconstruction_loss="bce") whose encoder and
@@ -23,15 +23,14 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from unittest import mock
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import aestudy.train
+from aestudy import precision
 from aestudy.data import Dataset
 from aestudy.models import VAE, ModelConfig, build_model
 from aestudy.train import TrainConfig, fit
@@ -55,6 +54,7 @@ class LoopRun:
     model: nn.Module
     epoch_seconds: list[float]
     train_loss: float  # per-image loss of the last epoch, nats
+    load1: float = float("nan")  # 1-minute load average during the run (mean of start and end), set by the caller
 
 
 def seeded_model(cfg: ModelConfig, seed: int) -> nn.Module:
@@ -69,12 +69,6 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _use_bf16_on_native_cpu(cfg: TrainConfig, device: torch.device) -> bool:
-    """The proposed `aestudy.train._use_bf16`: also on CPUs with native bf16 GEMMs."""
-    native = device.type == "cuda" or (device.type == "cpu" and bf16_supported())
-    return bool(cfg.bf16) and native
-
-
 def _fit_loop(data: Dataset, spec: LoopSpec, seed: int, epochs: int, name: str, **overrides: object) -> LoopRun:
     """aestudy's fit on CPU; epoch time = the history's `seconds` (training + per-epoch bookkeeping)."""
     cfg = TrainConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, seed=seed, device="cpu",
@@ -87,12 +81,6 @@ def _fit_loop(data: Dataset, spec: LoopSpec, seed: int, epochs: int, name: str, 
 def run_aestudy(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
     """`aestudy.train.fit` with its defaults."""
     return _fit_loop(data, spec, seed, epochs, "aestudy")
-
-
-def run_aestudy_bf16(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
-    """`fit(bf16=True)` with `_use_bf16` allowing CPUs with native bf16 (the change proposed for train.py)."""
-    with mock.patch.object(aestudy.train, "_use_bf16", _use_bf16_on_native_cpu):
-        return _fit_loop(data, spec, seed, epochs, "aestudy_bf16", bf16=True)
 
 
 def run_aestudy_compile(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
@@ -112,42 +100,13 @@ def onednn_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
-def onednn_fp32_exact(tolerance: float = 1e-5) -> dict[str, float | bool]:
-    """Whether GEMMs under `onednn_matmul` keep fp32 accuracy here: max relative error vs float64 of a
-    (128 × 784) @ (784 × 512) product (fp32 ≈ 1e-7; bf16 inputs ≈ 2e-3)."""
-    generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(128, 784, generator=generator), torch.randn(784, 512, generator=generator)
-    exact = a.double() @ b.double()
-    with onednn_matmul():
-        error = float(((a @ b).double() - exact).abs().max() / exact.abs().max())
-    return {"relative_error": error, "exact": error < tolerance}
-
-
-def run_aestudy_onednn(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
-    """`fit` with fp32 GEMMs on oneDNN (`onednn_matmul`), everything else unchanged."""
-    with onednn_matmul():
-        return _fit_loop(data, spec, seed, epochs, "aestudy_onednn")
-
-
-def run_aestudy_bf16_compile(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
-    """`fit(bf16=True, compile=True)` with the proposed `_use_bf16`."""
-    torch._dynamo.reset()
-    with mock.patch.object(aestudy.train, "_use_bf16", _use_bf16_on_native_cpu):
-        return _fit_loop(data, spec, seed, epochs, "aestudy_bf16_compile", bf16=True, compile=True)
-
-
-def _foreach_adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
-
-
-def run_aestudy_foreach(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
-    """`fit` with a foreach (multi-tensor) Adam instead of the fused one."""
-    with mock.patch.object(aestudy.train, "_make_optimizer", _foreach_adam):
-        return _fit_loop(data, spec, seed, epochs, "aestudy_foreach")
+def run_aestudy_mkl(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
+    """`fit(fp32_matmul="default")`: fp32 GEMMs on torch's default path (MKL on CPUs), everything else unchanged."""
+    return _fit_loop(data, spec, seed, epochs, "aestudy_mkl", fp32_matmul="default")
 
 
 def run_aestudy_no_mkldnn(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
-    """`fit` with `torch.backends.mkldnn` disabled (fp32 GEMMs go to MKL either way)."""
+    """`fit` with `torch.backends.mkldnn` disabled (no oneDNN at all: fp32 GEMMs go to MKL)."""
     # set_flags with None leaves the other flags alone (setting allow_tf32 at all warns on CPU builds)
     enabled = torch.backends.mkldnn.set_flags(False, None, None, None)[0]
     try:
@@ -164,27 +123,6 @@ def run_aestudy_threads1(data: Dataset, spec: LoopSpec, seed: int, epochs: int) 
         return _fit_loop(data, spec, seed, epochs, "aestudy_threads1")
     finally:
         torch.set_num_threads(threads)
-
-
-_original_loss_fn = aestudy.train._loss_fn
-
-
-def _loss_fn_eager_ragged(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Callable[..., object]:
-    """The compiled loss for full batches and the eager one for a smaller (ragged last) batch: no recompile."""
-    compiled = _original_loss_fn(model, cfg, device)
-    eager = _original_loss_fn(model, replace(cfg, compile=False), device)
-
-    def loss(x: Tensor, y: Tensor | None, target: Tensor, beta: object) -> object:
-        return (compiled if x.shape[0] == cfg.batch_size else eager)(x, y, target, beta)
-
-    return loss
-
-
-def run_aestudy_compile_eager_ragged(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun:
-    """`fit(compile=True)` whose ragged last batch runs eager instead of triggering a second compile."""
-    torch._dynamo.reset()
-    with mock.patch.object(aestudy.train, "_loss_fn", _loss_fn_eager_ragged):
-        return _fit_loop(data, spec, seed, epochs, "aestudy_compile_eager_ragged", compile=True)
 
 
 def examples_loss(model: VAE, x: Tensor) -> Tensor:
@@ -318,6 +256,11 @@ def run_pythae(data: Dataset, spec: LoopSpec, seed: int, epochs: int) -> LoopRun
 LoopFn = Callable[[Dataset, LoopSpec, int, int], LoopRun]
 
 
+def default_floor() -> str:
+    """The GEMM floor `fit`'s defaults run on here: oneDNN fp32 where `aestudy.precision` chose it, else MKL."""
+    return "fp32_onednn" if precision.matmul_backend("cpu")["precision"] == "medium" else "fp32"
+
+
 @dataclass(frozen=True)
 class Loop:
     """A loop in the registry: how to run it, its label, which GEMM floor it runs on, whether it needs bf16."""
@@ -329,16 +272,11 @@ class Loop:
 
 
 LOOPS: dict[str, Loop] = {
-    "aestudy": Loop(run_aestudy, "(a) aestudy fit, defaults"),
+    "aestudy": Loop(run_aestudy, "(a) aestudy fit, defaults", default_floor()),
     "dataloader": Loop(run_dataloader, "(b) DataLoader loop (pytorch/examples)"),
     "pythae": Loop(run_pythae, "(c) pythae 0.1.2 BaseTrainer"),
-    "aestudy_onednn": Loop(run_aestudy_onednn, "aestudy fit, fp32 GEMMs on oneDNN (proposed)", "fp32_onednn"),
-    "aestudy_bf16": Loop(run_aestudy_bf16, "aestudy fit, bf16 autocast on CPU", "bf16", True),
-    "aestudy_bf16_compile": Loop(run_aestudy_bf16_compile, "aestudy fit, bf16 + compile=True", "bf16", True),
+    "aestudy_mkl": Loop(run_aestudy_mkl, "aestudy fit, fp32_matmul='default' (MKL; the old default)"),
     "aestudy_compile": Loop(run_aestudy_compile, "aestudy fit, compile=True"),
-    "aestudy_compile_eager_ragged": Loop(run_aestudy_compile_eager_ragged,
-                                         "aestudy fit, compile=True, ragged batch eager"),
-    "aestudy_foreach": Loop(run_aestudy_foreach, "aestudy fit, foreach Adam"),
     "aestudy_no_mkldnn": Loop(run_aestudy_no_mkldnn, "aestudy fit, mkldnn off"),
     "aestudy_threads1": Loop(run_aestudy_threads1, "aestudy fit, 1 thread"),
 }

@@ -55,21 +55,23 @@ def throughput_md(row: dict[str, Any]) -> str:
         ("range", "rounds (min–max)", text), ("samples_per_s", "samples/s", fmt(0)),
         ("x_floor", "× fp32 floor", fmt(2)), ("own", "× own floor", text),
         ("aestudy_speedup", "time ÷ aestudy's", fmt(2)), ("first_epoch_s", "1st epoch s", fmt(2)),
+        ("load1", "load", fmt(1)),
     ])]
     lines.append("")
     lines.append(md_table(list(floors.values()), [
         ("label", "matmul floor", text), ("s_per_epoch", "s/epoch (median)", fmt(2)),
         ("gflops_per_s", "GFLOP/s", fmt(0)), ("gflop_per_epoch", "GFLOP/epoch", fmt(0)),
     ]))
-    exact = row["onednn_fp32"]
+    backend = row["matmul_backend"]
     lines.append("")
-    lines.append(f"Floors are timed after every run (fp32) or after the runs on them (oneDNN, bf16), medians. "
-                 f"oneDNN under matmul precision 'medium' keeps fp32 accuracy on this CPU: "
-                 f"{'yes' if exact['exact'] else 'NO'} (relative error {exact['relative_error']:.1e} vs float64; "
-                 "bf16 inputs give ≈ 2e-3).")
+    lines.append(f"Floors are timed after every run (MKL fp32) or after the runs on them (oneDNN fp32), medians. "
+                 f"`aestudy.precision` chose: {backend['backend']} ({backend['reason']}). \"load\" is the 1-minute "
+                 "load average during the runs (2 cores).")
     target = row["target"]
-    lines.append(f"Target: aestudy ≤ {target['ratio']:.1f}× the fp32 floor — measured {target['measured']:.2f}× "
-                 f"({'met' if target['met'] else 'missed'}).")
+    lines.append(f"Targets: aestudy's default epoch ≤ {target['ratio']:.1f}× the MKL fp32 floor — measured "
+                 f"{target['measured']:.2f}× ({'met' if target['met'] else 'missed'}); ≥ {target['speedup']:.0f}× "
+                 "faster than " + ", ".join(f"{k} (measured {v:.2f}×)" for k, v in target["peers"].items())
+                 + f" ({'met' if target['speedup_met'] else 'missed'}).")
     if row.get("profile"):
         lines.append("")
         lines.append("Where aestudy's step goes (torch.profiler, one short epoch; profiling adds overhead):")
@@ -81,6 +83,31 @@ def throughput_md(row: dict[str, Any]) -> str:
         lines.append(f"GEMMs inside the step: {row['profile']['gemm_gflops_per_s']:.0f} GFLOP/s "
                      f"(the fp32 floor: {floors['fp32']['gflops_per_s']:.0f} GFLOP/s).")
     return "\n".join(lines)
+
+
+def batched_md(row: dict[str, Any]) -> str:
+    """The batched-seeds row: fit_many stacked vs one after the other."""
+    rows = [{"how": name, **summary} for name, summary in row["summary"].items()]
+    return (f"{row['models']} seeds × {row['epochs']} epochs on {row['samples']:,} images, {row['threads']} thread(s), "
+            f"median of {row['rounds']} interleaved rounds, fresh caches (validation-free data; checkpoint writes "
+            "included):\n\n"
+            + md_table(rows, [("how", "fit_many", text), ("wall_s", "wall s (whole call)", fmt(1)),
+                              ("last_epoch_s", "last epoch, all models, s", fmt(2)), ("load1", "load", fmt(1))])
+            + f"\n\nSpeed-up of batching: {row['speedup_wall']:.2f}× (whole call), {row['speedup_epoch']:.2f}× "
+              f"(an epoch). Largest weight difference between the two sides' models: {row['max_weight_diff']:.1e} "
+              "(float rounding: the same models).")
+
+
+def fit_profile_md(row: dict[str, Any]) -> str:
+    """The whole-fit profile: where a fresh process's train_or_load goes."""
+    if row.get("status") != "run":
+        return f"Whole-fit profile: {row.get('status')}."
+    return (f"`train_or_load` in a fresh process ({row['samples']:,} training + {row['val_samples']:,} validation "
+            f"images, {row['epochs']} epochs, {row['threads']} thread(s), load {row['load1']:.1f}); process start and "
+            f"imports {row['process_start_and_imports_s']:.1f} s and data loading {row['data_load_s']:.2f} s before "
+            f"it; the call itself {row['train_or_load_s']:.1f} s (cProfile adds overhead):\n\n"
+            + md_table(row["parts"], [("part", "part", text), ("seconds", "s", fmt(2)),
+                                      ("share", "share", fmt(0, " %"))]))
 
 
 def quality_md(row: dict[str, Any]) -> str:
@@ -100,7 +127,7 @@ def evaluation_md(row: dict[str, Any]) -> str:
     lines = [md_table(row["runs"], [
         ("what", "run", text), ("images", "images", fmt(0)), ("k", "k", fmt(0)), ("chunk_size", "chunk", fmt(0)),
         ("seconds", "seconds", fmt(1)), ("seconds_per_10k", "s per 10k images", fmt(0)),
-        ("peak_extra_mib", "peak extra MiB", fmt(0)), ("nll", "IS-NLL", fmt(2)),
+        ("peak_extra_mib", "peak extra MiB", fmt(0)), ("nll", "IS-NLL", fmt(2)), ("load1", "load", fmt(1)),
     ])]
     t = row["target"]
     lines.append("")
@@ -108,6 +135,11 @@ def evaluation_md(row: dict[str, Any]) -> str:
     lines.append(f"Target: k = {t['k']:,} on {t['images']:,} images ≤ {t['seconds']:.0f} s — {t['measured']:.0f} s "
                  f"({how}; {'met' if t['met'] else 'missed'}). Memory at a fixed chunk: "
                  f"{row['memory_ratio']:.2f}× from k = {row['memory_ks'][0]:,} to {row['memory_ks'][1]:,}.")
+    v = row.get("vs_reference")
+    if v:
+        lines.append(f"Defaults vs the reference estimator on the same images and draws: {v['speedup']:.2f}× as fast; "
+                     f"per-image difference {v['mean_diff']:+.1e} ± {v['diff_sem']:.1e} nats (largest "
+                     f"{v['max_abs_diff']:.1e}), against a Monte-Carlo s.e. of the mean NLL of {v['nll_sem']:.2f}.")
     a = row.get("pythae")
     if a:
         lines.append(f"pythae `get_nll` vs aestudy `is_nll` (k = {a['k']:,}, {a['images']} images, per image): "
@@ -154,13 +186,17 @@ def series_md(row: dict[str, Any]) -> str:
 def summary_md(results: dict[str, Any]) -> str:
     """Every row that ran, as markdown, headed by machine, date, command and commit."""
     m = results["meta"]
-    head = (f"Machine: {m['cpu']} ({m['cores']} cores), torch {m['torch']} ({m['capability']}, native bf16: "
+    head = (f"Machine: {m['cpu']} {m.get('cpu_family', '')} ({m['cores']} cores), torch {m['torch']} "
+            f"({m['capability']}, native bf16: "
             f"{m['bf16_native']}), {m['threads']} thread(s) ({m['threads_reason']}); load average "
-            f"{m['load_start'][0]:.2f} at start, {m.get('load_end', [math.nan])[0]:.2f} at end.  \n"
+            f"{m['load_start'][0]:.2f} at start, {m.get('load_end', [math.nan])[0]:.2f} at end (`uptime` at start: "
+            f"{m.get('uptime', '')}; at end: {m.get('uptime_end', '')}).  \n"
             f"Date: {m['date']}; commit {m['commit']}; command `{m['command']}`; "
             f"wall time {m.get('wall_s', math.nan):.0f} s.")
     parts = [head]
     titles = {"throughput": ("1. Throughput", throughput_md), "quality": ("2. Quality at equal budget", quality_md),
+              "batched": ("2b. Batched seeds (`fit_many`)", batched_md),
+              "fit_profile": ("2c. A whole fit, end to end", fit_profile_md),
               "evaluation": ("3. Evaluation cost (IS-NLL)", evaluation_md),
               "scaling": ("4. Scaling", scaling_md), "series": ("5. The series (`aestudy run`)", series_md)}
     for key, (title, render) in titles.items():

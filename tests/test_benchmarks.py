@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aestudy import objectives
+from aestudy import objectives, precision
 from aestudy.errors import ConfigError
 from aestudy.models import ModelConfig, build_model
 
@@ -21,7 +21,7 @@ from aestudy.models import ModelConfig, build_model
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report  # noqa: E402
 from benchmarks.gemm_floor import GemmFloor, epoch_batches, epoch_flops, linear_layers, step_gemms  # noqa: E402
-from benchmarks.loops import examples_loss, pythae_vae  # noqa: E402
+from benchmarks.loops import LOOPS, examples_loss, pythae_vae  # noqa: E402
 from benchmarks.train_speed import Settings, resolve_threads, run  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def test_pythae_vae_shares_the_layers_and_its_bce_loss_is_aestudys() -> None:
 
 def test_settings_errors_name_the_parameter_and_valid_values() -> None:
     with pytest.raises(ConfigError, match=r"rows='speed' is invalid; valid rows \(comma-separated\): throughput, "
-                                          r"quality, evaluation, scaling, series, gpu\."):
+                                          r"quality, batched, fit_profile, evaluation, scaling, series, gpu\."):
         Settings(rows=("speed",))
     with pytest.raises(ConfigError, match=r"rounds=0 is invalid; it must be an integer >= 1\."):
         Settings(rounds=0)
@@ -136,13 +136,24 @@ def test_md_table_formats_numbers_and_blanks() -> None:
     assert table.splitlines() == ["| A | B |", "|---|---|", "| x | 1,234.5 |", "| y |  |"]
 
 
+def test_loops_use_public_options_of_fit_not_patched_private_functions() -> None:
+    source = (Path(__file__).resolve().parents[1] / "benchmarks" / "loops.py").read_text()
+    assert "mock.patch" not in source and "aestudy.train._" not in source
+    assert LOOPS["aestudy"].floor == ("fp32_onednn" if precision.matmul_backend()["precision"] == "medium"
+                                      else "fp32")
+
+
 @pytest.mark.slow
 def test_quick_run_writes_every_selected_row_as_valid_json(tmp_path) -> None:
-    settings = Settings.quick_settings(rows=("throughput", "quality", "scaling", "gpu"), out=tmp_path)
+    rows = ("throughput", "quality", "batched", "scaling", "gpu")
+    settings = Settings.quick_settings(rows=rows, out=tmp_path)
     run(settings, ["--quick"])
     results = json.loads((tmp_path / "train_speed.json").read_text())
     assert (tmp_path / "train_speed.png").stat().st_size > 0
-    assert set(results["rows"]) == {"throughput", "quality", "scaling", "gpu"}
+    assert set(results["rows"]) == set(rows)
+    batched = results["rows"]["batched"]
+    assert batched["max_weight_diff"] < 1e-4  # the batched and sequential sides trained the same models
+    assert batched["speedup_wall"] > 0 and set(batched["summary"]) == {"batched", "sequential"}
     throughput = results["rows"]["throughput"]
     assert {r["loop"] for r in throughput["loops"]} >= {"aestudy", "dataloader", "pythae"}
     assert all(len(r["rounds"]) == settings.rounds for r in throughput["loops"])

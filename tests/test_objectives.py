@@ -282,6 +282,66 @@ def test_is_nll_is_minus_iwae_over_batches():
         assert batched.shape == (6,) and torch.isfinite(batched).all()
 
 
+def _small_mlp_vae(likelihood: str = "bernoulli", num_classes: int = 0) -> torch.nn.Module:
+    torch.manual_seed(5)
+    return build_model(ModelConfig(input_shape=(1, 6, 6), latent_dim=3, hidden=(16, 8), likelihood=likelihood,
+                                   num_classes=num_classes)).eval()
+
+
+@pytest.mark.parametrize(("likelihood", "num_classes"), [("bernoulli", 0), ("bernoulli", 3), ("cbernoulli", 0)])
+def test_fused_is_nll_equals_the_reference_estimator_on_the_same_draws(likelihood, num_classes):
+    model = _small_mlp_vae(likelihood, num_classes)
+    x = torch.rand(10, 1, 6, 6, generator=_gen(50))
+    x = torch.bernoulli(x, generator=_gen(51)) if likelihood == "bernoulli" else x
+    labels = torch.arange(10) % 3 if num_classes else None
+    fused = is_nll(model, x, k=60, batch_size=4, chunk_size=7, labels=labels, generator=_gen(52))
+    reference = is_nll(model, x, k=60, batch_size=4, chunk_size=7, labels=labels, generator=_gen(52), fused=False)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_fused_is_nll_agrees_with_the_reference_within_monte_carlo_error_on_independent_draws():
+    model = _small_mlp_vae()
+    x = torch.bernoulli(torch.rand(40, 1, 6, 6, generator=_gen(53)), generator=_gen(54))
+    k, reps = 20, 30
+    fused = torch.stack([is_nll(model, x, k=k, generator=_gen(100 + r)) for r in range(reps)]).double()
+    reference = torch.stack([is_nll(model, x, k=k, generator=_gen(500 + r), fused=False)
+                             for r in range(reps)]).double()
+    diff = fused.mean(1) - reference.mean(1)  # (reps,) paired by replicate, independent draws
+    se = diff.std() / math.sqrt(reps)
+    assert abs(float(diff.mean())) <= 4 * float(se)
+    assert float(se) > 0
+
+
+class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the largest number of elements of any tensor an op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_is_nll_memory_is_bounded_by_the_chunk_not_by_k_or_the_number_of_images(fused):
+    model = _small_mlp_vae()
+    pixels, batch, chunk = 36, 5, 4
+    largest = {}
+    for k, n in ((8, 10), (200, 10), (200, 40)):
+        x = torch.bernoulli(torch.rand(n, 1, 6, 6, generator=_gen(55)), generator=_gen(56))
+        with _LargestTensor() as spy:
+            is_nll(model, x, k=k, batch_size=batch, chunk_size=chunk, generator=_gen(57), fused=fused)
+        largest[(k, n)] = spy.largest
+    # the biggest tensor is one chunk of logits, (chunk · batch, pixels), whatever k and the image count
+    # (every weight matrix, at most 36 × 16, is smaller)
+    assert set(largest.values()) == {chunk * batch * pixels}
+
+
 # --- errors -----------------------------------------------------------------------------------------------
 
 AE_MESSAGE = ("{} needs a variational model (a VAE, config kind='vae'); this model is an AE, whose encoder is a "

@@ -102,15 +102,16 @@ def test_numpy_values_from_a_grid_are_stored_as_plain_python_values():
     cfg = TrainConfig(epochs=np.int64(2), batch_size=np.int32(16), lr=grid[0], seed=np.uint8(1),
                       beta=np.float32(0.5), warmup_epochs=np.float64(1.5), grad_clip=np.float64(1.0),
                       early_stopping_patience=np.int64(3), lr_schedule=np.str_("cosine"), bf16=np.bool_(False),
-                      progress=np.bool_(False), compile=np.bool_(False), device=np.str_("cpu"))
+                      progress=np.bool_(False), compile=np.bool_(False), device=np.str_("cpu"),
+                      fp32_matmul=np.str_("default"))
     plain = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "noise"}
     assert {name: type(v) for name, v in plain.items()} == {
         "epochs": int, "batch_size": int, "lr": float, "seed": int, "device": str, "beta": float,
         "warmup_epochs": float, "grad_clip": float, "lr_schedule": str, "early_stopping_patience": int,
-        "compile": bool, "bf16": bool, "progress": bool}
+        "compile": bool, "bf16": bool, "progress": bool, "fp32_matmul": str}
     assert cfg == TrainConfig(epochs=2, batch_size=16, lr=0.001, seed=1, beta=0.5, warmup_epochs=1.5, grad_clip=1.0,
                               early_stopping_patience=3, lr_schedule="cosine", progress=False, compile=False,
-                              device="cpu")
+                              device="cpu", fp32_matmul="default")
     model = ModelConfig(input_shape=np.array([1, 8, 8]).tolist() and tuple(np.array([1, 8, 8])),
                         hidden=[np.int64(32)], latent_dim=np.int16(2), likelihood=np.str_("gaussian"),
                         sigma=np.float32(0.25), num_classes=np.int64(3))
@@ -124,9 +125,11 @@ def test_numpy_values_from_a_grid_are_stored_as_plain_python_values():
 def test_key_fields_are_what_changes_the_weights():
     cfg = TrainConfig(noise=NoiseConfig("mask", 0.25), device="cpu", compile=False, progress=False)
     keys = cfg.key_fields()
-    assert set(keys) == {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "compile", "progress"}
+    how_it_runs = {"device", "compile", "progress", "fp32_matmul"}
+    assert set(keys) == {f.name for f in dataclasses.fields(TrainConfig)} - how_it_runs
     assert keys["noise"] == {"kind": "mask", "level": 0.25}
-    assert keys == dataclasses.replace(cfg, device="auto", compile=True, progress=True).key_fields()
+    assert keys == dataclasses.replace(cfg, device="auto", compile=True, progress=True,
+                                       fp32_matmul="default").key_fields()
     assert keys != dataclasses.replace(cfg, bf16=True).key_fields()
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from aestudy.data import Dataset, binarize_images
+from aestudy.ensemble import fit_many
 from aestudy.errors import ConfigError, TrainingDivergedError
 from aestudy.evaluation import EVAL_BATCH, batched, generator_on, model_device, reconstruct
 from aestudy.generation import PRIOR, gap_closed
@@ -109,8 +110,11 @@ def train_all(specs: Mapping[str, Spec], data: Dataset, seeds: Sequence[int]) ->
     The models are returned on the CPU in eval mode: every evaluation here is batched and cheap, and CPU
     generators then drive all sampling, so results do not depend on the training device's RNG.
     """
-    results = {(name, seed): train_or_load(model_cfg, replace(train_cfg, seed=seed), data)
-               for seed in seeds for name, (model_cfg, train_cfg) in specs.items()}
+    trained: dict[tuple[str, int], TrainResult] = {}
+    for name, (model_cfg, train_cfg) in specs.items():  # a spec's seeds train as one batched computation
+        runs = fit_many(model_cfg, [replace(train_cfg, seed=seed) for seed in seeds], data)
+        trained.update({(name, seed): res for seed, res in zip(seeds, runs, strict=True)})
+    results = {(name, seed): trained[name, seed] for seed in seeds for name in specs}
     for res in results.values():
         res.model.cpu().eval()
     return results

@@ -11,12 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from aestudy.data import Dataset
+from aestudy.ensemble import fit_many
 from aestudy.evaluation import batched, evaluating, generator_on, model_device
 from aestudy.metrics import active_units, evaluate_elbo
 from aestudy.models import ModelConfig
 from aestudy.objectives import gaussian_kl, iwae_bound, mc_kl
 from aestudy.series import shared
-from aestudy.train import TrainConfig, TrainResult, train_or_load
+from aestudy.train import TrainConfig, TrainResult
 
 SIZES = {  # knob: (smoke, standard, full)
     "limit": (2000, None, None),  # training images (None = all 55,000)
@@ -112,8 +113,9 @@ def beta_sweep(data: Dataset, betas: Sequence[float], model_cfg: ModelConfig, tr
                warmup_epochs: float = 0.0) -> tuple[pd.DataFrame, dict[float, TrainResult]]:
     """Rate, distortion and active units of β-VAEs trained at each β (optionally with KL warm-up)."""
     rows, results = [], {}
-    for beta in betas:
-        res = train_or_load(model_cfg, replace(train_cfg, beta=float(beta), warmup_epochs=warmup_epochs), data)
+    runs = fit_many(model_cfg, [replace(train_cfg, beta=float(beta), warmup_epochs=warmup_epochs) for beta in betas],
+                    data)  # the β values train as one batched computation
+    for beta, res in zip(betas, runs, strict=True):
         results[beta] = res
         rows.append({"beta": float(beta), "warmup_epochs": warmup_epochs, "model": "β-VAE",
                      **rate_distortion_point(res, data.test.images)})
