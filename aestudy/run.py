@@ -175,8 +175,16 @@ def route_parameters(notebooks: Sequence[Path], params: Mapping[str, Any], *,
         effective = {**{name: p.default for name, p in names.items()}, **mine}
         checked = validate_parameters(effective, notebook=key,
                                       declared={name: p.annotation for name, p in names.items()})
-        routed[key] = {name: checked[name] for name in mine}
+        routed[key] = {name: _injectable(checked[name]) for name in mine}
     return routed
+
+
+def _injectable(value: Any) -> Any:
+    """A value papermill injects as itself: tuples become lists (papermill's Python translator writes a tuple
+    as the *string* of its repr, e.g. `lrs = "(0.001, 0.003)"`; a list is written as a list literal)."""
+    if isinstance(value, (list, tuple)):
+        return [_injectable(v) for v in value]
+    return value
 
 
 def effective_parameters(notebook: Path, routed: Mapping[str, Any]) -> dict[str, Any]:

@@ -611,3 +611,29 @@ def test_two_runs_into_one_out_one_wins_and_the_other_says_so(tmp_path):
                                     f"{first.pid} on ")
     assert load_state(out)["parameters"][f"{ALPHA}.ipynb"]["seed"] == 1 and load_state(out)["run_status"] == (
         "complete")
+
+
+def test_list_and_literal_parameters_reach_papermill_as_values(tmp_path):
+    """A list parameter (like 03's tune_lrs, were it a parameter) and a Literal one, end to end up to injection."""
+    from papermill.translators import PythonTranslator
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('lrs: tuple[float, ...] = (1e-3,)  # learning rates\n'
+                                     'mode: Literal["fast", "exact"] = "fast"  # how\n')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells.append(cell)
+    nbformat.write(nb, str(folder / "01_lists.ipynb"))
+    params = collect_params([["lrs", "[1e-3, 3e-3]"], ["mode", "exact"]])
+    routed = route_parameters(discover_notebooks(folder), params)
+    assert routed == {"01_lists": {"lrs": [0.001, 0.003], "mode": "exact"}}
+    # papermill writes a tuple as a string ("(0.001, 0.003)"); the runner hands it a list, written as a list.
+    assert "lrs = [0.001, 0.003]" in PythonTranslator.codify(routed["01_lists"])
+    assert routed == route_parameters(discover_notebooks(folder), {"lrs": (0.001, 0.003), "mode": "exact"})
+    with pytest.raises(ConfigError) as info:
+        route_parameters(discover_notebooks(folder), collect_params([["mode", "slow"]]))
+    assert str(info.value) == ("notebook 01_lists: mode='slow' is invalid; the notebook declares `mode: "
+                               "Literal['fast', 'exact']`, so it must be one of 'fast', 'exact'.")
+    with pytest.raises(ConfigError, match=r"lrs=\['a'\] is invalid; .* must be a list \(each item a finite "):
+        route_parameters(discover_notebooks(folder), {"lrs": ["a"]})
