@@ -739,7 +739,7 @@ def run_study(notebooks_dir: str | os.PathLike[str] | None = None, *, out: str |
             _say(f"run {run_dir}: {len(notebooks)} notebook(s), profile {profile}, device {device}, "
                  f"kernel {kernel}", progress)
             return _execute_series(run_dir, state, progress=progress)
-    except ConfigError:
+    except BaseException:  # refused (or Ctrl-C) before the first file: leave no empty folder behind
         if created:
             remove_unused_folder(run_dir)
         raise

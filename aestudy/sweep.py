@@ -291,7 +291,7 @@ def run_sweep(grid: Mapping[str, Sequence[Any]], notebooks_dir: str | os.PathLik
         with claim_folder(out_dir, option="--out"):
             check_new_folder(out_dir, option="--out", marker="sweep.json", resume_hint=False)
             return _run_points(tasks, grid, out_dir, scheduler=scheduler, pool_size=pool_size, progress=progress)
-    except ConfigError:
+    except BaseException:  # refused (or Ctrl-C) before the first file: leave no empty folder behind
         if created:
             remove_unused_folder(out_dir)
         raise

@@ -637,3 +637,16 @@ def test_list_and_literal_parameters_reach_papermill_as_values(tmp_path):
                                "Literal['fast', 'exact']`, so it must be one of 'fast', 'exact'.")
     with pytest.raises(ConfigError, match=r"lrs=\['a'\] is invalid; .* must be a list \(each item a finite "):
         route_parameters(discover_notebooks(folder), {"lrs": ["a"]})
+
+
+def test_a_start_stopped_before_the_first_file_leaves_no_folder(tmp_path, monkeypatch):
+    from aestudy import run as run_module
+
+    def interrupted(**_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "environment", interrupted)  # Ctrl-C while the run records its environment
+    out = tmp_path / "runs" / "new"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(NOTEBOOKS, out=out, profile="smoke", progress=False)
+    assert not out.exists()
