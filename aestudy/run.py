@@ -8,9 +8,12 @@ A run lives in one folder, `runs/NAME/`:
   environment (package versions, device, seeds, profile, git commit);
 * `state.json`: the parameters, the notebook list and each notebook's status (pending/running/done/failed),
   written atomically after every change, so a failed or interrupted run continues with `--resume`;
-* `report.md` and `report.html` (see `aestudy.report`).
+* `report.md` and `report.html` (see `aestudy.report`);
+* `logs/NB.kernel.log`: the kernel process's own stdout/stderr (kept off the terminal);
+* `.aestudy.lock` (+ `.aestudy.owner.json` while held): the claim of the one process working in the folder.
 
-`runs/latest` (next to the run folder) points at the last run started.
+Before any of it exists, every parameter value each notebook will run with is checked by the notebooks' own rules
+(`aestudy.parameters`). `runs/latest` (next to the run folder) points at the last run started.
 """
 
 from __future__ import annotations
