@@ -19,6 +19,7 @@ Every error is a `ConfigError` naming the parameter, the value and what would be
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -418,12 +419,20 @@ def _parameter(node: ast.stmt, source: str) -> Parameter | None:
 def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, Parameter]:
     """The names, defaults and annotations declared in a notebook's cell tagged `parameters` (empty if none).
 
+    Read once per version of the file (a sweep checks every grid point against the same notebooks).
     Raises:
         ConfigError: when the cell is not plain Python.
     """
+    path = Path(notebook).resolve()
+    stat = path.stat()
+    return dict(_read_parameters(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_parameters(path: Path, mtime_ns: int, size: int) -> dict[str, Parameter]:
     import nbformat
 
-    nb = nbformat.read(str(notebook), as_version=4)
+    nb = nbformat.read(str(path), as_version=4)
     cell = next((c for c in nb.cells
                  if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
@@ -431,8 +440,7 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, Parameter
     try:
         tree = ast.parse(cell.source)
     except SyntaxError as exc:
-        raise ConfigError(f"the parameters cell of {Path(notebook).name} is not plain Python ({exc.msg}, line "
+        raise ConfigError(f"the parameters cell of {path.name} is not plain Python ({exc.msg}, line "
                           f"{exc.lineno}); it must hold literal assignments only.") from exc
     found = (_parameter(node, cell.source) for node in tree.body)
     return {p.name: p for p in found if p is not None}
-
