@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
-from aestudy.atomic import atomic_write_json
+from aestudy.atomic import atomic_write, atomic_write_json
 from aestudy.claims import METRICS_FILE_ENV, NOTEBOOK_ENV, load_metrics
 from aestudy.config import PROFILE_ENV, resolve_device, resolve_profile
 from aestudy.errors import ConfigError
@@ -588,11 +588,45 @@ def _execute_series(run_dir: Path, state: dict[str, Any], *, progress: bool) -> 
         running = [name for name in state["notebooks"] if state["status"][name] == "running"]
         for name in running:
             state["status"][name] = "pending"
+            mark_interrupted(run_dir / name, run_dir)
         _finish(run_dir, state, "interrupted")
         where = f"during {running[0]}" if running else "between notebooks"
         print(f"\ninterrupted {where}; completed notebooks are kept. Continue with: aestudy run --resume "
               f"{run_dir}", file=sys.stderr)
         raise
+
+
+INTERRUPTED_TAG = "aestudy-interrupted"
+
+
+def mark_interrupted(executed: Path, run_dir: Path) -> None:
+    """Label the partial output of a notebook stopped by Ctrl-C, so it cannot pass for a finished one.
+
+    papermill's clean-up marks even the cells that never started as "completed"; this sets those back to
+    "pending", records `metadata.aestudy.status = "interrupted"` and puts a note on top. A file papermill left
+    half-written (not readable as a notebook) is removed. The next `--resume` overwrites the file.
+    """
+    import nbformat
+
+    if not executed.exists():
+        return
+    try:
+        nb = nbformat.read(str(executed), as_version=4)
+    except Exception:  # noqa: BLE001 - any unreadable file is a half-written one
+        executed.unlink(missing_ok=True)
+        return
+    for cell in nb.cells:
+        meta = cell.metadata.get("papermill")
+        if meta is not None and meta.get("end_time") is None:
+            meta["status"] = "pending"
+    note = nbformat.v4.new_markdown_cell(
+        f"**Interrupted** (Ctrl-C) at {_now()}: this execution stopped part-way; cells marked pending did not "
+        f"run. Continue with `aestudy run --resume {run_dir}`.")
+    note.metadata["tags"] = [INTERRUPTED_TAG]
+    nb.cells.insert(0, note)
+    nb.metadata.setdefault("aestudy", {})["status"] = "interrupted"
+    text = nbformat.writes(nb)
+    atomic_write(executed, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool) -> RunResult:

@@ -435,6 +435,14 @@ def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
     assert err == (f"\ninterrupted during {ALPHA}.ipynb; completed notebooks are kept. Continue with: aestudy run "
                    f"--resume {run_dir}\n")
     assert (run_dir / "logs" / f"{ALPHA}.kernel.log").exists()
+    # The partial executed notebook says what it is (papermill's clean-up had marked unstarted cells completed).
+    partial = nbformat.read(str(run_dir / f"{ALPHA}.ipynb"), as_version=4)
+    assert partial.metadata["aestudy"]["status"] == "interrupted"
+    assert partial.cells[0].metadata["tags"] == ["aestudy-interrupted"]
+    assert partial.cells[0].source.startswith("**Interrupted** (Ctrl-C) at ")
+    assert all(c.metadata["papermill"]["status"] == "pending" for c in partial.cells[1:]
+               if c.metadata["papermill"]["end_time"] is None)
+    assert partial.cells[-1].metadata["papermill"]["status"] == "pending"  # the claim cell never ran
     state = load_state(run_dir)
     assert state["status"] == {f"{ALPHA}.ipynb": "pending"} and state["run_status"] == "interrupted"
 
