@@ -106,7 +106,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _study_options(*, what: str) -> argparse.ArgumentParser:
+def _study_options(*, only_help: str) -> argparse.ArgumentParser:
     """The options `aestudy run` and `aestudy sweep` share (a parent parser: defined once)."""
     from aestudy.config import PROFILES
     from aestudy.run import DEFAULT_KERNEL
@@ -117,7 +117,7 @@ def _study_options(*, what: str) -> argparse.ArgumentParser:
     common.add_argument("--device", type=_device, default=None, metavar="{auto,cpu,cuda,cuda:N,mps}",
                         help="device for the notebooks that take one (default: auto = CUDA when present)")
     common.add_argument("--only", metavar="NN,NN", default=None,
-                        help=f"{what} only these notebooks, by number prefix (e.g. 01,03)")
+                        help=only_help)
     common.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                         dest="parameters", help="set a notebook parameter; VALUE is read as papermill's -p reads "
                         "it (None, True, False, 3, 1e-3, else text); repeatable")
@@ -134,7 +134,8 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy run`: execute the notebook series with papermill into runs/NAME, with a report."""
     from aestudy.run import run_main
 
-    run = subparsers.add_parser("run", parents=[_study_options(what="run")],
+    run = subparsers.add_parser("run", parents=[_study_options(only_help="run only these notebooks, by number prefix "
+                                                                       "(e.g. 01,03)")],
                                 help="execute the notebook series into runs/NAME (metrics + report)")
     run.add_argument("--out", metavar="runs/NAME", default=None,
                      help="run folder, new or empty (default: runs/<timestamp>)")
@@ -148,7 +149,8 @@ def _add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy sweep NAME=V1,V2 ...`: one papermill execution per grid point, in parallel."""
     from aestudy.sweep import sweep_main
 
-    sweep = subparsers.add_parser("sweep", parents=[_study_options(what="run per point")],
+    sweep = subparsers.add_parser("sweep", parents=[_study_options(only_help="the notebooks each point runs, by number "
+                                                                           "prefix (e.g. 02)")],
                                   help="run a parameter grid (process pool or Dask) into runs/NAME")
     sweep.add_argument("grid", nargs="+", metavar="NAME=V1,V2,...",
                        help="swept parameters; every combination is one point (values read as -p reads them)")
