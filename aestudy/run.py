@@ -449,8 +449,9 @@ def _quiet_papermill_parameter_warnings() -> None:
         logger.addFilter(_DropUnknownParameterWarnings())
 
 
-def _kernel_manager_logging_to(log: Path) -> type:
-    """A jupyter_client kernel manager whose kernel writes its stdout/stderr to `log`, not to our terminal.
+def _kernel_manager_logging_to(log: Path, base: type | None = None) -> type:
+    """A jupyter_client kernel manager (a subclass of `base`, default AsyncKernelManager) whose kernel writes its
+    stdout/stderr to `log`, not to our terminal.
 
     The kernel process inherits the runner's stderr by default, so its own logging (the TCP warning at start,
     and on Ctrl-C a `ZMQError` traceback as its sockets close under it) would land between the runner's
@@ -459,7 +460,7 @@ def _kernel_manager_logging_to(log: Path) -> type:
     """
     from jupyter_client.manager import AsyncKernelManager
 
-    class LoggingKernelManager(AsyncKernelManager):
+    class LoggingKernelManager(base or AsyncKernelManager):  # type: ignore[misc, valid-type]
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as handle:  # the kernel keeps its own copy of the descriptor
