@@ -6,19 +6,24 @@ Two kinds of claim:
   profiles a failing asserted claim raises `ClaimFailed` after it has been recorded; in `smoke` (tiny runs
   cannot settle claims) it is only recorded.
 * **examined** — a textbook statement under test (e.g. "the VAE generalises better"). Its verdict is recorded
-  either way and it never raises; the report shows which held and which did not.
+  either way and it never raises; the report shows which held and which did not. A comparative one goes through
+  `aestudy.stats.compare` (or `compare_auroc` / `compare_accuracy`) and `examine`, which records the three-way
+  verdict ("holds", "does not hold", "inconclusive") with its effect, interval, p-value, seeds and test.
 
 Sanity is enforced in every profile and for both kinds: each measured number must be finite, and every
 `bounds={"name": (lo, hi)}` entry must hold.
 
-The ledger file is `$AESTUDY_METRICS_FILE` when set (the runner sets one per notebook), else `./metrics.json`.
+The ledger file is the `path` argument, else `$AESTUDY_METRICS_FILE` (where `aestudy run` puts each
+notebook's ledger), else `runs/interactive/metrics.json` in the checkout (git-ignored; a notebook run by hand in
+JupyterLab leaves nothing untracked), else `~/.cache/aestudy/interactive/metrics.json` for an installed package.
 Layout: ``{"schema": 1, "notebooks": {NOTEBOOK: {"claims": [record, ...], "metrics": {name: value}}}}``,
-NOTEBOOK being `$AESTUDY_NOTEBOOK` or "notebook". Writes are read-modify-write under a file lock and atomic,
-so concurrent notebooks sharing one file never lose each other's records.
+NOTEBOOK being the name the notebook gives its `Study`. Writes are read-modify-write under a file lock and
+atomic, so concurrent notebooks sharing one file never lose each other's records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -36,27 +41,37 @@ from filelock import FileLock
 from aestudy.atomic import atomic_write_json
 from aestudy.config import resolve_profile
 from aestudy.errors import ClaimFailed, ConfigError, DataError
+from aestudy.stats import Verdict
 
 SCHEMA = 1
 METRICS_FILE_ENV = "AESTUDY_METRICS_FILE"
-NOTEBOOK_ENV = "AESTUDY_NOTEBOOK"
-DEFAULT_METRICS_FILE = "metrics.json"
 DEFAULT_NOTEBOOK = "notebook"
 KINDS: tuple[str, ...] = ("asserted", "examined")
 ENFORCING_PROFILES: tuple[str, ...] = ("standard", "full")
 TABLE_COLUMNS: tuple[str, ...] = ("id", "kind", "statement", "measured", "holds", "enforced")
+# Columns of the statistical verdict (examined comparative claims; empty for the others).
+VERDICT_COLUMNS: tuple[str, ...] = ("verdict", "effect", "ci", "p_value", "n_seeds", "test")
+
+
+def interactive_ledger() -> Path:
+    """Where a notebook run by hand keeps its ledger: the checkout's git-ignored `runs/interactive/metrics.json`,
+    or `~/.cache/aestudy/interactive/metrics.json` when aestudy is installed without a checkout."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists() and (checkout / "notebooks").is_dir():
+        return checkout / "runs" / "interactive" / "metrics.json"
+    return Path("~/.cache/aestudy/interactive/metrics.json").expanduser()
 
 
 def metrics_path(path: str | os.PathLike | None = None) -> Path:
-    """The ledger file: `path`, else $AESTUDY_METRICS_FILE, else ./metrics.json."""
+    """The ledger file: `path`, else $AESTUDY_METRICS_FILE (set by `aestudy run`), else `interactive_ledger()`."""
     if path is not None:
         return Path(path)
-    return Path(os.environ.get(METRICS_FILE_ENV) or DEFAULT_METRICS_FILE)
+    return Path(os.environ[METRICS_FILE_ENV]) if os.environ.get(METRICS_FILE_ENV) else interactive_ledger()
 
 
 def notebook_name(notebook: str | None = None) -> str:
-    """The notebook a record belongs to: `notebook`, else $AESTUDY_NOTEBOOK, else "notebook"."""
-    return notebook or os.environ.get(NOTEBOOK_ENV) or DEFAULT_NOTEBOOK
+    """The notebook a record belongs to: `notebook` (a Study passes its own name), else "notebook"."""
+    return notebook or DEFAULT_NOTEBOOK
 
 
 def to_jsonable(value: Any) -> Any:
@@ -103,9 +118,10 @@ def load_metrics(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return ledger
 
 
-def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], None]) -> None:
+def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], None],
+                     path: str | os.PathLike | None = None) -> None:
     """Apply `change` to one notebook's entry under the file lock, then write the ledger atomically."""
-    file = metrics_path()
+    file = metrics_path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(file) + ".lock"):
         ledger = load_metrics(file)
@@ -116,14 +132,15 @@ def _update_notebook(notebook: str | None, change: Callable[[dict[str, Any]], No
         atomic_write_json(file, ledger, allow_nan=False)
 
 
-def record_metric(name: str, value: Any, *, notebook: str | None = None) -> None:
-    """Store a named measurement (replacing an earlier value of the same name) in the ledger."""
+def record_metric(name: str, value: Any, *, notebook: str | None = None,
+                  path: str | os.PathLike | None = None) -> None:
+    """Store a named measurement (replacing an earlier value of the same name) in the ledger at `path`."""
     plain = to_jsonable(value)
 
     def change(entry: dict[str, Any]) -> None:
         entry["metrics"][str(name)] = plain
 
-    _update_notebook(notebook, change)
+    _update_notebook(notebook, change, path)
 
 
 def _numbers(value: Any, name: str) -> list[tuple[str, float]]:
@@ -183,10 +200,17 @@ class ClaimRecord(dict):
     """A recorded claim (a plain dict) that notebooks display as one verdict line rather than a dict dump."""
 
     def __repr__(self) -> str:
-        mark = "holds" if self.get("holds") else "DOES NOT HOLD"
+        if "verdict" in self:
+            mark = {"does not hold": "DOES NOT HOLD"}.get(self["verdict"], self["verdict"])
+        else:
+            mark = "holds" if self.get("holds") else "DOES NOT HOLD"
         mode = "enforced" if self.get("enforced") else "recorded"
-        return (f"[{self.get('kind')}, {mode}] {self.get('id')}: {mark} — {self.get('statement')}\n"
-                f"  measured: {compact(self.get('measured', {}))}")
+        lines = [f"[{self.get('kind')}, {mode}] {self.get('id')}: {mark} — {self.get('statement')}"]
+        if "verdict" in self and not self.get("sanity"):
+            lines.append(f"  evidence: {verdict_from_record(self).evidence()}")
+        if self.get("measured") or "verdict" not in self:
+            lines.append(f"  measured: {compact(self.get('measured', {}))}")
+        return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
@@ -211,7 +235,8 @@ def compact(measured: Mapping[str, Any], *, digits: int = 4) -> str:
 
 def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], holds: bool, *,
                 profile: str | None = None, kind: str = "asserted", notebook: str | None = None,
-                bounds: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
+                bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+                path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Record a claim with its evidence; raise `ClaimFailed` when it is insane or an enforced claim fails.
 
     `measured` holds the numbers the verdict rests on; `holds` is the verdict. The record (returned and
@@ -237,7 +262,7 @@ def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], hold
         claims.insert(position, record)
         entry["claims"] = claims
 
-    _update_notebook(notebook, change)
+    _update_notebook(notebook, change, path)
     if problems:
         raise ClaimFailed(f"Claim {claim_id!r} failed its sanity checks ({'; '.join(problems)}): "
                           f"{statement} — measured {compact(measured)}.")
@@ -247,9 +272,80 @@ def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], hold
     return ClaimRecord(record)
 
 
+def verdict_from_record(record: Mapping[str, Any]) -> Verdict:
+    """The `Verdict` stored in an examined claim's record (its fields sit at the record's top level)."""
+    values = {f.name: record.get(f.name) for f in dataclasses.fields(Verdict)}
+    values["n_seeds"] = None if values["n_seeds"] is None else tuple(values["n_seeds"])
+    return Verdict(**values)
+
+
+def examine(claim_id: str, statement: str, verdict: Verdict, *, measured: Mapping[str, Any] | None = None,
+            notebook: str | None = None, profile: str | None = None,
+            path: str | os.PathLike | None = None) -> ClaimRecord:
+    """Record an examined comparative claim with its statistical verdict (from `aestudy.stats.compare` & co).
+
+    The record (returned and stored in the ledger at `path`, else the usual file, replacing any earlier record
+    with the same id) has the fields of `check_claim` with kind "examined" and enforced False, plus every field of
+    `verdict` at top level: verdict ("holds" / "does not hold" / "inconclusive"), effect, ci_low, ci_high,
+    p_value, n_seeds, n_images, test, min_effect, alpha, reason, higher_is_better, mean_a, mean_b. `holds` is
+    `verdict == "holds"`, kept for readers of the two-way ledger. `measured` holds any further numbers to show.
+
+    A contrary or inconclusive result is recorded, never raised.
+
+    Raises:
+        ClaimFailed: after recording (verdict "inconclusive", holds False, the problems under `sanity`), when a
+            number in `measured` or in the verdict is not finite.
+        ConfigError: for an empty claim id, a `measured` that is not a dict, or a `verdict` that is not a Verdict.
+    """
+    measured = {} if measured is None else measured
+    _validate_claim_args(claim_id, measured, "examined", None)
+    if not isinstance(verdict, Verdict):
+        raise ConfigError(f"verdict={verdict!r} is invalid; it must be a Verdict from aestudy.stats.compare "
+                          "(or compare_auroc / compare_accuracy).")
+    stats = verdict.to_dict()
+    problems = _sanity_problems({**measured, "verdict": {k: v for k, v in stats.items() if v is not None}}, {})
+    if problems:
+        stats["verdict"] = "inconclusive"
+    record = {
+        "id": claim_id, "statement": str(statement), "kind": "examined", "measured": to_jsonable(dict(measured)),
+        "holds": stats["verdict"] == "holds", "enforced": False, "profile": resolve_profile(profile),
+        "notebook": notebook_name(notebook), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bounds": {}, "sanity": problems, **to_jsonable(stats),
+    }
+
+    def change(entry: dict[str, Any]) -> None:
+        claims = [c for c in entry["claims"] if c.get("id") != claim_id]
+        position = next((i for i, c in enumerate(entry["claims"]) if c.get("id") == claim_id), len(claims))
+        claims.insert(position, record)
+        entry["claims"] = claims
+
+    _update_notebook(notebook, change, path)
+    if problems:
+        raise ClaimFailed(f"Claim {claim_id!r} failed its sanity checks ({'; '.join(problems)}): {statement} — "
+                          f"{verdict}.")
+    return ClaimRecord(record)
+
+
+def _number_text(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _verdict_cells(claim: Mapping[str, Any]) -> dict[str, Any]:
+    """The claims-table cells of a claim's statistical verdict; empty for claims without one."""
+    if "verdict" not in claim:
+        return {"verdict": "", "effect": None, "ci": "", "p_value": None, "n_seeds": "", "test": ""}
+    seeds, low, high = claim.get("n_seeds"), claim.get("ci_low"), claim.get("ci_high")
+    # Written from the stored values (not through Verdict): a record that failed its sanity checks keeps
+    # non-finite numbers as text ("nan"), and the table must still show it.
+    ci = "no CI" if low is None or high is None else f"[{_number_text(low)}, {_number_text(high)}]"
+    return {"verdict": claim["verdict"], "effect": claim.get("effect"), "ci": ci, "p_value": claim.get("p_value"),
+            "n_seeds": "" if seeds is None else f"{seeds[0]} vs {seeds[1]}", "test": claim.get("test", "")}
+
+
 def claims_table(path: str | os.PathLike | None = None, notebook: str | None = None, *,
                  all_notebooks: bool = False) -> pd.DataFrame:
-    """The "what we measured" table: one row per claim (id, kind, statement, measured, holds, enforced).
+    """The "what we measured" table: one row per claim (id, kind, statement, measured, holds, enforced, and
+    the statistical verdict's verdict, effect, ci, p_value, n_seeds, test — empty for claims without one).
 
     By default the rows are the current notebook's claims; `all_notebooks=True` lists every notebook's
     claims and adds a leading `notebook` column.
@@ -261,7 +357,7 @@ def claims_table(path: str | os.PathLike | None = None, notebook: str | None = N
         name = notebook_name(notebook)
         entries = [(name, ledger["notebooks"].get(name, {}))]
     rows = [{"notebook": name, **{col: claim.get(col) for col in TABLE_COLUMNS},
-             "measured": compact(claim.get("measured", {}))}
+             "measured": compact(claim.get("measured", {})), **_verdict_cells(claim)}
             for name, entry in entries for claim in entry.get("claims", [])]
-    columns = (["notebook"] if all_notebooks else []) + list(TABLE_COLUMNS)
-    return pd.DataFrame(rows, columns=["notebook", *TABLE_COLUMNS])[columns]
+    columns = (["notebook"] if all_notebooks else []) + list(TABLE_COLUMNS) + list(VERDICT_COLUMNS)
+    return pd.DataFrame(rows, columns=["notebook", *TABLE_COLUMNS, *VERDICT_COLUMNS])[columns]

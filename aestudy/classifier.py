@@ -23,7 +23,6 @@ import aestudy
 from aestudy import cache
 from aestudy.config import resolve_device
 from aestudy.errors import CheckpointError, ConfigError
-from aestudy.metrics import frechet_distance, precision_recall
 
 # Bump when the architecture or the training recipe changes, so old cached classifiers are not reused.
 ARCH_VERSION = 1
@@ -169,18 +168,3 @@ def get_classifier(data: Any, *, epochs: int | None = None, seed: int = 0,
     return model
 
 
-def generation_scores(classifier: DomainClassifier, real: Tensor, fake: Tensor, *, batch_size: int = 500,
-                      k: int = 3) -> dict[str, float]:
-    """Sample-quality scores of `fake` images against `real` ones in the classifier's feature space.
-
-    fid: Fréchet distance of the 128-d penultimate features ("FID-FMNIST" on Fashion-MNIST: a
-    domain-classifier feature space, not Inception, so not comparable with published FIDs; biased at small
-    n, so compare at equal n); precision, recall: Kynkäänniemi et al. 2019 with k-NN radii (k = 3);
-    confidence: mean top-class probability the classifier gives the fake images, in [0, 1].
-    """
-    real_features = classifier.embed(real, batch_size=batch_size)
-    fake_features = classifier.embed(fake, batch_size=batch_size)
-    precision, recall = precision_recall(real_features, fake_features, k=k)
-    confidence = classifier.predict_proba(fake, batch_size=batch_size).max(dim=1).values.double().mean()
-    return {"fid": frechet_distance(real_features, fake_features), "precision": precision, "recall": recall,
-            "confidence": float(confidence)}

@@ -38,14 +38,15 @@ def _data_info(args: argparse.Namespace) -> int:
     from aestudy.data import default_val_size, load_dataset
 
     val_size = default_val_size(args.name) if args.val_size is None else args.val_size
+    files = {"size": _size_arg(args.size), "channels": args.channels} if args.size or args.channels else {}
     data = load_dataset(args.name, val_size=val_size, seed=args.seed, data_dir=args.data_dir,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, **files)
     info = data.info
     lines = [
         ("name", info.name),
         ("splits", f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,}"),
         ("shape", "x".join(map(str, info.shape))),
-        ("classes", f"{info.num_classes} ({', '.join(info.class_names)})"),
+        ("classes", f"{info.num_classes} ({', '.join(info.class_names)})" if info.labelled else "0 (unlabelled)"),
         ("source", info.source),
         ("checksum", f"sha256:{info.checksum}"),
         ("licence", info.licence),
@@ -55,6 +56,18 @@ def _data_info(args: argparse.Namespace) -> int:
     for key, value in lines:
         print(f"{key + ':':<10}{value}")
     return 0
+
+
+def _size_arg(text: str | None) -> str | int | tuple[int, int] | None:
+    """`--size` as load_dataset's `size`: "auto", "S" or "HxW" (None when absent)."""
+    from aestudy.errors import ConfigError
+
+    if text is None or text == "auto":
+        return text
+    parts = text.lower().split("x")
+    if not all(p.isdigit() for p in parts) or len(parts) > 2:
+        raise ConfigError(f"--size={text!r} is invalid; valid values: auto, S (e.g. 32) or HxW (e.g. 32x48).")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
 
 
 def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -78,8 +91,11 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     fetch.set_defaults(func=_data_fetch)
 
     info = commands.add_parser("info", parents=[data_dir], help="split sizes, shape, source, checksum, licence")
-    info.add_argument("name", metavar="NAME", help=f"one of: {names}")
-    info.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000; digits 140)")
+    info.add_argument("name", metavar="NAME", help=f"one of: {names}; or a folder of images or an .npz/.npy file")
+    info.add_argument("--val-size", type=int, default=None,
+                      help="validation images (default: 5000; digits 140; files 10%% of the non-test images)")
+    info.add_argument("--size", default=None, help="files only: auto, S or HxW (resize and center-crop)")
+    info.add_argument("--channels", type=int, default=None, choices=(1, 3), help="files only: 1 grey, 3 RGB")
     info.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     info.add_argument("--no-progress", action="store_true", help="no download progress bar")
     info.set_defaults(func=_data_info)

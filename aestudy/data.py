@@ -120,9 +120,12 @@ def _check_binarize(binarize: object) -> None:
                           "'dynamic'.")
 
 
+UNLABELLED = -1  # the label of every image of an unlabelled dataset (DatasetInfo.num_classes == 0)
+
+
 @dataclass(frozen=True)
 class Split:
-    """One split: images (N, 1, H, W) float32 in [0, 1] and labels (N,) int64."""
+    """One split: images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 (all UNLABELLED without classes)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -148,6 +151,11 @@ class DatasetInfo:
     checksum: str
     licence: str
     note: str = ""
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the images have class labels (False: num_classes 0, every label UNLABELLED)."""
+        return self.num_classes > 0
 
 
 @dataclass(frozen=True)
@@ -533,7 +541,11 @@ DIGITS_TEST_SIZE = 360  # a fixed stratified 20% test split (scikit-learn ships 
 
 
 def default_val_size(name: str) -> int:
-    """A sensible validation size for `name`: 5,000 for the 70k-image sets, 10% of train for digits."""
+    """A sensible validation size for `name`: 5,000 for the 70k-image sets, 10% of train for digits and files."""
+    from aestudy import imagefiles  # imported here: it builds on this module's classes
+
+    if name not in DATASET_NAMES and imagefiles.is_path(name):
+        return imagefiles.default_val_size(name)
     return 140 if name == "digits" else 5000
 
 
@@ -546,10 +558,17 @@ def split_sizes(name: str, *, limit: int | None, val_size: int) -> dict[str, int
     The validation split never exceeds the dataset's default, and a `limit` that would take the whole (remaining)
     training split becomes None, so one profile table serves every dataset.
     """
-    if name not in TRAIN_POOL_SIZES:
-        raise ConfigError(f"name={name!r} is not a dataset; valid names: {', '.join(DATASET_NAMES)}.")
+    from aestudy import imagefiles
+
+    if name not in TRAIN_POOL_SIZES and imagefiles.is_path(name):
+        pool = imagefiles.train_pool_size(name)
+    elif name not in TRAIN_POOL_SIZES:
+        raise ConfigError(f"name={name!r} is not a dataset; valid names: {', '.join(DATASET_NAMES)}, or a path to "
+                          "a folder of images or an .npz/.npy file.")
+    else:
+        pool = TRAIN_POOL_SIZES[name]
     val = min(val_size, default_val_size(name))
-    train_pool = TRAIN_POOL_SIZES[name] - val
+    train_pool = pool - val
     return {"limit": None if limit is None or limit >= train_pool else limit, "val_size": val}
 
 
@@ -584,7 +603,8 @@ def _to_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, levels:
 
 def _check_args(name: str, val_size: int, limit: int | None, binarize: str | None, seed: int) -> None:
     if name not in DATASET_NAMES:
-        raise ConfigError(f"name={name!r} is not a dataset; valid names: {', '.join(DATASET_NAMES)}.")
+        raise ConfigError(f"name={name!r} is not a dataset; valid names: {', '.join(DATASET_NAMES)}, or a path to "
+                          "a folder of images or an .npz/.npy file.")
     _check_binarize(binarize)
     if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 0:
         raise ConfigError(f"val_size={val_size!r} is invalid; it must be an integer >= 0.")
@@ -648,10 +668,26 @@ def _fingerprint(**fields: object) -> str:
 # Public entry points
 
 
-def load_dataset(name: str = "fashion-mnist", *, val_size: int = 5000, limit: int | None = None,
-                 binarize: str | None = None, seed: int = 0, data_dir: str | os.PathLike[str] | None = None,
-                 upscale: bool = True, progress: bool = True) -> Dataset:
-    """Load `name` as seeded train/val/test splits of float32 images in [0, 1] with int64 labels."""
+def load_dataset(name: str | os.PathLike[str] = "fashion-mnist", *, val_size: int | None = None,
+                 limit: int | None = None, binarize: str | None = None, seed: int = 0,
+                 data_dir: str | os.PathLike[str] | None = None, upscale: bool = True, progress: bool = True,
+                 size: str | int | tuple[int, int] | None = None, channels: int | None = None) -> Dataset:
+    """Load `name` as seeded train/val/test splits of float32 images in [0, 1] with int64 labels.
+
+    `name` is one of DATASET_NAMES, or a path to your own images (a folder, optionally one sub-folder per class,
+    or an .npz/.npy file), read by `aestudy.imagefiles.load_files` with the options `size` and `channels` (paths
+    only; `data_dir` and `upscale` do not apply to them). `val_size` None means 5,000 for a named dataset and 10% of
+    the non-test images for files. Unlabelled files have `info.num_classes == 0` and every label UNLABELLED.
+    """
+    from aestudy import imagefiles
+
+    if name not in DATASET_NAMES and imagefiles.is_path(name):
+        return imagefiles.load_files(name, size=size, channels=channels, val_size=val_size, limit=limit,
+                                     binarize=binarize, seed=seed, progress=progress)
+    if size is not None or channels is not None:
+        raise ConfigError(f"size={size!r} and channels={channels!r} apply to your own image files only; pass "
+                          f"size=None, channels=None for {name!r}.")
+    val_size = 5000 if val_size is None else val_size
     _check_args(name, val_size, limit, binarize, seed)
     if name == "digits":
         images, labels, checksum = _load_digits_raw()

@@ -7,62 +7,27 @@ model's device, and return CPU tensors or Python floats.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.model_selection import train_test_split
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from aestudy.errors import ConfigError
+from aestudy.evaluation import EVAL_BATCH, batched, batches, encode_means, evaluating, model_device
 from aestudy.objectives import bits_per_dim, elbo_terms, gaussian_kl_per_dim, is_nll
 
 ArrayLike = Tensor | np.ndarray
 
-ANOMALY_SCORES: tuple[str, ...] = ("recon", "neg_elbo", "is_nll")
 # PSNR of identical images would be +inf; the MSE floor caps it at 10 log10(1e10) = 100 dB.
 _MSE_FLOOR = 1e-10
 
 
 # --- plumbing ---------------------------------------------------------------------------------------------
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients for the block; the model's previous mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def _batches(images: Tensor, labels: Tensor | None, batch_size: int,
-             device: torch.device) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """(x, y) batches moved to `device`; y is None when `labels` is."""
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ConfigError(f"batch_size={batch_size!r} is invalid; it must be an integer >= 1.")
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].to(device)
-        y = None if labels is None else labels[start:start + batch_size].to(device)
-        yield x, y
-
 
 def _as_float64(a: ArrayLike, name: str) -> Tensor:
     """A 2-D float64 CPU tensor (N, D) from a tensor or an array."""
@@ -130,17 +95,33 @@ def ssim(x: Tensor, x_hat: Tensor, *, window_size: int = 11, sigma: float = 1.5,
     return ssim_map.flatten(1).mean(dim=1).to(x.dtype)
 
 
-def reconstruction_metrics(model: nn.Module, images: Tensor, *, batch_size: int = 1000,
-                           labels: Tensor | None = None) -> dict[str, float]:
-    """Mean per-image MSE (intensity²), PSNR (dB) and SSIM of `model.reconstruct` (decoder mean at z = μ)."""
-    parts: dict[str, list[Tensor]] = {"mse": [], "psnr": [], "ssim": []}
-    with _evaluating(model):
-        for x, y in _batches(images, labels, batch_size, _device(model)):
-            x_hat = model.reconstruct(x, y)
-            parts["mse"].append(mse_per_image(x, x_hat).cpu())
-            parts["psnr"].append(psnr(x, x_hat).cpu())
-            parts["ssim"].append(ssim(x, x_hat).cpu())
-    return {name: float(torch.cat(values).mean()) for name, values in parts.items()}
+def reconstruction_metrics(model: nn.Module, inputs: Tensor, *, targets: Tensor | None = None,
+                           labels: Tensor | None = None, per_image: bool = False,
+                           batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+    """MSE (intensity²), PSNR (dB) and SSIM of the model's reconstructions (decoder mean at z = μ(x)).
+
+    The model reads `inputs` (N, C, H, W) — e.g. binarized or corrupted images — and its outputs are scored
+    against `targets` (the clean or grey-level images the decoder mean estimates; default: the inputs).
+    `labels` (N,) feed a class-conditional model. Returns the means over images as floats, or with
+    `per_image=True` the per-image values as (N,) CPU tensors. The caller's model is left unchanged.
+
+    Raises:
+        ConfigError: when `targets` and `inputs` differ in shape.
+    """
+    targets = inputs if targets is None else targets
+    if targets.shape != inputs.shape:
+        raise ConfigError(f"inputs and targets must have one shape; got {tuple(inputs.shape)} and "
+                          f"{tuple(targets.shape)}.")
+
+    def scores(x: Tensor, y: Tensor | None, target: Tensor) -> Tensor:  # (B, 3): mse, psnr, ssim
+        x_hat = model.reconstruct(x) if y is None else model.reconstruct(x, y)
+        return torch.stack([mse_per_image(target, x_hat), psnr(target, x_hat), ssim(target, x_hat)], dim=1)
+
+    values = batched(model, scores, inputs, labels, targets, batch_size=batch_size)  # (N, 3)
+    per = {name: values[:, i] for i, name in enumerate(("mse", "psnr", "ssim"))}
+    if per_image:
+        return per
+    return {name: float(v.double().mean()) for name, v in per.items()}
 
 
 # --- likelihood bounds ------------------------------------------------------------------------------------
@@ -154,8 +135,8 @@ def elbo_per_image(model: nn.Module, images: Tensor, *, batch_size: int = 1000, 
                    ) -> dict[str, Tensor]:
     """Per-image ELBO, E_q log p(x|z) ("recon") and KL, nats (N,) each; a VAE only (see objectives)."""
     recon, kl = [], []
-    with _evaluating(model):
-        for x, y in _batches(images, labels, batch_size, _device(model)):
+    with evaluating(model):
+        for x, y in batches(images, labels, batch_size=batch_size, device=model_device(model)):
             terms = elbo_terms(model, x, y, n_samples=n_samples, generator=generator)
             recon.append(terms.recon.cpu())
             kl.append(terms.kl.cpu())
@@ -190,7 +171,7 @@ def evaluate_is_nll(model: nn.Module, images: Tensor, *, k: int = 1000, batch_si
     Returns nll, nll_sem, bits_per_dim and k. −L_k ≥ −log p(x) in expectation and tightens as k grows
     (k = 5,000 is the usual literature setting).
     """
-    with _evaluating(model):
+    with evaluating(model):
         nll = is_nll(model, images, k=k, batch_size=batch_size, chunk_size=chunk_size, generator=generator,
                      labels=labels, progress=progress).double()
     return {
@@ -203,22 +184,14 @@ def evaluate_is_nll(model: nn.Module, images: Tensor, *, k: int = 1000, batch_si
 
 # --- the latent space -------------------------------------------------------------------------------------
 
-def encode_means(model: nn.Module, images: Tensor, *, batch_size: int = 1000,
-                 labels: Tensor | None = None) -> Tensor:
-    """Posterior means E_q[z|x] (the AE's codes), (N, D) on the CPU."""
-    with _evaluating(model):
-        return torch.cat([model.encode(x, y).mu.cpu()
-                          for x, y in _batches(images, labels, batch_size, _device(model))])
-
-
 def kl_per_dim(model: nn.Module, images: Tensor, *, batch_size: int = 1000,
                labels: Tensor | None = None) -> Tensor:
     """KL(q(z_d|x) ‖ N(0, 1)) per latent dimension, averaged over images, nats, (D,); a VAE only."""
     if not getattr(model, "is_variational", False):
         raise ConfigError("kl_per_dim needs a variational model (kind='vae'); an AE has no q(z|x) density.")
     total: Tensor | None = None
-    with _evaluating(model):
-        for x, y in _batches(images, labels, batch_size, _device(model)):
+    with evaluating(model):
+        for x, y in batches(images, labels, batch_size=batch_size, device=model_device(model)):
             post = model.encode(x, y)
             part = gaussian_kl_per_dim(post.mu, post.logvar).cpu().double().sum(dim=0)
             total = part if total is None else total + part
@@ -333,92 +306,20 @@ def precision_recall(real: ArrayLike, fake: ArrayLike, *, k: int = 3,
 
 # --- representations: probes on the codes -----------------------------------------------------------------
 
-def _labelled_subset(x: np.ndarray, y: np.ndarray, n_labels: int | None,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified subset of `n_labels` labelled examples (all of them when None or ≥ the set size)."""
-    if n_labels is None or n_labels >= len(y):
-        return x, y
-    n_classes = len(np.unique(y))
-    if not (isinstance(n_labels, int) and n_labels >= n_classes):
-        raise ConfigError(f"n_labels={n_labels!r} is invalid; it must be None (all labels) or an integer >= "
-                          f"the number of classes ({n_classes}), so every class is represented.")
-    idx, _ = train_test_split(np.arange(len(y)), train_size=n_labels, stratify=y, random_state=seed)
-    return x[idx], y[idx]
 
 
-def linear_probe_accuracy(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, *,
-                          n_labels: int | None = None, seed: int = 0, max_iter: int = 1000) -> float:
-    """Test accuracy (share in [0, 1]) of logistic regression on standardised codes.
-
-    Trained on a stratified subset of `n_labels` labelled training codes (None: all), chosen with `seed`.
-    """
-    x, y = _labelled_subset(_as_numpy(train_x), _as_numpy(train_y), n_labels, seed)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    probe.fit(x, y)
-    return float(probe.score(_as_numpy(test_x), _as_numpy(test_y)))
 
 
-def knn_accuracy(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, *,
-                 k: int = 5, n_labels: int | None = None, seed: int = 0) -> float:
-    """Test accuracy (share in [0, 1]) of a k-nearest-neighbour vote in the raw (unscaled) code space.
-
-    Neighbours come from a stratified subset of `n_labels` labelled training codes (None: all).
-    """
-    x, y = _labelled_subset(_as_numpy(train_x), _as_numpy(train_y), n_labels, seed)
-    if not (isinstance(k, int) and 1 <= k <= len(y)):
-        raise ConfigError(f"k={k!r} is invalid; it must be an integer in [1, {len(y)}] (the labelled set size).")
-    return float(KNeighborsClassifier(n_neighbors=k).fit(x, y).score(_as_numpy(test_x), _as_numpy(test_y)))
 
 
 # --- anomaly detection ------------------------------------------------------------------------------------
 
-def _scores_and_labels(scores_normal: ArrayLike, scores_anomalous: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    normal = _as_numpy(scores_normal).astype(np.float64).ravel()
-    anomalous = _as_numpy(scores_anomalous).astype(np.float64).ravel()
-    scores = np.concatenate([normal, anomalous])
-    if not np.isfinite(scores).all() or len(normal) == 0 or len(anomalous) == 0:
-        raise ConfigError("anomaly scores must be finite and both sets non-empty; got "
-                          f"{len(normal)} normal and {len(anomalous)} anomalous scores, "
-                          f"{int((~np.isfinite(scores)).sum())} not finite.")
-    return scores, np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
 
 
-def anomaly_auroc(scores_normal: ArrayLike, scores_anomalous: ArrayLike) -> float:
-    """Area under the ROC curve for telling anomalies from normal data by score (higher = more anomalous).
-
-    In [0, 1]: 1 separates perfectly, 0.5 is chance, below 0.5 ranks anomalies as *more* normal.
-    """
-    scores, labels = _scores_and_labels(scores_normal, scores_anomalous)
-    return float(roc_auc_score(labels, scores))
 
 
-def roc_curve_points(scores_normal: ArrayLike, scores_anomalous: ArrayLike
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ROC curve (false-positive rate, true-positive rate, score thresholds), higher = more anomalous."""
-    scores, labels = _scores_and_labels(scores_normal, scores_anomalous)
-    fpr, tpr, thresholds = roc_curve(labels, scores)
-    return fpr, tpr, thresholds
 
 
-def anomaly_scores(model: nn.Module, images: Tensor, *, score: str = "recon", batch_size: int = 1000,
-                   k: int = 100, generator: torch.Generator | None = None,
-                   labels: Tensor | None = None) -> Tensor:
-    """Per-image anomaly scores (N,), higher = more anomalous.
-
-    score="recon": reconstruction MSE (intensity², any model); "neg_elbo": −ELBO in nats (a VAE);
-    "is_nll": importance-sampled NLL −L_k in nats with `k` samples (a VAE).
-    """
-    if score == "recon":
-        with _evaluating(model):
-            return torch.cat([mse_per_image(x, model.reconstruct(x, y)).cpu()
-                              for x, y in _batches(images, labels, batch_size, _device(model))])
-    if score == "neg_elbo":
-        return -elbo_per_image(model, images, batch_size=batch_size, generator=generator, labels=labels)["elbo"]
-    if score == "is_nll":
-        with _evaluating(model):
-            return is_nll(model, images, k=k, batch_size=min(batch_size, 100), generator=generator,
-                          labels=labels)
-    raise ConfigError(f"score={score!r} is invalid; valid values: {', '.join(ANOMALY_SCORES)}.")
 
 
 # --- what the decoder draws -------------------------------------------------------------------------------
@@ -433,67 +334,9 @@ def sharpness(images: Tensor) -> Tensor:
     return F.conv2d(images, kernel, groups=c).flatten(1).var(dim=1, correction=0)
 
 
-def _decode_mean(model: nn.Module, z: Tensor) -> Tensor:
-    """Decoder mean images for codes z (B, D)."""
-    return model.likelihood.mean(model.decode(z))
 
 
-def _path_images(model: nn.Module, x_a: Tensor, x_b: Tensor, steps: int) -> Tensor:
-    """Decoded images along z(t) = (1 − t) μ(x_a) + t μ(x_b), t = 0, 1/steps, …, 1: (N, steps + 1, C, H, W)."""
-    if not (isinstance(steps, int) and steps >= 2):
-        raise ConfigError(f"steps={steps!r} is invalid; it must be an integer >= 2.")
-    if x_a.shape != x_b.shape:
-        raise ConfigError(f"x_a and x_b must have one shape; got {tuple(x_a.shape)} and {tuple(x_b.shape)}.")
-    device = _device(model)
-    with _evaluating(model):
-        z_a, z_b = model.encode(x_a.to(device)).mu, model.encode(x_b.to(device)).mu  # (N, D) each
-        t = torch.linspace(0.0, 1.0, steps + 1, device=device, dtype=z_a.dtype)[None, :, None]  # (1, S, 1)
-        z = (1 - t) * z_a[:, None, :] + t * z_b[:, None, :]  # (N, S, D)
-        images = _decode_mean(model, z.flatten(0, 1))  # (N * S, C, H, W)
-    return images.view(z.shape[0], steps + 1, *images.shape[1:]).cpu()
 
 
-def latent_path_images(model: nn.Module, x_a: Tensor, x_b: Tensor, *, steps: int = 10) -> Tensor:
-    """Decoded images along the straight latent path between the codes (posterior means) of x_a and x_b.
-
-    For single images (C, H, W) the result is (steps + 1, C, H, W); for batches (N, C, H, W) it is
-    (N, steps + 1, C, H, W). The ends are the reconstructions of x_a and x_b.
-    """
-    if x_a.dim() == 3:
-        return _path_images(model, x_a[None], x_b[None], steps)[0]
-    return _path_images(model, x_a, x_b, steps)
 
 
-def interpolation_smoothness(model: nn.Module, x_a: Tensor, x_b: Tensor, *, steps: int = 10) -> float:
-    """Roughness of decoded latent interpolations, dimensionless, ≥ 0: lower = smoother.
-
-    Along the straight path between the codes of x_a and x_b, decoded to images m_0 … m_S (S = `steps`),
-    the score is mean_i ‖m_{i+1} − 2 m_i + m_{i−1}‖² / ‖m_S − m_0‖² (squared second differences over the
-    squared distance between the decoded ends), averaged over pairs. 0 means the decoded images change
-    linearly along the path; an abrupt switch between the ends scores about 2 / (S − 1). Compare models at
-    equal `steps`.
-    """
-    images = _path_images(model, x_a[None] if x_a.dim() == 3 else x_a,
-                          x_b[None] if x_b.dim() == 3 else x_b, steps).double()
-    second = images[:, 2:] - 2 * images[:, 1:-1] + images[:, :-2]  # (N, S - 1, C, H, W)
-    roughness = second.pow(2).flatten(2).sum(dim=2).mean(dim=1)  # (N,)
-    span = (images[:, -1] - images[:, 0]).pow(2).flatten(1).sum(dim=1)  # (N,)
-    return float((roughness / span.clamp_min(1e-12)).mean())
-
-
-def prior_holes(model: nn.Module, classifier: Any, *, n: int, threshold: float = 0.5,
-                generator: torch.Generator | None = None, batch_size: int = 1000) -> float:
-    """Share in [0, 1] of prior samples x = decode(z), z ~ N(0, I), that the domain classifier cannot place.
-
-    A sample falls in a "hole" when the classifier's top-class probability is below `threshold`;
-    `classifier` needs `predict_proba(images) -> (N, K)` (see aestudy.classifier.DomainClassifier).
-    """
-    if not (isinstance(n, int) and n >= 1):
-        raise ConfigError(f"n={n!r} is invalid; it must be an integer >= 1.")
-    unsure = 0
-    with _evaluating(model):
-        for start in range(0, n, batch_size):
-            samples = model.sample(min(batch_size, n - start), generator=generator)
-            confidence = classifier.predict_proba(samples).max(dim=1).values
-            unsure += int((confidence < threshold).sum())
-    return unsure / n

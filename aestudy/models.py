@@ -243,10 +243,14 @@ class _Autoencoder(nn.Module):
         """The likelihood's parameters (B, C, H, W): logits (Bernoulli, CB) or the mean (Gaussian)."""
         return self.likelihood.param(self.decoder(z, self._onehot(y, z.shape[0])))
 
+    def decode_mean(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """The decoder mean E[x | z] (B, C, H, W) in [0, 1] for codes z (B, D): what a code "looks like"."""
+        return self.likelihood.mean(self.decode(z, y))
+
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The decoder mean at z = mu, an image in [0, 1] (no gradients)."""
-        return self.likelihood.mean(self.decode(self.encode(x, y).mu, y))
+        return self.decode_mean(self.encode(x, y).mu, y)
 
     @torch.no_grad()
     def sample(self, n: int, *, y: Tensor | None = None, generator: torch.Generator | None = None,
@@ -254,7 +258,7 @@ class _Autoencoder(nn.Module):
         """Decoder means at z ~ N(0, temperature² I), images in [0, 1] (no gradients; the AE too)."""
         z = torch.randn((n, self.config.latent_dim), generator=generator, device=self._device(),
                         dtype=self._dtype())
-        return self.likelihood.mean(self.decode(temperature * z, y))
+        return self.decode_mean(temperature * z, y)
 
 
 class AE(_Autoencoder):

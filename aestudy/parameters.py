@@ -31,11 +31,11 @@ import yaml
 
 from aestudy.config import DEVICES, PROFILES
 from aestudy.data import DATASET_NAMES
+from aestudy.denoising import DENOISING_NOISES
 from aestudy.errors import ConfigError
 from aestudy.validate import as_choice, as_float, as_int, is_int, is_number, require
 
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding and most samplers take 32-bit seeds
-TRAIN_NOISES: tuple[str, ...] = ("gaussian", "salt_pepper")  # the noises notebook 04's denoisers learn to remove
 _NONE = type(None)
 
 
@@ -326,7 +326,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     _rule("dae_noise", "float", "σ of the Gaussian input noise the DAE learns to remove",
           lambda v: as_float(v, "dae_noise", low=0, low_open=True)),
     _rule("train_noise", "str", "noise the denoisers learn to remove",
-          lambda v: as_choice(v, "train_noise", TRAIN_NOISES)),
+          lambda v: as_choice(v, "train_noise", DENOISING_NOISES)),
     _rule("train_noise_level", "float", "σ for 'gaussian', the corrupted share p for 'salt_pepper'",
           lambda v: as_float(v, "train_noise_level", low=0, high=1, low_open=True)),
     Rule("anomaly_class", "int", "class left out of training and scored as the anomaly", _check_anomaly_class),

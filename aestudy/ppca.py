@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import LowRankMultivariateNormal, MultivariateNormal, kl_divergence
 
 from aestudy.errors import ConfigError, DataError
+from aestudy.evaluation import batched, encode_means
 from aestudy.models import VAE, ModelConfig
 from aestudy.objectives import chunked_log_mean_exp
 
@@ -182,3 +184,22 @@ def linear_vae_from_ppca(ppca: PPCA, input_shape: tuple[int, int, int] | None = 
         vae.decoder.trunk[-1].weight.copy_(ppca.W)
         vae.decoder.trunk[-1].bias.copy_(ppca.mu)
     return vae
+
+
+def ppca_of_linear_vae(model: nn.Module) -> PPCA:
+    """The exact marginal model of a linear fixed-σ Gaussian VAE: x = W z + b + σ ε is a pPCA."""
+    last = model.decoder.trunk[-1]  # the only Linear layer of a linear decoder: (D, k) weight
+    return PPCA(W=last.weight.detach().cpu(), mu=last.bias.detach().cpu(), sigma2=float(model.likelihood.sigma) ** 2)
+
+
+def linear_vae_bounds(model: nn.Module, images: Tensor) -> pd.DataFrame:
+    """Per image: exact log p(x) of a linear VAE, its closed-form ELBO, and KL(q(z|x) ‖ p(z|x)) (nats)."""
+    ppca = ppca_of_linear_vae(model)
+    q_mean = encode_means(model, images).double()  # (N, k)
+    logvar = batched(model, lambda x: model.encode(x).logvar, images).double()  # (N, k)
+    q_cov = torch.diag_embed(logvar.exp())  # (N, k, k)
+    log_px = ppca.log_prob(images)
+    elbo = elbo_with_gaussian_posterior(ppca, images, q_mean, q_cov)
+    kl = kl_to_posterior(ppca, images, q_mean, q_cov)
+    return pd.DataFrame({"log_px": log_px.numpy(), "elbo": elbo.numpy(), "kl_to_posterior": kl.numpy(),
+                         "gap": (log_px - elbo).numpy()})

@@ -41,7 +41,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from aestudy.atomic import atomic_write, atomic_write_json
-from aestudy.claims import METRICS_FILE_ENV, NOTEBOOK_ENV, load_metrics
+from aestudy.claims import METRICS_FILE_ENV, load_metrics
 from aestudy.config import PROFILE_ENV, resolve_device, resolve_profile
 from aestudy.errors import ConfigError
 from aestudy.parameters import (
@@ -431,9 +431,9 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def notebook_env(notebook: Path, *, metrics_file: Path, profile: str, run_dir: Path) -> dict[str, str]:
-    """The variables a notebook's kernel gets: its ledger file and key, the profile, the run folder."""
-    return {METRICS_FILE_ENV: str(metrics_file.resolve()), NOTEBOOK_ENV: notebook_key(notebook),
-            PROFILE_ENV: profile, RUN_DIR_ENV: str(run_dir.resolve())}
+    """The variables a notebook's kernel gets: its ledger file, the profile, the run folder (each notebook names
+    itself through its `Study`, under its file stem)."""
+    return {METRICS_FILE_ENV: str(metrics_file.resolve()), PROFILE_ENV: profile, RUN_DIR_ENV: str(run_dir.resolve())}
 
 
 class _DropUnknownParameterWarnings(logging.Filter):

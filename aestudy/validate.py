@@ -37,6 +37,8 @@ def is_number(value: Any) -> bool:
 
 
 def _bound_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     parts = []
     if low is not None:
         parts.append(f"{'>' if low_open else '>='} {low:g}")
@@ -46,27 +48,28 @@ def _bound_text(low: float | None, high: float | None, low_open: bool, high_open
 
 
 def as_int(value: Any, name: str, *, low: int | None = None, high: int | None = None,
-           allow_none: bool = False, none_means: str = "") -> int | None:
+           allow_none: bool = False, none_means: str = "", meaning: str = "") -> int | None:
     """`value` as a plain `int`, checked against `low <= value <= high`.
 
     Raises:
         ConfigError: naming `name`, when `value` is not an integer (bools and floats are refused: ``2.0`` epochs
-            is a typo more often than not) or out of range. `none_means` explains None where it is allowed.
+            is a typo more often than not) or out of range. `none_means` explains None where it is allowed;
+            `meaning` says what the parameter is, so the message reads "…; it must be an integer >= 1 (seeds)".
     """
     if value is None and allow_none:
         return None
     bounds = _bound_text(low, high, False, False)
     valid = "it must be " + (f"None ({none_means}) or " if allow_none else "") + "an integer" + \
-        (f" {bounds}" if bounds else "")
+        (f" {bounds}" if bounds else "") + (f" ({meaning})" if meaning else "")
     require(is_int(value), name, value, valid)
-    value = int(value)
-    require((low is None or value >= low) and (high is None or value <= high), name, value, valid)
-    return value
+    number = int(value)
+    require((low is None or number >= low) and (high is None or number <= high), name, value, valid)
+    return number
 
 
 def as_float(value: Any, name: str, *, low: float | None = None, high: float | None = None,
              low_open: bool = False, high_open: bool = False, allow_none: bool = False,
-             none_means: str = "") -> float | None:
+             none_means: str = "", meaning: str = "") -> float | None:
     """`value` as a plain finite `float`, checked against the (open or closed) bounds.
 
     Raises:
@@ -76,13 +79,13 @@ def as_float(value: Any, name: str, *, low: float | None = None, high: float | N
         return None
     bounds = _bound_text(low, high, low_open, high_open)
     valid = "it must be " + (f"None ({none_means}) or " if allow_none else "") + "a finite number" + \
-        (f" {bounds}" if bounds else "")
+        (f" {bounds}" if bounds else "") + (f" ({meaning})" if meaning else "")
     require(is_number(value), name, value, valid)
-    value = float(value)
-    ok_low = low is None or (value > low if low_open else value >= low)
-    ok_high = high is None or (value < high if high_open else value <= high)
+    number = float(value)
+    ok_low = low is None or (number > low if low_open else number >= low)
+    ok_high = high is None or (number < high if high_open else number <= high)
     require(ok_low and ok_high, name, value, valid)
-    return value
+    return number
 
 
 def as_bool(value: Any, name: str) -> bool:

@@ -40,7 +40,7 @@ def device_name(device: str | torch.device = "auto") -> str:
 
 
 def watermark(*, seed: int, profile: str | None, device: str | torch.device, started_at: float,
-              notebook: str | None = None) -> pd.DataFrame:
+              notebook: str | None = None, path: str | Path | None = None) -> pd.DataFrame:
     """Versions, device, seed, profile and wall time since `started_at` (a `time.time()` value).
 
     The same facts are stored in the ledger as the metric "watermark"; the returned one-column DataFrame
@@ -60,5 +60,5 @@ def watermark(*, seed: int, profile: str | None, device: str | torch.device, sta
         "wall_time_s": round(time.time() - started_at, 1),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    record_metric("watermark", facts, notebook=notebook)
+    record_metric("watermark", facts, notebook=notebook, path=path)
     return pd.DataFrame({"value": [str(v) for v in facts.values()]}, index=pd.Index(list(facts), name="item"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from aestudy import claims
 from aestudy.errors import ClaimFailed, ConfigError, DataError
+from aestudy.stats import Verdict, compare
 
 
 @pytest.fixture
@@ -18,12 +21,11 @@ def ledger(tmp_path, monkeypatch):
     """A fresh ledger file selected through the environment, as the runner does."""
     path = tmp_path / "runs" / "metrics.json"
     monkeypatch.setenv(claims.METRICS_FILE_ENV, str(path))
-    monkeypatch.setenv(claims.NOTEBOOK_ENV, "01_test")
     monkeypatch.delenv("AESTUDY_PROFILE", raising=False)
     return path
 
 
-def _claims(path, notebook="01_test"):
+def _claims(path, notebook="notebook"):
     return json.loads(path.read_text())["notebooks"][notebook]["claims"]
 
 
@@ -102,17 +104,24 @@ def test_values_become_plain_json(ledger):
     record = claims.check_claim("json", "plain", measured, True)
     assert record["measured"] == {"np": 0.25, "int": 3, "t": 1.5, "vec": [0, 1, 2], "flag": True, "name": "vae"}
     claims.record_metric("series", np.linspace(0, 1, 3))
-    stored = claims.load_metrics()["notebooks"]["01_test"]
+    stored = claims.load_metrics()["notebooks"]["notebook"]
     assert stored["metrics"]["series"] == [0.0, 0.5, 1.0]
     assert stored["claims"][0]["measured"] == record["measured"]
 
 
-def test_default_location_is_cwd_and_default_notebook(tmp_path, monkeypatch):
+def test_a_notebook_run_by_hand_writes_to_the_git_ignored_interactive_ledger(tmp_path, monkeypatch):
     monkeypatch.delenv(claims.METRICS_FILE_ENV, raising=False)
-    monkeypatch.delenv(claims.NOTEBOOK_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    claims.record_metric("mse", 0.01)
-    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+    monkeypatch.chdir(tmp_path)  # JupyterLab runs a notebook in notebooks/: nothing may land there
+    default = claims.metrics_path()
+    assert default == claims.interactive_ledger()
+    assert default.parts[-3:] == ("runs", "interactive", "metrics.json")
+    checkout = default.parents[2]
+    ignored = subprocess.run(["git", "-C", str(checkout), "check-ignore", "-q", str(default)], check=False)
+    assert ignored.returncode == 0, f"{default} is not git-ignored"
+    path = tmp_path / "ledger.json"
+    claims.record_metric("mse", 0.01, path=path)
+    assert not (tmp_path / "metrics.json").exists()
+    assert json.loads(path.read_text()) == {
         "schema": 1, "notebooks": {"notebook": {"claims": [], "metrics": {"mse": 0.01}}}}
 
 
@@ -120,11 +129,14 @@ def test_claims_table_is_compact_and_per_notebook(ledger):
     claims.check_claim("a", "first", {"x": 1 / 3, "n": 10}, True)
     claims.check_claim("b", "other", {"x": 2.0}, False, kind="examined", notebook="02_other")
     table = claims.claims_table()
-    assert list(table.columns) == ["id", "kind", "statement", "measured", "holds", "enforced"]
+    assert list(table.columns) == ["id", "kind", "statement", "measured", "holds", "enforced", "verdict", "effect",
+                                   "ci", "p_value", "n_seeds", "test"]
     assert table.to_dict("records") == [{"id": "a", "kind": "asserted", "statement": "first",
-                                         "measured": "x=0.3333, n=10", "holds": True, "enforced": True}]
+                                         "measured": "x=0.3333, n=10", "holds": True, "enforced": True,
+                                         "verdict": "", "effect": None, "ci": "", "p_value": None, "n_seeds": "",
+                                         "test": ""}]
     everything = claims.claims_table(all_notebooks=True)
-    assert list(everything["notebook"]) == ["01_test", "02_other"]
+    assert list(everything["notebook"]) == ["notebook", "02_other"]
     assert claims.claims_table(notebook="missing").empty
 
 
@@ -165,7 +177,7 @@ def test_watermark_shows_and_records_run_facts(ledger):
     table = watermark(seed=3, profile="smoke", device="cpu", started_at=time.time() - 12.0)
     assert {"python", "torch", "numpy", "sklearn", "aestudy", "device"} <= set(table.index)
     assert table.loc["seed", "value"] == "3" and table.loc["profile", "value"] == "smoke"
-    recorded = claims.load_metrics()["notebooks"]["01_test"]["metrics"]["watermark"]
+    recorded = claims.load_metrics()["notebooks"]["notebook"]["metrics"]["watermark"]
     assert recorded["torch"] == torch.__version__ and recorded["seed"] == 3
     assert recorded["wall_time_s"] >= 12.0
     assert "torch threads" in recorded["device"]
@@ -179,3 +191,92 @@ def test_claim_record_displays_as_one_verdict_line(ledger) -> None:
     assert text.splitlines()[0] == "[examined, recorded] t.display: holds — two is more than one"
     assert "a=2" in text and "b=1" in text
     assert _claims(ledger)[0]["id"] == "t.display"
+
+
+# --- examined claims with a statistical verdict (aestudy.stats.compare) ------------------------------------
+
+LOWER_ERROR_AE = [0.010, 0.011, 0.0105, 0.0098, 0.0102]  # per-seed test MSE of the claimed-better arm
+LOWER_ERROR_VAE = [0.014, 0.0135, 0.0142, 0.0138, 0.0145]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "standard", "full"])
+def test_examine_records_the_verdict_and_never_raises_for_a_contrary_result(ledger, profile):
+    verdict = compare(LOWER_ERROR_VAE, LOWER_ERROR_AE, higher_is_better=False, min_effect=0.001)
+    assert verdict.verdict == "does not hold"
+    record = claims.examine("vae.lower-mse", "the VAE reconstructs better than the AE", verdict,
+                            measured={"mse_vae": 0.014}, profile=profile)
+    (stored,) = _claims(ledger)
+    assert stored == dict(record)
+    assert stored["kind"] == "examined" and stored["enforced"] is False and stored["holds"] is False
+    assert stored["verdict"] == "does not hold" and stored["n_seeds"] == [5, 5] and stored["profile"] == profile
+    for field in ("effect", "ci_low", "ci_high", "p_value", "min_effect", "alpha", "mean_a", "mean_b"):
+        assert stored[field] == pytest.approx(getattr(verdict, field))
+    assert stored["test"] == "Welch t (scipy.stats.ttest_ind)" and stored["measured"] == {"mse_vae": 0.014}
+
+
+def test_examined_verdict_displays_its_evidence(ledger):
+    verdict = compare(LOWER_ERROR_AE, LOWER_ERROR_VAE, higher_is_better=False, min_effect=0.001)
+    record = claims.examine("ae.lower-mse", "the AE reconstructs better than the VAE", verdict)
+    assert record["holds"] is True and record["verdict"] == "holds"
+    assert repr(record).splitlines() == [
+        "[examined, recorded] ae.lower-mse: holds — the AE reconstructs better than the VAE",
+        f"  evidence: {verdict.evidence()}"]
+    # effect = mean(VAE) - mean(AE) = 0.014 - 0.0103 (lower is better); interval and p as in test_stats.
+    assert verdict.evidence() == ("effect +0.0037 [0.00307, 0.00433] (min effect 0.001), Welch t "
+                                  "(scipy.stats.ttest_ind) p = 1.1e-06, 5 vs 5 seeds")
+    contrary = claims.examine("x", "s", dataclasses.replace(verdict, verdict="does not hold"), measured={"k": 2})
+    assert repr(contrary).splitlines()[0] == "[examined, recorded] x: DOES NOT HOLD — s"
+    assert repr(contrary).splitlines()[2] == "  measured: k=2"
+
+
+def test_one_seed_examined_claim_is_inconclusive_and_tabulated(ledger):
+    claims.check_claim("elbo-bound", "ELBO <= log p(x)", {"gap": 0.2}, True)
+    claims.examine("one-seed", "the AE reconstructs better", compare([0.01], [0.014], higher_is_better=False,
+                                                                      min_effect=0.001))
+    table = claims.claims_table()
+    assert table[["id", "verdict", "ci", "n_seeds", "test"]].to_dict("records") == [
+        {"id": "elbo-bound", "verdict": "", "ci": "", "n_seeds": "", "test": ""},
+        {"id": "one-seed", "verdict": "inconclusive", "ci": "no CI", "n_seeds": "1 vs 1", "test": "none"}]
+    assert table.loc[1, "effect"] == pytest.approx(0.004) and not table.loc[1, "holds"]
+    assert _claims(ledger)[1]["p_value"] is None
+
+
+def test_examine_tabulates_interval_text(ledger):
+    verdict = Verdict(effect=3.1, ci_low=1.9, ci_high=4.2, p_value=0.001, n_seeds=(5, 5), test="Welch t",
+                      min_effect=0.5, alpha=0.05, verdict="holds", higher_is_better=True, mean_a=4.1, mean_b=1.0)
+    claims.examine("c", "a beats b", verdict)
+    row = claims.claims_table().to_dict("records")[0]
+    assert {k: row[k] for k in ("verdict", "effect", "ci", "p_value", "n_seeds", "test")} == {
+        "verdict": "holds", "effect": 3.1, "ci": "[1.9, 4.2]", "p_value": 0.001, "n_seeds": "5 vs 5",
+        "test": "Welch t"}
+
+
+def test_examine_writes_to_an_explicit_path(ledger, tmp_path):
+    other = tmp_path / "elsewhere" / "metrics.json"
+    claims.examine("p", "s", compare([1.0, 2.0], [0.0, 1.0], higher_is_better=True, min_effect=0.1), path=other,
+                   notebook="03_x")
+    assert [c["id"] for c in json.loads(other.read_text())["notebooks"]["03_x"]["claims"]] == ["p"]
+    assert not ledger.exists()
+
+
+def test_examine_sanity_problems_raise_after_recording(ledger):
+    verdict = Verdict(effect=float("nan"), ci_low=None, ci_high=None, p_value=None, n_seeds=(1, 1), test="none",
+                      min_effect=0.5, alpha=0.05, verdict="holds", higher_is_better=True, mean_a=1.0, mean_b=1.0)
+    with pytest.raises(ClaimFailed, match=r"Claim 'bad' failed its sanity checks \(verdict.effect = nan is not "
+                                          r"finite\): s — holds: effect"):
+        claims.examine("bad", "s", verdict)
+    (stored,) = _claims(ledger)
+    assert stored["verdict"] == "inconclusive" and stored["holds"] is False and stored["effect"] == "nan"
+    assert claims.claims_table().loc[0, "ci"] == "no CI"
+    with pytest.raises(ClaimFailed, match="measured.x|x = inf is not finite"):
+        claims.examine("bad2", "s", compare([1.0, 2.0], [1.0, 2.0], higher_is_better=True, min_effect=0.1),
+                       measured={"x": float("inf")})
+
+
+def test_examine_refuses_what_is_not_a_verdict(ledger):
+    with pytest.raises(ConfigError, match=r"verdict=True is invalid; it must be a Verdict from "
+                                          r"aestudy.stats.compare \(or compare_auroc / compare_accuracy\)."):
+        claims.examine("c", "s", True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="claim_id='' is invalid; it must be a non-empty string."):
+        claims.examine("", "s", compare([1.0], [2.0], higher_is_better=True, min_effect=0.0))
+    assert not ledger.exists()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from aestudy import classifier as clf
+from aestudy import generation
 from aestudy.data import Dataset, DatasetInfo, Split
 from aestudy.errors import ConfigError
 
@@ -92,13 +93,14 @@ def test_features_probabilities_and_small_inputs(trained, data):
 
 def test_generation_scores_rank_real_above_noise(trained, data):
     real, held_out = data.test.images[:500], data.test.images[500:]
-    same = clf.generation_scores(trained, real, real.clone(), batch_size=128)
+    same = generation.generation_scores(trained, real, real.clone(), batch_size=128)
     assert same["fid"] == pytest.approx(0.0, abs=1e-6)
     assert (same["precision"], same["recall"]) == (1.0, 1.0)
     top = trained.predict_proba(real).max(dim=1).values.double().mean().item()
     assert same["confidence"] == pytest.approx(top)
-    fresh = clf.generation_scores(trained, real, held_out)
-    noise = clf.generation_scores(trained, real, torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    fresh = generation.generation_scores(trained, real, held_out)
+    noise_images = torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    noise = generation.generation_scores(trained, real, noise_images)
     assert 0 < fresh["fid"] < noise["fid"] / 10
     assert fresh["precision"] > 0.5 > noise["precision"]
 

@@ -51,8 +51,8 @@ def test_auto_and_cpu_devices() -> None:
         ("latent_dim", 0, "latent_dim=0 is invalid; it must be an integer >= 1."),
         ("epochs", 0, "epochs=0 is invalid; it must be None (the profile's default) or an integer >= 1."),
         ("batch_size", 0, "batch_size=0 is invalid; it must be an integer >= 1."),
-        ("lr", 0.0, "lr=0.0 is invalid; it must be a finite number > 0 and < 10."),
-        ("lr", float("nan"), "lr=nan is invalid; it must be a finite number > 0 and < 10."),
+        ("lr", 0.0, "lr=0.0 is invalid; it must be a finite number in (0, 10)."),
+        ("lr", float("nan"), "lr=nan is invalid; it must be a finite number in (0, 10)."),
         ("seed", -3, "seed=-3 is invalid; it must be an integer >= 0."),
         ("seed", 2**32, "seed=4294967296 is invalid; it must be an integer >= 0 and < 2**32."),
         ("device", "gpu", "device='gpu' is invalid; valid values: 'auto', 'cpu', 'cuda', 'mps' or 'cuda:N' "

@@ -194,7 +194,8 @@ def test_cli_data_info_and_list(fmnist: RealFashion, monkeypatch: pytest.MonkeyP
 def test_unknown_dataset_name() -> None:
     with pytest.raises(ConfigError) as err:
         load_dataset("cifar10")
-    assert str(err.value) == "name='cifar10' is not a dataset; valid names: fashion-mnist, mnist, digits."
+    assert str(err.value) == ("name='cifar10' is not a dataset; valid names: fashion-mnist, mnist, digits, or a path "
+                              "to a folder of images or an .npz/.npy file.")
 
 
 def test_unknown_binarize() -> None:
@@ -208,7 +209,7 @@ def test_cli_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> N
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == ("aestudy: error: name='cifar10' is not a dataset; valid names: fashion-mnist, mnist, "
-                            "digits.\n")
+                            "digits, or a path to a folder of images or an .npz/.npy file.\n")
     assert main(["data"]) == 2 and main([]) == 2  # no subcommand: usage on stderr
 
 

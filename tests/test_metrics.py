@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from aestudy import metrics
+from aestudy import anomaly, evaluation, latent, metrics, probes
 from aestudy.errors import ConfigError
 from aestudy.models import ModelConfig, Posterior, build_model
 from aestudy.objectives import elbo_terms
@@ -161,35 +161,35 @@ def _blobs(n, seed, separation=6.0):
 
 def test_probes_separate_blobs_and_fail_on_random_labels():
     (train_x, train_y), (test_x, test_y) = _blobs(600, 0), _blobs(300, 1)
-    assert metrics.linear_probe_accuracy(train_x, train_y, test_x, test_y) > 0.97
-    assert metrics.knn_accuracy(train_x, train_y, test_x, test_y, k=5) > 0.97
-    assert metrics.linear_probe_accuracy(train_x, train_y, test_x, test_y, n_labels=30, seed=1) > 0.9
+    assert probes.linear_probe_accuracy(train_x, train_y, test_x, test_y) > 0.97
+    assert probes.knn_accuracy(train_x, train_y, test_x, test_y, k=5) > 0.97
+    assert probes.linear_probe_accuracy(train_x, train_y, test_x, test_y, n_labels=30, seed=1) > 0.9
     shuffled = np.random.default_rng(2).permutation(test_y)
-    assert metrics.knn_accuracy(train_x, train_y, test_x, shuffled) < 0.5
+    assert probes.knn_accuracy(train_x, train_y, test_x, shuffled) < 0.5
 
 
 def test_label_subsets_are_stratified_and_validated():
     x, y = _blobs(600, 0)
-    sub_x, sub_y = metrics._labelled_subset(x, y, 30, seed=0)
+    sub_x, sub_y = probes._labelled_subset(x, y, 30, seed=0)
     assert len(sub_y) == 30 and set(np.unique(sub_y)) == {0, 1, 2}
     with pytest.raises(ConfigError, match=r"n_labels=2 is invalid; .* number of classes \(3\)"):
-        metrics.linear_probe_accuracy(x, y, x, y, n_labels=2)
+        probes.linear_probe_accuracy(x, y, x, y, n_labels=2)
     with pytest.raises(ConfigError, match=r"k=31 is invalid; it must be an integer in \[1, 30\]"):
-        metrics.knn_accuracy(x, y, x, y, k=31, n_labels=30)
+        probes.knn_accuracy(x, y, x, y, k=31, n_labels=30)
 
 
 def test_auroc_extremes_and_pairwise_definition():
-    assert metrics.anomaly_auroc([0.1, 0.2], [0.5, 0.9]) == 1.0
-    assert metrics.anomaly_auroc(np.array([0.5, 0.9]), torch.tensor([0.1, 0.2])) == 0.0
-    assert metrics.anomaly_auroc([1.0, 1.0], [1.0, 1.0]) == 0.5
+    assert anomaly.anomaly_auroc([0.1, 0.2], [0.5, 0.9]) == 1.0
+    assert anomaly.anomaly_auroc(np.array([0.5, 0.9]), torch.tensor([0.1, 0.2])) == 0.0
+    assert anomaly.anomaly_auroc([1.0, 1.0], [1.0, 1.0]) == 0.5
     rng = np.random.default_rng(0)
     normal, anomalous = rng.standard_normal(50), rng.standard_normal(40) + 0.7
     pairs = (anomalous[None, :] > normal[:, None]).mean()  # P(score_anomalous > score_normal)
-    assert metrics.anomaly_auroc(normal, anomalous) == pytest.approx(pairs)
-    fpr, tpr, _ = metrics.roc_curve_points(normal, anomalous)
+    assert anomaly.anomaly_auroc(normal, anomalous) == pytest.approx(pairs)
+    fpr, tpr, _ = anomaly.roc_curve_points(normal, anomalous)
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
     with pytest.raises(ConfigError, match="1 not finite"):
-        metrics.anomaly_auroc([0.1, float("nan")], [0.3])
+        anomaly.anomaly_auroc([0.1, float("nan")], [0.3])
 
 
 # --- model-based metrics on tiny models -------------------------------------------------------------------
@@ -251,20 +251,20 @@ def test_active_units_count_dimensions_with_varying_means(tiny_data):
         model.encoder.head.weight[0].zero_()
         model.encoder.head.weight[1:3] *= 50
     count, variances = metrics.active_units(model, tiny_data, batch_size=11)
-    torch.testing.assert_close(variances, metrics.encode_means(model, tiny_data).var(dim=0))
+    torch.testing.assert_close(variances, evaluation.encode_means(model, tiny_data).var(dim=0))
     assert variances[0].item() == 0.0 and count == int((variances > 0.01).sum()) == 2
-    assert metrics.encode_means(model, tiny_data, batch_size=3).shape == (40, 3)
+    assert evaluation.encode_means(model, tiny_data, batch_size=3).shape == (40, 3)
 
 
 def test_anomaly_scores_match_their_definitions(tiny_data):
     model = _tiny()
-    recon = metrics.anomaly_scores(model, tiny_data, score="recon", batch_size=9)
+    recon = anomaly.anomaly_scores(model, tiny_data, score="recon", batch_size=9)
     torch.testing.assert_close(recon, metrics.mse_per_image(tiny_data, model.reconstruct(tiny_data)))
-    neg_elbo = metrics.anomaly_scores(model, tiny_data, score="neg_elbo", generator=torch.Generator().manual_seed(0))
+    neg_elbo = anomaly.anomaly_scores(model, tiny_data, score="neg_elbo", generator=torch.Generator().manual_seed(0))
     per_image = metrics.elbo_per_image(model, tiny_data, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(neg_elbo, -per_image["elbo"])
     with pytest.raises(ConfigError, match="score='likelihood' is invalid; valid values: recon, neg_elbo, is_nll"):
-        metrics.anomaly_scores(model, tiny_data, score="likelihood")
+        anomaly.anomaly_scores(model, tiny_data, score="likelihood")
 
 
 class _StepDecoderModel(nn.Module):
@@ -282,6 +282,9 @@ class _StepDecoderModel(nn.Module):
     def decode(self, z):
         return (z > 0.5).float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
 
+    def decode_mean(self, z):
+        return self.decode(z)
+
 
 def test_interpolation_smoothness_of_a_linear_decoder_and_a_step():
     linear = _tiny("ae", arch="linear", likelihood="gaussian", sigma=0.1)
@@ -289,21 +292,21 @@ def test_interpolation_smoothness_of_a_linear_decoder_and_a_step():
         linear.decoder.trunk[-1].weight.mul_(0.01)
         linear.decoder.trunk[-1].bias.fill_(0.5)
     x_a, x_b = _rand_images(4, 8, 1), _rand_images(4, 8, 2)
-    assert metrics.interpolation_smoothness(linear, x_a, x_b, steps=10) == pytest.approx(0.0, abs=1e-6)
+    assert latent.interpolation_smoothness(linear, x_a, x_b, steps=10) == pytest.approx(0.0, abs=1e-6)
     step = _StepDecoderModel()
     a, b = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
-    assert metrics.interpolation_smoothness(step, a, b, steps=10) == pytest.approx(2 / 9)
-    assert metrics.interpolation_smoothness(step, a[0], b[0], steps=4) == pytest.approx(2 / 3)
+    assert latent.interpolation_smoothness(step, a, b, steps=10) == pytest.approx(2 / 9)
+    assert latent.interpolation_smoothness(step, a[0], b[0], steps=4) == pytest.approx(2 / 3)
 
 
 def test_latent_path_images_end_at_the_reconstructions(tiny_data):
     model = _tiny()
-    path = metrics.latent_path_images(model, tiny_data[0], tiny_data[1], steps=5)
+    path = latent.latent_path_images(model, tiny_data[0], tiny_data[1], steps=5)
     assert path.shape == (6, 1, 8, 8)
     torch.testing.assert_close(path[[0, -1]], model.reconstruct(tiny_data[:2]))
-    assert metrics.latent_path_images(model, tiny_data[:3], tiny_data[3:6], steps=2).shape == (3, 3, 1, 8, 8)
+    assert latent.latent_path_images(model, tiny_data[:3], tiny_data[3:6], steps=2).shape == (3, 3, 1, 8, 8)
     with pytest.raises(ConfigError, match="steps=1 is invalid"):
-        metrics.latent_path_images(model, tiny_data[0], tiny_data[1], steps=1)
+        latent.latent_path_images(model, tiny_data[0], tiny_data[1], steps=1)
 
 
 class _BrightnessClassifier:
@@ -319,7 +322,7 @@ class _BrightnessClassifier:
 
 def test_prior_holes_is_the_share_of_unsure_samples():
     model = _tiny()
-    share = metrics.prior_holes(model, _BrightnessClassifier(), n=50, batch_size=16,
+    share = latent.prior_holes(model, _BrightnessClassifier(), n=50, batch_size=16,
                                 generator=torch.Generator().manual_seed(0))
     generator = torch.Generator().manual_seed(0)
     samples = torch.cat([model.sample(k, generator=generator) for k in (16, 16, 16, 2)])

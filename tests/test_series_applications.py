@@ -10,11 +10,12 @@ import torch
 from sklearn.decomposition import PCA
 from torch import nn
 
-from aestudy import applications as app
+from aestudy import anomaly, denoising, generation, latent, probes, stats
 from aestudy.data import Dataset, DatasetInfo, DatasetListing, Split
 from aestudy.errors import ConfigError
 from aestudy.models import ModelConfig, build_model
 from aestudy.noise import NoiseConfig
+from aestudy.series import applications as s04
 from aestudy.train import TrainConfig
 
 INFO = DatasetInfo("toy", (1, 4, 4), 3, ("a", "b", "c"), "tests", "0" * 64, "none")
@@ -50,32 +51,32 @@ class Identity(nn.Module):
 # --- denoising --------------------------------------------------------------------------------------------
 
 def test_denoising_noise_validates_with_parameter_names() -> None:
-    assert app.denoising_noise("gaussian", 0.3) == NoiseConfig("gaussian", 0.3)
+    assert denoising.denoising_noise("gaussian", 0.3) == NoiseConfig("gaussian", 0.3)
     with pytest.raises(ConfigError, match=r"train_noise='mask' is invalid; valid values: gaussian, salt_pepper\."):
-        app.denoising_noise("mask", 0.3)
+        denoising.denoising_noise("mask", 0.3)
     for level in (0, 1.5, True, "0.3"):
         with pytest.raises(ConfigError, match=r"train_noise_level=.* is invalid; it must be a number in \(0, 1\]"):
-            app.denoising_noise("salt_pepper", level)
+            denoising.denoising_noise("salt_pepper", level)
 
 
 def test_noise_grid_adds_the_training_noise_once() -> None:
     train = NoiseConfig("gaussian", 0.25)
-    grid = app.noise_grid({"gaussian": (0.1, 0.25), "salt_pepper": (0.1,)}, train)
+    grid = denoising.noise_grid({"gaussian": (0.1, 0.25), "salt_pepper": (0.1,)}, train)
     assert grid == [NoiseConfig("gaussian", 0.1), NoiseConfig("gaussian", 0.25), NoiseConfig("salt_pepper", 0.1)]
-    assert app.noise_grid({"salt_pepper": (0.1,)}, train)[0] == train
+    assert denoising.noise_grid({"salt_pepper": (0.1,)}, train)[0] == train
 
 
 def test_corrupted_is_seeded() -> None:
     x = torch.full((5, 1, 4, 4), 0.5)
     noise = NoiseConfig("gaussian", 0.2)
-    assert torch.equal(app.corrupted(x, noise, seed=3), app.corrupted(x, noise, seed=3))
-    assert not torch.equal(app.corrupted(x, noise, seed=3), app.corrupted(x, noise, seed=4))
+    assert torch.equal(denoising.corrupted(x, noise, seed=3), denoising.corrupted(x, noise, seed=3))
+    assert not torch.equal(denoising.corrupted(x, noise, seed=3), denoising.corrupted(x, noise, seed=4))
 
 
 def test_denoising_table_identity_model_scores_like_the_noisy_input() -> None:
     clean = torch.rand((20, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     noises = [NoiseConfig("gaussian", 0.0), NoiseConfig("salt_pepper", 0.3)]
-    table = app.denoising_table({"identity": Identity(), "VAE": _model()}, clean, noises)
+    table = denoising.denoising_table({"identity": Identity(), "VAE": _model()}, clean, noises)
     assert len(table) == 2 * 3 and set(table["model"]) == {"noisy input", "identity", "VAE"}
     by = table.set_index(["model", "noise"])
     assert by.loc[("identity", "salt_pepper"), "psnr"] == by.loc[("noisy input", "salt_pepper"), "psnr"]
@@ -87,7 +88,7 @@ def test_denoising_table_identity_model_scores_like_the_noisy_input() -> None:
 
 def test_denoising_rows_order_and_shapes() -> None:
     clean = torch.rand((3, 1, 4, 4))
-    rows = app.denoising_rows({"AE": _model("ae")}, clean, NoiseConfig("salt_pepper", 0.5), seed=1)
+    rows = denoising.denoising_rows({"AE": _model("ae")}, clean, NoiseConfig("salt_pepper", 0.5), seed=1)
     assert list(rows) == ["clean", "noisy", "AE"]
     assert torch.equal(rows["clean"], clean) and all(r.shape == clean.shape for r in rows.values())
 
@@ -96,7 +97,7 @@ def test_denoising_rows_order_and_shapes() -> None:
 
 def test_pca_features_match_scikit_learn() -> None:
     train, test = torch.rand((40, 1, 4, 4)), torch.rand((10, 1, 4, 4))
-    tr, te = app.pca_features(train, test, 3)
+    tr, te = probes.pca_features(train, test, 3)
     pca = PCA(n_components=3, random_state=0).fit(train.flatten(1).numpy())
     np.testing.assert_allclose(te, pca.transform(test.flatten(1).numpy()), rtol=1e-5, atol=1e-6)
     assert tr.shape == (40, 3)
@@ -106,44 +107,44 @@ def test_probe_table_separable_features_are_perfect_and_repeats_only_for_subsets
     y_train, y_test = np.arange(60) % 3, np.arange(30) % 3
     train = np.eye(3)[y_train] * 5 + np.random.default_rng(0).normal(0, 0.01, (60, 3))
     test = np.eye(3)[y_test] * 5
-    table = app.probe_table({"codes": (train, test)}, y_train, y_test, label_counts=(6, None), repeats=2, k=1)
+    table = probes.probe_table({"codes": (train, test)}, y_train, y_test, label_counts=(6, None), repeats=2, k=1)
     assert (table["accuracy"] == 1.0).all()
     assert sorted(table.groupby("labels").size().items()) == [(6, 4), (60, 2)]  # 2 probes × (2 repeats | 1)
     with pytest.raises(ConfigError, match=r"repeats=0 is invalid"):
-        app.probe_table({"codes": (train, test)}, y_train, y_test, label_counts=(None,), repeats=0)
+        probes.probe_table({"codes": (train, test)}, y_train, y_test, label_counts=(None,), repeats=0)
 
 
 def test_embedding_2d_shapes_and_methods() -> None:
     x = np.random.default_rng(0).normal(size=(30, 5))
-    np.testing.assert_allclose(app.embedding_2d(x, method="pca"), PCA(2, random_state=0).fit_transform(x))
-    assert app.embedding_2d(torch.as_tensor(x), method="tsne", max_iter=250).shape == (30, 2)
+    np.testing.assert_allclose(probes.embedding_2d(x, method="pca"), PCA(2, random_state=0).fit_transform(x))
+    assert probes.embedding_2d(torch.as_tensor(x), method="tsne", max_iter=250).shape == (30, 2)
     with pytest.raises(ConfigError, match=r"method='umap' is invalid; valid values: tsne, pca\."):
-        app.embedding_2d(x, method="umap")
+        probes.embedding_2d(x, method="umap")
 
 
 # --- anomaly detection ------------------------------------------------------------------------------------
 
 def test_check_class_names_the_valid_classes() -> None:
-    assert app.check_class(2, INFO) == 2
+    assert anomaly.check_class(2, INFO) == 2
     for bad in (3, -1, True, 1.0):
         with pytest.raises(ConfigError, match=r"anomaly_class=.* is invalid for toy; valid values: 0\.\.2 "
                                               r"\(0 = a, 1 = b, 2 = c\)\."):
-            app.check_class(bad, INFO)
+            anomaly.check_class(bad, INFO)
 
 
 def test_without_class_removes_it_from_train_and_val_only() -> None:
     data = _toy()
-    held = app.without_class(data, 1)
+    held = anomaly.without_class(data, 1)
     assert (held.train.labels != 1).all() and (held.val.labels != 1).all()
     assert len(held.train) == 40 and len(held.val) == 8
     assert held.test is data.test
-    assert len({data.fingerprint, held.fingerprint, app.without_class(data, 0).fingerprint}) == 3
-    assert app.without_class(data, 1).fingerprint == held.fingerprint
+    assert len({data.fingerprint, held.fingerprint, anomaly.without_class(data, 0).fingerprint}) == 3
+    assert anomaly.without_class(data, 1).fingerprint == held.fingerprint
 
 
 def test_split_by_class_partitions_the_split() -> None:
     split = _split(30, 0)
-    normal, anomalous = app.split_by_class(split, 0)
+    normal, anomalous = anomaly.split_by_class(split, 0)
     assert len(normal) == 20 and len(anomalous) == 10
     assert torch.equal(anomalous, split.images[split.labels == 0])
 
@@ -151,46 +152,46 @@ def test_split_by_class_partitions_the_split() -> None:
 def test_perturbed_dataset_sets_the_expected_share_of_pixels_to_0_or_1() -> None:
     data = Dataset(Split(torch.full((500, 1, 4, 4), 0.5), torch.zeros(500, dtype=torch.long)), _split(12, 1),
                    _split(30, 2), INFO, None)
-    bg = app.perturbed_dataset(data, 0.2, seed=0)
+    bg = anomaly.perturbed_dataset(data, 0.2, seed=0)
     changed = (bg.train.images != 0.5).double().mean()
     assert abs(float(changed) - 0.2) < 4 * math.sqrt(0.2 * 0.8 / 8000)
     assert set(bg.train.images.unique().tolist()) == {0.0, 0.5, 1.0}
     assert bg.test is data.test and bg.fingerprint != data.fingerprint
     with pytest.raises(ConfigError, match=r"rate=1 is invalid; it must be a probability in \(0, 1\)\."):
-        app.perturbed_dataset(data, 1)
+        anomaly.perturbed_dataset(data, 1)
 
 
 def test_likelihood_ratio_of_a_model_with_itself_is_zero() -> None:
     vae, other = _model(seed=0), _model(seed=1)
     x = torch.bernoulli(torch.full((8, 1, 4, 4), 0.5), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(app.likelihood_ratio(vae, vae, x, n_samples=3), torch.zeros(8))
-    lr = app.likelihood_ratio(vae, other, x, seed=2)
-    torch.testing.assert_close(lr, app.neg_elbo(vae, x, seed=2) - app.neg_elbo(other, x, seed=2))
+    assert torch.equal(anomaly.likelihood_ratio(vae, vae, x, n_samples=3), torch.zeros(8))
+    lr = anomaly.likelihood_ratio(vae, other, x, seed=2)
+    torch.testing.assert_close(lr, anomaly.neg_elbo(vae, x, seed=2) - anomaly.neg_elbo(other, x, seed=2))
 
 
 def test_compressed_bits_and_complexity_score() -> None:
     flat = torch.zeros((1, 1, 28, 28))
     noise = torch.rand((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
-    bits = app.compressed_bits(torch.cat([flat, noise]))
+    bits = anomaly.compressed_bits(torch.cat([flat, noise]))
     assert bits[0] < bits[1] and bits[1] > 8 * 784 * 0.9  # noise barely compresses
     nll = torch.full((2,), 300.0)
-    score = app.complexity_corrected(nll, torch.cat([flat, noise]))
+    score = anomaly.complexity_corrected(nll, torch.cat([flat, noise]))
     torch.testing.assert_close(score, nll.double() / math.log(2) - bits)
     assert score[0] > score[1]  # at equal likelihood, the simpler image is the more surprising one
 
 
 def test_auroc_table_and_roc_curves_for_separated_scores() -> None:
     scores = {"perfect": (torch.zeros(5), torch.ones(4)), "reversed": (torch.ones(5), torch.zeros(4))}
-    table = app.auroc_table(scores)
+    table = anomaly.auroc_table(scores)
     assert table.loc["perfect", "auroc"] == 1.0 and table.loc["reversed", "auroc"] == 0.0
     assert table.loc["perfect", "mean_anomalous"] == 1.0
-    fpr, tpr, auc = app.roc_curves(scores)["perfect"]
+    fpr, tpr, auc = anomaly.roc_curves(scores)["perfect"]
     assert auc == 1.0 and fpr[-1] == 1.0 and tpr[-1] == 1.0
 
 
 def test_grey_level_summary() -> None:
     x = torch.tensor([0.0, 0.0, 0.6, 1.0]).view(1, 1, 2, 2)
-    row = app.grey_level_summary({"x": x}).loc["x"]
+    row = anomaly.grey_level_summary({"x": x}).loc["x"]
     assert (row["min"], row["max"], row["mean"]) == (0.0, 1.0, pytest.approx(0.4))
     assert (row["background_share"], row["bright_share"], row["shape"]) == (0.5, 0.5, "1×2×2")
 
@@ -199,7 +200,7 @@ def test_holdout_sweep_one_row_per_class_and_score() -> None:
     data = _toy()
     ae_cfg = ModelConfig(kind="ae", arch="mlp", input_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
     vae_cfg = ModelConfig(kind="vae", arch="mlp", input_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
-    table = app.holdout_sweep(data, (0, 2), ae_cfg, vae_cfg, TrainConfig(epochs=1, progress=False, device="cpu"),
+    table = anomaly.holdout_sweep(data, (0, 2), ae_cfg, vae_cfg, TrainConfig(epochs=1, progress=False, device="cpu"),
                               k=5, progress=False)
     assert len(table) == 2 * 3 and set(table["class_name"]) == {"a", "c"}
     assert table["auroc"].between(0, 1).all()
@@ -210,18 +211,18 @@ def test_holdout_sweep_one_row_per_class_and_score() -> None:
 def test_synthetic_dataset_is_fingerprinted_by_content() -> None:
     test = _split(30, 2)
     x, y = torch.rand((6, 1, 4, 4)), torch.arange(6) % 3
-    a = app.synthetic_dataset(x, y, test, INFO, name="cvae")
-    assert a.fingerprint == app.synthetic_dataset(x.clone(), y, test, INFO, name="cvae").fingerprint
-    assert a.fingerprint != app.synthetic_dataset(x * 0.5, y, test, INFO, name="cvae").fingerprint
+    a = generation.synthetic_dataset(x, y, test, INFO, name="cvae")
+    assert a.fingerprint == generation.synthetic_dataset(x.clone(), y, test, INFO, name="cvae").fingerprint
+    assert a.fingerprint != generation.synthetic_dataset(x * 0.5, y, test, INFO, name="cvae").fingerprint
     assert len(a.val) == 0 and a.test is test and a.info.name == "toy:cvae"
 
 
 def test_conditional_samples_are_class_major() -> None:
-    images, labels = app.conditional_samples(_model(num_classes=3), 4, seed=0)
+    images, labels = generation.conditional_samples(_model(num_classes=3), 4, seed=0)
     assert images.shape == (12, 1, 4, 4) and labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    assert torch.equal(images, app.conditional_samples(_model(num_classes=3), 4, seed=0)[0])
+    assert torch.equal(images, generation.conditional_samples(_model(num_classes=3), 4, seed=0)[0])
     with pytest.raises(ConfigError, match=r"needs a class-conditional model"):
-        app.conditional_samples(_model(), 4)
+        generation.conditional_samples(_model(), 4)
 
 
 class FixedClassifier(nn.Module):
@@ -235,12 +236,12 @@ class FixedClassifier(nn.Module):
 
 
 def test_classifier_labelled_samples_and_tstr_table() -> None:
-    images, labels = app.classifier_labelled_samples(_model("ae"), FixedClassifier(), 7, seed=0)
+    images, labels = generation.classifier_labelled_samples(_model("ae"), FixedClassifier(), 7, seed=0)
     assert images.shape == (7, 1, 4, 4)
     assert torch.equal(labels, (images.flatten(1).mean(dim=1) > 0.5).long())
     balanced = (torch.rand((9, 1, 4, 4)), torch.arange(9) % 3)
     single = (torch.rand((9, 1, 4, 4)), torch.zeros(9, dtype=torch.long))
-    table = app.tstr_table({"balanced": balanced, "single": single}, _split(30, 2), INFO,
+    table = generation.tstr_table({"balanced": balanced, "single": single}, _split(30, 2), INFO,
                            classifier_fn=lambda ds: FixedClassifier())
     assert table.loc["balanced", "label_entropy_bits"] == pytest.approx(math.log2(3))
     assert table.loc["single", "label_entropy_bits"] == 0.0
@@ -249,7 +250,7 @@ def test_classifier_labelled_samples_and_tstr_table() -> None:
 
 def test_real_subset_draws_without_replacement() -> None:
     split = _split(30, 0)
-    images, labels = app.real_subset(split, 10, seed=1)
+    images, labels = generation.real_subset(split, 10, seed=1)
     assert len(images) == 10 and len({tuple(x.flatten().tolist()) for x in images}) == 10
     assert torch.equal(labels, split.labels[torch.randperm(30, generator=torch.Generator().manual_seed(1))[:10]])
 
@@ -260,16 +261,16 @@ def test_posterior_variance_matches_the_encoder() -> None:
     vae, x = _model(), torch.rand((5, 1, 4, 4))
     with torch.no_grad():
         var = vae.encode(x).logvar.exp()
-    torch.testing.assert_close(app.posterior_variance(vae, x), var.mean(dim=1))
-    torch.testing.assert_close(app.posterior_variance(vae, x, dims=torch.tensor([1])), var[:, 1])
+    torch.testing.assert_close(latent.posterior_variance(vae, x), var.mean(dim=1))
+    torch.testing.assert_close(latent.posterior_variance(vae, x, dims=torch.tensor([1])), var[:, 1])
     with pytest.raises(ConfigError, match=r"posterior_variance needs a variational model"):
-        app.posterior_variance(_model("ae"), x)
+        latent.posterior_variance(_model("ae"), x)
 
 
 def test_uncertainty_table_columns_and_bounds() -> None:
     vae = _model()
     sets = {"in": torch.bernoulli(torch.full((6, 1, 4, 4), 0.3)), "out": torch.bernoulli(torch.full((4, 1, 4, 4), 0.7))}
-    table = app.uncertainty_table(vae, sets)
+    table = s04.uncertainty_table(vae, sets)
     assert list(table.columns) == ["set", "posterior_var", "neg_elbo", "recon_mse"]
     assert table["set"].tolist() == ["in"] * 6 + ["out"] * 4
     assert (table["posterior_var"] > 0).all() and (table["neg_elbo"] > 0).all()
@@ -280,11 +281,11 @@ def test_spearman_table_monotone_pairs() -> None:
     import pandas as pd
 
     df = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [1.0, 4.0, 9.0, 16.0], "c": [4.0, 3.0, 2.0, 1.0]})
-    table = app.spearman_table(df, [("a", "b"), ("a", "c")])
+    table = stats.spearman_table(df, [("a", "b"), ("a", "c")])
     assert table["rho"].tolist() == [pytest.approx(1.0), pytest.approx(-1.0)]
     assert (table["n"] == 4).all()
     with pytest.raises(ConfigError, match=r"columns \['z'\] are not in the table"):
-        app.spearman_table(df, [("a", "z")])
+        stats.spearman_table(df, [("a", "z")])
 
 
 # --- out-of-distribution inputs ---------------------------------------------------------------------------
@@ -292,18 +293,18 @@ def test_spearman_table_monotone_pairs() -> None:
 def test_unavailable_reason_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [DatasetListing("mnist", (1, 28, 28), 10, "CC BY-SA 3.0", False, ""),
             DatasetListing("digits", (1, 28, 28), 10, "CC BY 4.0", True, "bundled with scikit-learn")]
-    monkeypatch.setattr(app, "list_datasets", lambda: rows)
-    assert app.unavailable_reason("digits") is None
-    assert app.unavailable_reason("mnist").startswith(
+    monkeypatch.setattr(anomaly, "list_datasets", lambda: rows)
+    assert anomaly.unavailable_reason("digits") is None
+    assert anomaly.unavailable_reason("mnist").startswith(
         "mnist is not on this machine; with internet access: aestudy data fetch mnist")
 
 
 def test_ood_images_digits_are_28x28_and_binarized_with_a_seed() -> None:
-    grey, binary = app.ood_images("digits", n=50, seed=0)
+    grey, binary = anomaly.ood_images("digits", n=50, seed=0)
     assert grey.shape == binary.shape == (50, 1, 28, 28)
     assert float(grey.min()) >= 0.0 and float(grey.max()) <= 1.0
     assert set(binary.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(binary, app.ood_images("digits", n=50, seed=0)[1])
+    assert torch.equal(binary, anomaly.ood_images("digits", n=50, seed=0)[1])
 
 
 def test_ood_score_sets_background_equal_to_model_gives_zero_ratio() -> None:
@@ -311,28 +312,28 @@ def test_ood_score_sets_background_equal_to_model_gives_zero_ratio() -> None:
     g = torch.Generator().manual_seed(0)
     inside = (torch.rand((6, 1, 4, 4), generator=g), torch.bernoulli(torch.full((6, 1, 4, 4), 0.3), generator=g))
     outside = (torch.rand((5, 1, 4, 4), generator=g), torch.bernoulli(torch.full((5, 1, 4, 4), 0.7), generator=g))
-    scores = app.ood_score_sets(vae=vae, background=vae, ae=ae, inside=inside, outside=outside, k=4)
+    scores = anomaly.ood_score_sets(vae=vae, background=vae, ae=ae, inside=inside, outside=outside, k=4)
     assert list(scores) == ["AE recon error", "VAE −ELBO", "VAE IS-NLL", "likelihood ratio",
                             "complexity-corrected IS-NLL"]
     assert torch.equal(scores["likelihood ratio"][0], torch.zeros(6))
     nll_in, nll_out = scores["VAE IS-NLL"]
     torch.testing.assert_close(scores["complexity-corrected IS-NLL"][1],
-                               nll_out.double() / math.log(2) - app.compressed_bits(outside[1]))
+                               nll_out.double() / math.log(2) - anomaly.compressed_bits(outside[1]))
     assert [len(a) for a, _ in scores.values()] == [6] * 5 and [len(b) for _, b in scores.values()] == [5] * 5
 
 
 def test_mnist_layout_centres_a_box_on_a_black_canvas() -> None:
     x = torch.ones((2, 1, 8, 8))
-    out = app.mnist_layout(x)
+    out = anomaly.mnist_layout(x)
     assert out.shape == (2, 1, 28, 28)
     torch.testing.assert_close(out[:, :, 4:24, 4:24], torch.ones((2, 1, 20, 20)))
     assert float(out.sum()) == pytest.approx(2 * 20 * 20)
     with pytest.raises(ConfigError, match=r"box=21, side=28 are invalid"):
-        app.mnist_layout(x, box=21)
+        anomaly.mnist_layout(x, box=21)
 
 
 def test_ood_images_mnist_layout_is_for_digits_only() -> None:
-    grey, _ = app.ood_images("digits", n=20, layout="mnist")
+    grey, _ = anomaly.ood_images("digits", n=20, layout="mnist")
     assert grey.shape == (20, 1, 28, 28) and grey[:, :, :4].eq(0).all() and grey[:, :, :, 24:].eq(0).all()
     with pytest.raises(ConfigError, match=r"layout='mnist' is invalid for 'fashion-mnist'"):
-        app.ood_images("fashion-mnist", n=20, layout="mnist")
+        anomaly.ood_images("fashion-mnist", n=20, layout="mnist")

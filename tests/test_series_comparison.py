@@ -3,6 +3,7 @@ and the AE-vs-VAE table, on tiny models and 8×8 digits."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,20 +12,21 @@ import pytest
 import torch
 from torch import nn
 
-from aestudy import comparison as cmp
+from aestudy import generation, latent, metrics, stats
 from aestudy.classifier import DomainClassifier
 from aestudy.data import load_dataset
 from aestudy.errors import ConfigError
 from aestudy.models import ModelConfig, build_model
 from aestudy.noise import NoiseConfig
 from aestudy.objectives import gaussian_kl
+from aestudy.series import comparison as s03
 from aestudy.train import TrainConfig, TrainResult, train_key
 
 SHAPE = (1, 8, 8)
 
 
 def _protocol(**kw):
-    return cmp.Protocol(latent_dim=3, input_shape=SHAPE, hidden=(16,), **kw)
+    return s03.Protocol(latent_dim=3, input_shape=SHAPE, hidden=(16,), **kw)
 
 
 def _results(names=("AE", "VAE"), seeds=(0, 1)):
@@ -48,7 +50,7 @@ def _images(n=40, seed=0):
 def test_specs_share_everything_but_kind_noise_and_beta():
     base = TrainConfig(epochs=7, batch_size=64, lr=2e-3, seed=3, beta=0.5)
     specs = _protocol(beta_vae=4.0, dae_noise=0.2).specs(base)
-    assert list(specs) == list(cmp.MODEL_NAMES)
+    assert list(specs) == list(s03.MODEL_NAMES)
     models = {name: m for name, (m, _) in specs.items()}
     assert {m.kind for m in models.values()} == {"ae", "vae"}
     assert len({(m.arch, m.latent_dim, m.likelihood, m.hidden, m.input_shape) for m in models.values()}) == 1
@@ -62,7 +64,7 @@ def test_the_vae_spec_is_notebook_02s_model_so_its_cache_is_reused():
     data = load_dataset("digits", val_size=20, limit=60, upscale=False, binarize="dynamic")
     train = TrainConfig(epochs=10, batch_size=128, lr=1e-3, seed=0, device="cpu", beta=1.0)
     nb02 = ModelConfig(kind="vae", arch="mlp", latent_dim=16, likelihood="bernoulli", input_shape=SHAPE)
-    model_cfg, train_cfg = cmp.Protocol(input_shape=SHAPE).specs(train)["VAE"]
+    model_cfg, train_cfg = s03.Protocol(input_shape=SHAPE).specs(train)["VAE"]
     assert train_key(model_cfg, train_cfg, data) == train_key(nb02, train, data)
 
 
@@ -84,7 +86,7 @@ def test_protocol_rejects_bad_values_naming_the_parameter(kw, message):
 
 def test_protocol_validates_the_backbone_through_model_config():
     with pytest.raises(ConfigError, match="arch"):
-        cmp.Protocol(arch="transformer")
+        s03.Protocol(arch="transformer")
 
 
 # --- aggregation over seeds -------------------------------------------------------------------------------
@@ -92,7 +94,7 @@ def test_protocol_validates_the_backbone_through_model_config():
 def test_mean_sd_matches_numpy_per_group():
     df = pd.DataFrame({"model": ["AE", "AE", "AE", "VAE", "VAE"], "mse": [1.0, 2.0, 4.0, 3.0, 5.0],
                        "fid": [10.0, 11.0, 15.0, 7.0, 7.0]})
-    out = cmp.mean_sd(df, "model", ["mse", "fid"])
+    out = stats.mean_sd(df, "model", ["mse", "fid"])
     assert list(out.columns) == ["mse_mean", "mse_sd", "fid_mean", "fid_sd", "n"]
     assert list(out.index) == ["AE", "VAE"]  # first-seen order, not sorted
     assert out.loc["AE", "mse_mean"] == pytest.approx(7 / 3)
@@ -103,33 +105,33 @@ def test_mean_sd_matches_numpy_per_group():
 
 def test_mean_sd_of_one_seed_has_no_sd_and_text_says_so():
     df = pd.DataFrame({"model": ["AE", "VAE", "VAE"], "mse": [0.5, 1.0, 2.0]})
-    assert math.isnan(cmp.mean_sd(df, "model", ["mse"]).loc["AE", "mse_sd"])
-    text = cmp.mean_sd_text(df, "model", ["mse"], digits=3)
+    assert math.isnan(stats.mean_sd(df, "model", ["mse"]).loc["AE", "mse_sd"])
+    text = stats.mean_sd_text(df, "model", ["mse"], digits=3)
     assert text.loc["AE", "mse"] == "0.5"
     assert text.loc["VAE", "mse"] == "1.5 ± 0.71"
 
 
 def test_mean_sd_groups_by_several_keys_and_names_missing_columns():
     df = pd.DataFrame({"model": ["AE"] * 4, "source": ["a", "b", "a", "b"], "fid": [1.0, 2.0, 3.0, 6.0]})
-    out = cmp.mean_sd(df, ["model", "source"], ["fid"])
+    out = stats.mean_sd(df, ["model", "source"], ["fid"])
     assert out.loc[("AE", "b"), "fid_mean"] == 4.0
     with pytest.raises(ConfigError, match=r"columns \['psnr'\] are not in the table"):
-        cmp.mean_sd(df, "model", ["psnr"])
+        stats.mean_sd(df, "model", ["psnr"])
 
 
 def test_per_seed_filters_and_consistently_lower_needs_no_overlap():
     df = pd.DataFrame({"model": ["AE", "AE", "VAE", "VAE", "AE"], "source": ["a", "a", "a", "a", "b"],
                        "fid": [1.0, 3.0, 2.5, 4.0, 9.0]})
-    np.testing.assert_array_equal(cmp.per_seed(df, "AE", "fid", source="a"), [1.0, 3.0])
-    assert not cmp.consistently_lower([1.0, 3.0], [2.5, 4.0])  # seed 1 of AE is above seed 0 of VAE
-    assert cmp.consistently_lower([1.0, 2.0], [2.5, 4.0])
-    assert not cmp.consistently_lower([1.0], [1.0])
-    assert cmp.lower_in_every_seed(df, "fid", "AE", "VAE", source="a") is False
-    assert cmp.lower_in_every_seed(df[df["fid"] != 3.0], "fid", "AE", "VAE", source="a") is True
+    np.testing.assert_array_equal(stats.per_seed(df, "AE", "fid", source="a"), [1.0, 3.0])
+    assert not stats.consistently_lower([1.0, 3.0], [2.5, 4.0])  # seed 1 of AE is above seed 0 of VAE
+    assert stats.consistently_lower([1.0, 2.0], [2.5, 4.0])
+    assert not stats.consistently_lower([1.0], [1.0])
+    assert stats.lower_in_every_seed(df, "fid", "AE", "VAE", source="a") is False
+    assert stats.lower_in_every_seed(df[df["fid"] != 3.0], "fid", "AE", "VAE", source="a") is True
     with pytest.raises(ConfigError, match="no rows for model='DAE'"):
-        cmp.per_seed(df, "DAE", "fid")
+        stats.per_seed(df, "DAE", "fid")
     with pytest.raises(ConfigError, match="non-empty finite values"):
-        cmp.consistently_lower([], [1.0])
+        stats.consistently_lower([], [1.0])
 
 
 # --- ex-post code densities -------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ def _two_clusters(n=4000, seed=0):
 @pytest.mark.parametrize("kind", ["gaussian", "gmm"])
 def test_density_samples_match_the_codes_mean_and_covariance(kind):
     codes = _two_clusters()
-    density = cmp.fit_code_density(codes, kind=kind, n_components=2, seed=0)
+    density = generation.fit_code_density(codes, kind=kind, n_components=2, seed=0)
     z = density.sample(40000, generator=torch.Generator().manual_seed(1))
     assert z.shape == (40000, 3) and z.dtype == torch.float32
     torch.testing.assert_close(z.mean(0), codes.mean(0), atol=0.05, rtol=0)
@@ -153,14 +155,14 @@ def test_density_samples_match_the_codes_mean_and_covariance(kind):
 
 def test_gaussian_density_is_the_sample_mean_and_covariance():
     codes = _two_clusters()
-    density = cmp.fit_code_density(codes, kind="gaussian")
+    density = generation.fit_code_density(codes, kind="gaussian")
     torch.testing.assert_close(density.means[0].float(), codes.mean(0), atol=1e-5, rtol=0)
     torch.testing.assert_close(density.covariances[0].float(), torch.cov(codes.T), atol=1e-5, rtol=1e-5)
     assert density.weights.tolist() == [1.0]
 
 
 def test_gmm_samples_are_shuffled_and_temperature_zero_gives_component_means():
-    density = cmp.fit_code_density(_two_clusters(), kind="gmm", n_components=2, seed=0)
+    density = generation.fit_code_density(_two_clusters(), kind="gmm", n_components=2, seed=0)
     z = density.sample(200, generator=torch.Generator().manual_seed(0))
     near_first = (z - density.means[0].float()).norm(dim=1) < (z - density.means[1].float()).norm(dim=1)
     assert 0 < near_first[:100].sum() < 100  # components interleaved, unlike GaussianMixture.sample's blocks
@@ -170,17 +172,17 @@ def test_gmm_samples_are_shuffled_and_temperature_zero_gives_component_means():
 
 
 def test_density_rejects_unknown_kinds_and_too_many_components():
-    with pytest.raises(ConfigError, match="kind='kde' is invalid; valid values: gaussian, gmm"):
-        cmp.fit_code_density(torch.randn(10, 2), kind="kde")
+    with pytest.raises(ConfigError, match="kind='kde' is invalid; valid values: 'gaussian', 'gmm'."):
+        generation.fit_code_density(torch.randn(10, 2), kind="kde")
     with pytest.raises(ConfigError, match=r"n_components=11 is invalid; it must be an integer in \[1, 10\]"):
-        cmp.fit_code_density(torch.randn(10, 2), n_components=11)
+        generation.fit_code_density(torch.randn(10, 2), n_components=11)
 
 
 def test_gap_closed_is_the_share_of_the_fid_gap():
-    assert cmp.gap_closed(100.0, 60.0, 20.0) == pytest.approx(0.5)
-    assert cmp.gap_closed(100.0, 10.0, 20.0) == pytest.approx(1.125)  # beats the target
+    assert generation.gap_closed(100.0, 60.0, 20.0) == pytest.approx(0.5)
+    assert generation.gap_closed(100.0, 10.0, 20.0) == pytest.approx(1.125)  # beats the target
     with pytest.raises(ConfigError, match="same FID"):
-        cmp.gap_closed(5.0, 1.0, 5.0)
+        generation.gap_closed(5.0, 1.0, 5.0)
 
 
 # --- reconstruction, latent space, generalisation ---------------------------------------------------------
@@ -193,22 +195,22 @@ class _Constant(nn.Module):
         self.w = nn.Parameter(torch.zeros(1))
         self.level = level
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, y=None):
         return x.clone() if self.level is None else torch.full_like(x, self.level)
 
 
 def test_reconstruction_scores_against_separate_targets():
     targets = _images(30)
-    perfect = cmp.reconstruction_scores(_Constant(), targets, targets, batch_size=7)
+    perfect = metrics.reconstruction_metrics(_Constant(), targets, targets=targets, batch_size=7)
     assert perfect == {"mse": pytest.approx(0.0), "psnr": pytest.approx(100.0), "ssim": pytest.approx(1.0)}
-    grey = cmp.reconstruction_scores(_Constant(0.5), torch.zeros_like(targets), targets, batch_size=7)
+    grey = metrics.reconstruction_metrics(_Constant(0.5), torch.zeros_like(targets), targets=targets, batch_size=7)
     assert grey["mse"] == pytest.approx(float((targets - 0.5).pow(2).mean()), rel=1e-5)
     with pytest.raises(ConfigError, match="one shape"):
-        cmp.reconstruction_scores(_Constant(), targets, targets[:5])
+        metrics.reconstruction_metrics(_Constant(), targets, targets=targets[:5])
 
 
 def test_reconstruction_table_has_one_row_per_model_and_seed():
-    table = cmp.reconstruction_table(_results(), _images(), _images())
+    table = s03.reconstruction_table(_results(), _images(), _images())
     assert table[["model", "seed"]].values.tolist() == [["AE", 0], ["VAE", 0], ["AE", 1], ["VAE", 1]]
     assert ((table["ssim"] <= 1) & (table["mse"] >= 0)).all()
 
@@ -218,8 +220,8 @@ def test_own_loss_of_the_vae_adds_beta_times_the_analytic_kl():
     torch.manual_seed(0)
     vae = build_model(model_cfg).eval()
     x = (_images(25) > 0.5).float()
-    zero = cmp.own_loss(vae, x, TrainConfig(beta=0.0), seed=3, batch_size=10)
-    two = cmp.own_loss(vae, x, TrainConfig(beta=2.0), seed=3, batch_size=10)
+    zero = s03.own_loss(vae, x, TrainConfig(beta=0.0), seed=3, batch_size=10)
+    two = s03.own_loss(vae, x, TrainConfig(beta=2.0), seed=3, batch_size=10)
     with torch.no_grad():
         post = vae.encode(x)
     assert two - zero == pytest.approx(2 * float(gaussian_kl(post.mu, post.logvar).mean()), rel=1e-4)
@@ -232,14 +234,14 @@ def test_own_loss_of_the_ae_is_its_reconstruction_nll():
     x = (_images(25) > 0.5).float()
     with torch.no_grad():
         expected = -ae.likelihood.log_prob(x, ae.decode(ae.encode(x).mu)).mean()
-    assert cmp.own_loss(ae, x, TrainConfig(), batch_size=10) == pytest.approx(float(expected), rel=1e-5)
+    assert s03.own_loss(ae, x, TrainConfig(), batch_size=10) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_generalisation_gaps_are_test_minus_train():
     results = _results(seeds=(0,))
     specs = _protocol().specs(TrainConfig(epochs=1))
     x_train, x_test = (_images(20, 1) > 0.5).float(), (_images(20, 2) > 0.5).float()
-    table = cmp.generalisation_table(results, specs, train_inputs=x_train, train_targets=_images(20, 1),
+    table = s03.generalisation_table(results, specs, train_inputs=x_train, train_targets=_images(20, 1),
                                      test_inputs=x_test, test_targets=_images(20, 2))
     for what in ("mse", "loss"):
         np.testing.assert_allclose(table[f"{what}_gap"], table[f"test_{what}"] - table[f"train_{what}"])
@@ -250,38 +252,38 @@ def test_aggregate_posterior_sample_is_the_code_for_an_ae_and_q_for_a_vae():
     results = _results(seeds=(0,))
     x = _images(20)
     ae, vae = results[("AE", 0)].model, results[("VAE", 0)].model
-    torch.testing.assert_close(cmp.aggregate_posterior_sample(ae, x, batch_size=7), ae.encode(x).mu.detach())
+    torch.testing.assert_close(latent.aggregate_posterior_sample(ae, x, batch_size=7), ae.encode(x).mu.detach())
     same = x[:1].expand(4000, *SHAPE)
-    z = cmp.aggregate_posterior_sample(vae, same, generator=torch.Generator().manual_seed(0))
+    z = latent.aggregate_posterior_sample(vae, same, generator=torch.Generator().manual_seed(0))
     post = vae.encode(x[:1])
     torch.testing.assert_close(z.mean(0), post.mu[0].detach(), atol=0.06, rtol=0)
     torch.testing.assert_close(z.var(0), post.logvar[0].exp().detach(), atol=0.0, rtol=0.1)
 
 
 def test_random_pairs_are_distinct_in_range_and_seeded():
-    a, b = cmp.random_pairs(5, 200, seed=3)
+    a, b = latent.random_pairs(5, 200, seed=3)
     assert (a != b).all() and a.min() >= 0 and b.max() < 5
-    a2, b2 = cmp.random_pairs(5, 200, seed=3)
+    a2, b2 = latent.random_pairs(5, 200, seed=3)
     assert torch.equal(a, a2) and torch.equal(b, b2)
 
 
 def test_project_codes_keeps_the_standard_normal_standard():
     z = torch.randn((20000, 6), generator=torch.Generator().manual_seed(0)) * torch.tensor([3.0, 2, 1, 1, 1, 1])
-    p = cmp.project_codes(z)
+    p = latent.project_codes(z)
     assert p.shape == (20000, 2)
     assert (np.linalg.norm(p, axis=1) <= z.double().norm(dim=1).numpy() + 1e-9).all()  # orthonormal projection
     np.testing.assert_allclose(np.abs(p.std(axis=0)), [3.0, 2.0], rtol=0.05)  # the two widest axes
-    np.testing.assert_array_equal(cmp.project_codes(z[:, :2]), z[:, :2].double().numpy())
+    np.testing.assert_array_equal(latent.project_codes(z[:, :2]), z[:, :2].double().numpy())
 
 
 def test_latent_and_generation_tables_cover_every_model_seed_and_source():
     results = _results()
     classifier = DomainClassifier(SHAPE, 10).eval()
     x = _images(30)
-    latent = cmp.latent_table(results, x, classifier, n=20, n_pairs=4, steps=4)
+    latent = s03.latent_table(results, x, classifier, n=20, n_pairs=4, steps=4)
     assert len(latent) == 4 and latent["holes"].between(0, 1).all() and (latent["roughness"] >= 0).all()
     assert (latent["path_realism"] > 0).all()
-    gen = cmp.generation_table(results, classifier, x, n=20, fit_inputs=x, n_components=2)
+    gen = generation.generation_table(results, classifier, x, n=20, fit_inputs=x, n_components=2)
     per_model = gen.groupby("model")["source"].apply(lambda s: sorted(set(s))).to_dict()
     assert per_model == {"AE": ["GMM ex post", "Gaussian ex post", "prior N(0, I)"], "VAE": ["prior N(0, I)"]}
     assert len(gen) == 2 * (3 + 1)
@@ -289,7 +291,7 @@ def test_latent_and_generation_tables_cover_every_model_seed_and_source():
 
 
 def test_sharpness_table_has_data_and_two_sources_per_model():
-    table = cmp.sharpness_table(_results(), _images(), _images(), n=10)
+    table = s03.sharpness_table(_results(), _images(), _images(), n=10)
     assert table.iloc[0][["model", "source"]].tolist() == ["data", "test images"]
     assert len(table) == 1 + 2 * 4 and (table["sharpness"] >= 0).all()
 
@@ -306,16 +308,16 @@ def test_path_realism_is_interior_over_end_confidence():
     results = _results(seeds=(0,))
     model = results[("AE", 0)].model
     x_a, x_b = _images(3, 1), _images(3, 2)
-    paths = cmp.latent_path_images(model, x_a, x_b, steps=4).flatten(2).mean(dim=2).double()  # (3, 5) brightness
+    paths = latent.latent_path_images(model, x_a, x_b, steps=4).flatten(2).mean(dim=2).double()  # (3, 5) brightness
     expected = paths[:, 1:-1].mean() / paths[:, [0, -1]].mean()
-    assert cmp.path_realism(model, _ConfidenceByBrightness(), x_a, x_b, steps=4) == pytest.approx(float(expected))
+    assert latent.path_realism(model, _ConfidenceByBrightness(), x_a, x_b, steps=4) == pytest.approx(float(expected))
 
 
 def test_interpolation_rows_end_at_the_reconstructions():
     results = _results(seeds=(0,))
     models = {name: results[(name, 0)].model for name in ("AE", "VAE")}
     x = _images(6)
-    rows = cmp.interpolation_rows(models, x, x, 1, 4, steps=5)
+    rows = latent.interpolation_rows(models, x, x, 1, 4, steps=5)
     assert list(rows) == ["A, B (data)", "AE", "VAE"]
     torch.testing.assert_close(rows["A, B (data)"], x[[1, 4]])
     for name, model in models.items():
@@ -326,8 +328,8 @@ def test_interpolation_rows_end_at_the_reconstructions():
 def test_sample_grids_decode_density_means_at_temperature_zero():
     results = _results(seeds=(0,))
     ae = results[("AE", 0)].model
-    density = cmp.fit_code_density(torch.randn(100, 3), kind="gaussian")
-    grids = cmp.sample_grids({"VAE": results[("VAE", 0)].model}, {"AE + Gaussian": (ae, density)}, 5, 0.0)
+    density = generation.fit_code_density(torch.randn(100, 3), kind="gaussian")
+    grids = generation.sample_grids({"VAE": results[("VAE", 0)].model}, {"AE + Gaussian": (ae, density)}, 5, 0.0)
     assert {k: tuple(v.shape) for k, v in grids.items()} == {"VAE": (5, *SHAPE), "AE + Gaussian": (5, *SHAPE)}
     expected = ae.likelihood.mean(ae.decode(density.means.float())).detach()
     torch.testing.assert_close(grids["AE + Gaussian"], expected.expand(5, *SHAPE))
@@ -336,15 +338,15 @@ def test_sample_grids_decode_density_means_at_temperature_zero():
 # --- training cost ----------------------------------------------------------------------------------------
 
 def test_epochs_to_converge_is_the_first_epoch_within_tolerance_of_the_best():
-    assert cmp.epochs_to_converge([10.0, 5.0, 4.02, 4.0, 4.1], tolerance=0.01) == 3
-    assert cmp.epochs_to_converge([10.0, 5.0, 4.02, 4.0, 4.1], tolerance=0.001) == 4
-    assert cmp.epochs_to_converge([3.0]) == 1
+    assert s03.epochs_to_converge([10.0, 5.0, 4.02, 4.0, 4.1], tolerance=0.01) == 3
+    assert s03.epochs_to_converge([10.0, 5.0, 4.02, 4.0, 4.1], tolerance=0.001) == 4
+    assert s03.epochs_to_converge([3.0]) == 1
     with pytest.raises(ConfigError, match="non-empty finite loss curve"):
-        cmp.epochs_to_converge([1.0, math.nan])
+        s03.epochs_to_converge([1.0, math.nan])
 
 
 def test_cost_table_reads_the_history():
-    table = cmp.cost_table(_results(seeds=(0,)))
+    table = s03.cost_table(_results(seeds=(0,)))
     assert table["seconds_per_epoch"].tolist() == [2.0, 2.0]  # medians of 1, 3, 2
     assert table["epochs_to_converge"].tolist() == [2, 2]  # 9.0 is within 1 % of the best, 8.95
     assert table.set_index("model")["parameters"].pipe(lambda p: p["VAE"] - p["AE"]) > 0
@@ -352,9 +354,9 @@ def test_cost_table_reads_the_history():
 
 def test_step_timing_interleaves_every_model_in_every_round():
     specs = _protocol().specs(TrainConfig(epochs=1))
-    timing = cmp.step_timing(specs, (_images(8) > 0.5).float(), rounds=3, steps=1)
+    timing = s03.step_timing(specs, (_images(8) > 0.5).float(), rounds=3, steps=1)
     assert len(timing) == 3 * 4
-    assert timing.groupby("round")["model"].apply(sorted).tolist() == [sorted(cmp.MODEL_NAMES)] * 3
+    assert timing.groupby("round")["model"].apply(sorted).tolist() == [sorted(s03.MODEL_NAMES)] * 3
     assert list(timing[timing["round"] == 2]["model"]) == ["DAE", "β-VAE", "AE", "VAE"]  # rotated by 2
     assert (timing["seconds_per_step"] > 0).all()
 
@@ -364,10 +366,10 @@ def test_sign_test_counts_paired_wins_with_a_binomial_p_value():
     ae = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0]
     timing = pd.DataFrame({"model": ["AE"] * 8 + ["VAE"] * 8, "round": rounds * 2,
                            "seconds_per_step": ae + [1.5] * 8})
-    result = cmp.sign_test(timing, "AE", "VAE")
+    result = stats.sign_test(timing, "AE", "VAE")
     assert result["wins"] == 7 and result["rounds"] == 8
     assert result["p_value"] == pytest.approx(9 / 256)  # P(X >= 7), X ~ Binomial(8, 1/2)
-    assert cmp.sign_test(timing, "VAE", "AE")["wins"] == 1
+    assert stats.sign_test(timing, "VAE", "AE")["wins"] == 1
 
 
 # --- tuning sensitivity -----------------------------------------------------------------------------------
@@ -380,7 +382,7 @@ def test_tuning_summary_spread_and_failures_from_a_known_grid():
         "collapsed": [False, False, False, True, True, False],
         "diverged": [False, False, False, True, False, False],
     })
-    summary = cmp.tuning_summary(grid)
+    summary = s03.tuning_summary(grid)
     assert summary.loc["AE", "relative_spread"] == pytest.approx(0.2)
     assert summary.loc["VAE", "relative_spread"] == 0.0  # the β runs do not count; the NaN run is a failure
     assert summary.loc["VAE", ["runs", "lr_runs", "collapsed", "diverged"]].tolist() == [4, 2, 2, 1]
@@ -391,10 +393,10 @@ def test_tuning_grid_trains_every_point_and_flags_collapse(tmp_path, monkeypatch
     data = load_dataset("digits", val_size=20, limit=100, upscale=False, binarize="dynamic", progress=False)
     train = TrainConfig(epochs=1, batch_size=50, device="cpu", progress=False)
     x = data.test.images[:50]
-    grid = cmp.tuning_grid(_protocol(), train, data, lrs=(1e-3, 3e-3), betas=(1.0, 500.0), seeds=(0,),
+    grid = s03.tuning_grid(_protocol(), train, data, lrs=(1e-3, 3e-3), betas=(1.0, 500.0), seeds=(0,),
                            test_inputs=x, test_targets=x)
     assert grid[["model", "varied"]].values.tolist() == [["AE", "lr"]] * 2 + [["VAE", "lr"]] * 2 + [["VAE", "beta"]]
-    assert grid["collapsed"].tolist() == (grid["active_units"] <= cmp.COLLAPSED_MAX_UNITS).tolist()
+    assert grid["collapsed"].tolist() == (grid["active_units"] <= s03.COLLAPSED_MAX_UNITS).tolist()
     assert grid["test_mse"].between(0, 1).all() and not grid["diverged"].any()
 
 
@@ -402,22 +404,28 @@ def test_train_all_returns_cpu_models_for_every_name_and_seed(tmp_path, monkeypa
     monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path))
     data = load_dataset("digits", val_size=20, limit=60, upscale=False, binarize="dynamic", progress=False)
     specs = _protocol().specs(TrainConfig(epochs=1, batch_size=30, device="cpu", progress=False))
-    results = cmp.train_all(specs, data, (0, 1))
-    assert sorted(results) == sorted((n, s) for n in cmp.MODEL_NAMES for s in (0, 1))
+    results = s03.train_all(specs, data, (0, 1))
+    assert sorted(results) == sorted((n, s) for n in s03.MODEL_NAMES for s in (0, 1))
     assert all(next(r.model.parameters()).device.type == "cpu" and not r.model.training for r in results.values())
-    again = cmp.train_all(specs, data, (0,))
+    again = s03.train_all(specs, data, (0,))
     assert all(r.from_cache for r in again.values())
 
 
 # --- the table --------------------------------------------------------------------------------------------
 
 def _facts():
-    return {name: 0.5 + k for k, name in enumerate(cmp.FACTS)}
+    return s03.Facts(**{f.name: 0.5 + k for k, f in enumerate(dataclasses.fields(s03.Facts))})
+
+
+def _records(**verdicts):
+    """Claim records as `study.claim` returns them: every table claim holds unless given otherwise."""
+    held = dict.fromkeys(s03.TABLE_CLAIMS, True) | {k.replace("_", "-"): v for k, v in verdicts.items()}
+    return {f"03.{name}": {"id": f"03.{name}", "holds": v is True, **({"verdict": v} if isinstance(v, str) else {})}
+            for name, v in held.items()}
 
 
 def test_comparison_table_has_every_required_row_in_order():
-    verdicts = dict.fromkeys(cmp.VERDICTS, True)
-    table = cmp.comparison_table(_facts(), verdicts)
+    table = s03.comparison_table(_facts(), _records())
     assert list(table.columns) == ["Aspect", "AE", "VAE", "Evidence", "Verdict"]
     assert table["Aspect"].tolist() == ["Purpose", "Architecture", "Latent space", "Loss function", "Output",
                                         "Use cases", "Advantages", "Limitations"]
@@ -431,27 +439,36 @@ def test_comparison_table_has_every_required_row_in_order():
 
 
 def test_comparison_table_verdicts_follow_the_claims():
-    verdicts = dict.fromkeys(cmp.VERDICTS, True) | {"vae-smoother-interpolations": False,
-                                                    "vae-generalises-better": False}
-    table = cmp.comparison_table(_facts(), verdicts).set_index("Aspect")
+    records = _records(vae_smoother_interpolations=False, vae_generalises_better=False)
+    table = s03.comparison_table(_facts(), records).set_index("Aspect")
     assert table.loc["Loss function", "Verdict"] == "does not hold: 03.vae-generalises-better does not hold"
     assert table.loc["Latent space", "Verdict"] == ("partly: 03.vae-latent-matches-prior holds; "
                                                     "03.vae-smoother-interpolations does not hold; "
                                                     "03.vae-interpolations-realistic holds")
-    contradicted = cmp.comparison_table(_facts(), verdicts | {"ex-post-density-closes-gap": False,
-                                                              "vae-needs-careful-tuning": True})
+    contradicted = s03.comparison_table(_facts(), _records(vae_smoother_interpolations=False,
+                                                           vae_generalises_better=False,
+                                                           ex_post_density_closes_gap=False))
     assert contradicted.set_index("Aspect").loc["Limitations", "Verdict"].startswith("holds: ")
 
 
-def test_comparison_table_names_missing_facts_and_verdicts():
-    facts = _facts()
-    del facts["fid_vae"]
-    with pytest.raises(ConfigError, match=r"lacks facts \['fid_vae'\] and verdicts \['ae-faster-per-epoch'\]"):
-        cmp.comparison_table(facts, {k: True for k in cmp.VERDICTS if k != "ae-faster-per-epoch"})
+def test_comparison_table_reads_three_way_verdicts_and_skips_inconclusive_ones():
+    table = s03.comparison_table(_facts(), _records(vae_generalises_better="inconclusive",
+                                                    vae_smoother_interpolations="inconclusive"))
+    verdict = table.set_index("Aspect")["Verdict"]
+    assert verdict["Loss function"] == "inconclusive: 03.vae-generalises-better inconclusive"
+    assert verdict["Latent space"].startswith("holds: 03.vae-latent-matches-prior holds; "
+                                              "03.vae-smoother-interpolations inconclusive")
+
+
+def test_comparison_table_names_a_missing_claim_record():
+    records = _records()
+    del records["03.ae-faster-per-epoch"]
+    with pytest.raises(ConfigError, match=r"needs the record of claim 03\.ae-faster-per-epoch"):
+        s03.comparison_table(_facts(), records)
 
 
 def test_markdown_table_escapes_pipes():
-    md = cmp.markdown_table(pd.DataFrame({"a": ["x|y", "z"], "b": [1, 2]}))
+    md = s03.markdown_table(pd.DataFrame({"a": ["x|y", "z"], "b": [1, 2]}))
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |", "| z | 2 |"]
 
 
@@ -464,7 +481,7 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
     recon = rows(model=["AE", "AE", "VAE", "VAE", "DAE", "β-VAE"], seed=two * 2 + [0, 0],
                  mse=[0.01, 0.03, 0.04, 0.04, 0.02, 0.05], ssim=[0.8, 0.9, 0.7, 0.7, 0.8, 0.6])
     gen = rows(model=["AE", "AE", "AE", "VAE", "β-VAE"],
-               source=[cmp.PRIOR, "Gaussian ex post", "GMM ex post", cmp.PRIOR, cmp.PRIOR],
+               source=[generation.PRIOR, "Gaussian ex post", "GMM ex post", generation.PRIOR, generation.PRIOR],
                fid=[100.0, 70.0, 40.0, 20.0, 30.0])
     per_model = rows(model=["AE", "VAE"], mmd=[0.5, 0.01], holes=[0.4, 0.1], roughness=[0.02, 0.01],
                      path_realism=[0.9, 0.95],
@@ -473,15 +490,15 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
     tuning = pd.DataFrame({"runs": [6, 10], "relative_spread": [0.1, 0.3], "collapsed": [0, 2]}, index=["AE", "VAE"])
     sharp = rows(model=["data", "AE", "VAE", "VAE"], source=["test images", "reconstructions", "reconstructions",
                                                              "prior samples"], sharpness=[0.09, 0.03, 0.02, 0.01])
-    facts = cmp.collect_facts(recon=recon, generation=gen, fid_data=2.0, latent=per_model, gaps=per_model,
+    facts = s03.collect_facts(recon=recon, generation=gen, fid_data=2.0, latent=per_model, gaps=per_model,
                               cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
-    assert set(facts) == set(cmp.FACTS)
-    assert facts["mse_ae"] == pytest.approx(0.02) and facts["ssim_vae"] == pytest.approx(0.7)
-    assert facts["gap_closed_gmm"] == pytest.approx(0.75)  # (100 − 40) / (100 − 20)
-    assert facts["step_ratio"] == pytest.approx(1.3)
-    assert facts["collapsed_vae"] == 2 and facts["runs_vae"] == 10
-    table = cmp.comparison_table(facts, dict.fromkeys(cmp.VERDICTS, True))
+    assert isinstance(facts, s03.Facts)
+    assert facts.mse_ae == pytest.approx(0.02) and facts.ssim_vae == pytest.approx(0.7)
+    assert facts.gap_closed_gmm == pytest.approx(0.75)  # (100 − 40) / (100 − 20)
+    assert facts.step_ratio == pytest.approx(1.3)
+    assert facts.collapsed_vae == 2 and facts.runs_vae == 10
+    table = s03.comparison_table(facts, _records())
     assert "closing 75%" in table.set_index("Aspect").loc["Limitations", "Evidence"]
     with pytest.raises(ConfigError, match="no rows for model='VAE'"):
-        cmp.collect_facts(recon=recon[recon["model"] != "VAE"], generation=gen, fid_data=2.0, latent=per_model,
+        s03.collect_facts(recon=recon[recon["model"] != "VAE"], generation=gen, fid_data=2.0, latent=per_model,
                           gaps=per_model, cost=per_model, timing=timing, tuning=tuning, sharp=sharp)

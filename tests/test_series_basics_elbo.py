@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from aestudy import experiments as ex
+from aestudy import generation
 from aestudy.models import ModelConfig, build_model
-from aestudy.ppca import PPCA, linear_vae_from_ppca
+from aestudy.ppca import PPCA, linear_vae_bounds, linear_vae_from_ppca, ppca_of_linear_vae
+from aestudy.series import basics as s01
+from aestudy.series import elbo as s02
 
 SHAPE = (1, 4, 4)
 
@@ -30,8 +32,8 @@ def test_pca_mse_matches_projection_error_and_falls_with_rank() -> None:
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     proj = (t - mean) @ vt[:3].T @ vt[:3] + mean
     expected = float(np.mean((np.clip(proj, 0, 1) - t) ** 2))
-    assert ex.pca_mse(train, test, 3) == pytest.approx(expected, rel=1e-4)
-    errors = [ex.pca_mse(train, test, k) for k in (1, 2, 4, 8)]
+    assert s01.pca_mse(train, test, 3) == pytest.approx(expected, rel=1e-4)
+    errors = [s01.pca_mse(train, test, k) for k in (1, 2, 4, 8)]
     assert all(a >= b - 1e-9 for a, b in zip(errors, errors[1:], strict=False))
 
 
@@ -39,7 +41,7 @@ def test_history_in_mse_inverts_the_fixed_sigma_gaussian_nll() -> None:
     d, mse, sigma = 784, 0.02, 1.0
     nll = 0.5 * d * mse / sigma**2 + 0.5 * d * math.log(2 * math.pi * sigma**2)
     hist = pd.DataFrame({"epoch": [1], "train_loss": [nll], "val_loss": [nll], "train_kl": [0.0]})
-    out = ex.history_in_mse(hist, num_pixels=d, sigma=sigma)
+    out = s01.history_in_mse(hist, num_pixels=d, sigma=sigma)
     assert out["train_loss"].iloc[0] == pytest.approx(mse) and out["val_loss"].iloc[0] == pytest.approx(mse)
     assert out["train_kl"].iloc[0] == 0.0 and hist["train_loss"].iloc[0] == nll  # input left untouched
 
@@ -47,7 +49,7 @@ def test_history_in_mse_inverts_the_fixed_sigma_gaussian_nll() -> None:
 def test_kl_convergence_has_unbiased_standardised_errors() -> None:
     g = torch.Generator().manual_seed(0)
     mu, logvar = torch.randn((4, 3), generator=g), torch.randn((4, 3), generator=g)
-    df = ex.kl_convergence(mu, logvar, (2, 100, 5000), seed=0)
+    df = s02.kl_convergence(mu, logvar, (2, 100, 5000), seed=0)
     assert set(df["n_samples"]) == {2, 100, 5000} and len(df) == 12
     # With 2 draws the standard error is itself a 1-degree-of-freedom guess; judge z-scores from 100 draws on.
     assert (df["sem"] > 0).all() and df.loc[df["n_samples"] >= 100, "z_score"].abs().max() < 5
@@ -59,15 +61,15 @@ def test_linear_vae_bounds_gap_is_posterior_kl_and_zero_at_exact_posterior() -> 
     data = _images(300)
     ppca = PPCA.fit(data, 2)
     exact = linear_vae_from_ppca(ppca, input_shape=SHAPE)
-    recovered = ex.ppca_of_linear_vae(exact)
+    recovered = ppca_of_linear_vae(exact)
     torch.testing.assert_close(recovered.W, ppca.W)
     assert recovered.sigma2 == pytest.approx(ppca.sigma2)
-    at_exact = ex.linear_vae_bounds(exact, data[:20])
+    at_exact = linear_vae_bounds(exact, data[:20])
     assert at_exact["gap"].abs().max() < 1e-6
     perturbed = linear_vae_from_ppca(ppca, input_shape=SHAPE)
     with torch.no_grad():
         perturbed.encoder.head.bias[2:] += 1.0  # wrong posterior variances
-    df = ex.linear_vae_bounds(perturbed, data[:20])
+    df = linear_vae_bounds(perturbed, data[:20])
     assert (df["gap"] > 0).all()
     np.testing.assert_allclose(df["gap"], df["kl_to_posterior"], rtol=1e-6, atol=1e-8)
 
@@ -78,8 +80,8 @@ def test_iwae_curve_approaches_the_exact_log_likelihood() -> None:
     vae = linear_vae_from_ppca(ppca, input_shape=SHAPE)
     with torch.no_grad():
         vae.encoder.head.bias[2:] += 1.5
-    log_px = float(ex.linear_vae_bounds(vae, data[:30])["log_px"].mean())
-    curve = ex.iwae_curve(vae, data[:30], (1, 10, 1000), repeats=3, seed=0)
+    log_px = float(linear_vae_bounds(vae, data[:30])["log_px"].mean())
+    curve = s02.iwae_curve(vae, data[:30], (1, 10, 1000), repeats=3, seed=0)
     gaps = log_px - curve["iwae"].to_numpy()
     assert (gaps > -0.05).all() and gaps[2] < gaps[0] and gaps[2] < 0.25 * gaps[0]
 
@@ -88,7 +90,7 @@ def test_reparameterised_gradient_has_lower_variance_than_score_function() -> No
     torch.manual_seed(0)
     vae = build_model(ModelConfig(kind="vae", arch="mlp", input_shape=SHAPE, latent_dim=2, hidden=(8,)))
     x = (torch.rand(1, *SHAPE) > 0.5).float()
-    df = ex.gradient_variance(vae, x, (1, 10), repeats=100, seed=0)
+    df = s02.gradient_variance(vae, x, (1, 10), repeats=100, seed=0)
     var = df.pivot_table(index="n_samples", columns="estimator", values="variance")
     assert (var["score function"] > var["reparameterised"]).all()
     assert var.loc[10, "reparameterised"] < var.loc[1, "reparameterised"]  # variance falls like 1/n
@@ -96,7 +98,7 @@ def test_reparameterised_gradient_has_lower_variance_than_score_function() -> No
 
 def test_code_box_uniform_stays_inside_the_bounding_box() -> None:
     codes = torch.randn(100, 3)
-    pts = ex.code_box_uniform(codes, 500, generator=torch.Generator().manual_seed(0))
+    pts = generation.code_box_uniform(codes, 500, generator=torch.Generator().manual_seed(0))
     assert pts.shape == (500, 3)
     assert (pts >= codes.min(dim=0).values).all() and (pts <= codes.max(dim=0).values).all()
 
@@ -108,4 +110,4 @@ def test_ae_distortion_is_the_reconstruction_nll() -> None:
     with torch.no_grad():
         logits = ae.decode(ae.encode(x).mu)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 5
-    assert ex.ae_distortion(ae, x) == pytest.approx(float(expected), rel=1e-5)
+    assert s02.ae_distortion(ae, x) == pytest.approx(float(expected), rel=1e-5)

@@ -1,0 +1,320 @@
+"""Anomaly and out-of-distribution scores: reconstruction error, −ELBO, IS-NLL, the likelihood ratio
+(Ren et al. 2019), the input-complexity correction (Serrà et al. 2020), held-out-class models and ROC tables.
+
+Every score is per image, higher = more anomalous. Taught in notebook 04 section 3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from aestudy.data import (
+    IDX_SPECS,
+    Dataset,
+    DatasetInfo,
+    Split,
+    binarize_images,
+    default_val_size,
+    list_datasets,
+    load_dataset,
+    resolve_data_dir,
+)
+from aestudy.denoising import corrupted
+from aestudy.errors import ConfigError
+from aestudy.evaluation import EVAL_BATCH, batched, evaluating, generator_on, model_device
+from aestudy.metrics import elbo_per_image, mse_per_image
+from aestudy.models import ModelConfig
+from aestudy.noise import NoiseConfig
+from aestudy.objectives import is_nll
+from aestudy.train import TrainConfig, TrainResult, train_or_load
+
+ArrayLike = Tensor | np.ndarray
+
+ANOMALY_SCORES: tuple[str, ...] = ("recon", "neg_elbo", "is_nll")
+
+
+LN2 = math.log(2.0)
+
+
+OOD_LAYOUTS: tuple[str, ...] = ("as loaded", "mnist")
+
+
+Scorer = Callable[[Tensor], Tensor]
+
+
+def _scores_and_labels(scores_normal: ArrayLike, scores_anomalous: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    normal = _as_numpy(scores_normal).astype(np.float64).ravel()
+    anomalous = _as_numpy(scores_anomalous).astype(np.float64).ravel()
+    scores = np.concatenate([normal, anomalous])
+    if not np.isfinite(scores).all() or len(normal) == 0 or len(anomalous) == 0:
+        raise ConfigError("anomaly scores must be finite and both sets non-empty; got "
+                          f"{len(normal)} normal and {len(anomalous)} anomalous scores, "
+                          f"{int((~np.isfinite(scores)).sum())} not finite.")
+    return scores, np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
+
+
+def anomaly_auroc(scores_normal: ArrayLike, scores_anomalous: ArrayLike) -> float:
+    """Area under the ROC curve for telling anomalies from normal data by score (higher = more anomalous).
+
+    In [0, 1]: 1 separates perfectly, 0.5 is chance, below 0.5 ranks anomalies as *more* normal.
+    """
+    scores, labels = _scores_and_labels(scores_normal, scores_anomalous)
+    return float(roc_auc_score(labels, scores))
+
+
+def roc_curve_points(scores_normal: ArrayLike, scores_anomalous: ArrayLike
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ROC curve (false-positive rate, true-positive rate, score thresholds), higher = more anomalous."""
+    scores, labels = _scores_and_labels(scores_normal, scores_anomalous)
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    return fpr, tpr, thresholds
+
+
+def anomaly_scores(model: nn.Module, images: Tensor, *, score: str = "recon", batch_size: int = EVAL_BATCH,
+                   k: int = 100, generator: torch.Generator | None = None,
+                   labels: Tensor | None = None) -> Tensor:
+    """Per-image anomaly scores (N,), higher = more anomalous.
+
+    score="recon": reconstruction MSE (intensity², any model); "neg_elbo": −ELBO in nats (a VAE);
+    "is_nll": importance-sampled NLL −L_k in nats with `k` samples (a VAE).
+    """
+    if score == "recon":
+        return batched(model, lambda x, y: mse_per_image(x, model.reconstruct(x, y)), images, labels,
+                       batch_size=batch_size)
+    if score == "neg_elbo":
+        return -elbo_per_image(model, images, batch_size=batch_size, generator=generator, labels=labels)["elbo"]
+    if score == "is_nll":
+        with evaluating(model):
+            return is_nll(model, images, k=k, batch_size=min(batch_size, 100), generator=generator,
+                          labels=labels)
+    raise ConfigError(f"score={score!r} is invalid; valid values: {', '.join(ANOMALY_SCORES)}.")
+
+
+def _derived_fingerprint(data: Dataset, what: str) -> str:
+    """A fingerprint for data derived from `data` by the recipe `what` (a cache-key part)."""
+    return hashlib.sha256(f"{data.fingerprint}|{what}".encode()).hexdigest()[:16]
+
+
+def _as_numpy(a: ArrayLike) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+
+def check_class(anomaly_class: object, info: DatasetInfo) -> int:
+    """`anomaly_class` as an int, or a ConfigError naming the valid classes of `info`."""
+    valid = isinstance(anomaly_class, int) and not isinstance(anomaly_class, bool)
+    if not (valid and 0 <= anomaly_class < info.num_classes):
+        names = ", ".join(f"{i} = {n}" for i, n in enumerate(info.class_names))
+        raise ConfigError(f"anomaly_class={anomaly_class!r} is invalid for {info.name}; valid values: "
+                          f"0..{info.num_classes - 1} ({names}).")
+    return int(anomaly_class)
+
+
+def _keep(split: Split, mask: Tensor) -> Split:
+    return Split(split.images[mask], split.labels[mask])
+
+
+def without_class(data: Dataset, anomaly_class: int) -> Dataset:
+    """`data` with `anomaly_class` removed from the training and validation splits (the test split is kept whole)."""
+    c = check_class(anomaly_class, data.info)
+    return Dataset(_keep(data.train, data.train.labels != c), _keep(data.val, data.val.labels != c), data.test,
+                   data.info, data.binarize, _derived_fingerprint(data, f"without-class-{c}"))
+
+
+def split_by_class(split: Split, anomaly_class: int) -> tuple[Tensor, Tensor]:
+    """(normal images, anomalous images) of a split: the anomalous ones are those of `anomaly_class`."""
+    anomalous = split.labels == anomaly_class
+    return split.images[~anomalous], split.images[anomalous]
+
+
+def perturbed_dataset(data: Dataset, rate: float, *, seed: int = 0) -> Dataset:
+    """Background-model training data (Ren et al. 2019): each pixel replaced by a random 0 or 1 with prob. `rate`.
+
+    The perturbation is salt-and-pepper noise drawn once (train and validation); with dynamic binarization
+    a pixel set to 0 or 1 stays so, i.e. it becomes a uniformly random bit. The test split is unchanged.
+    """
+    if not (isinstance(rate, (int, float)) and 0 < rate < 1):
+        raise ConfigError(f"rate={rate!r} is invalid; it must be a probability in (0, 1).")
+    noise = NoiseConfig("salt_pepper", float(rate))
+    train = Split(corrupted(data.train.images, noise, seed=seed), data.train.labels)
+    val = Split(corrupted(data.val.images, noise, seed=seed + 1), data.val.labels)
+    return Dataset(train, val, data.test, data.info, data.binarize,
+                   _derived_fingerprint(data, f"salt-pepper-{rate}-seed-{seed}"))
+
+
+def neg_elbo(model: nn.Module, images: Tensor, *, n_samples: int = 1, seed: int = 0) -> Tensor:
+    """−ELBO per image (N,) in nats, averaging the reconstruction term over `n_samples` seeded draws of z."""
+    generator = generator_on(seed, model_device(model))
+    return -elbo_per_image(model, images, n_samples=n_samples, generator=generator)["elbo"]
+
+
+def likelihood_ratio(model: nn.Module, background: nn.Module, images: Tensor, *, n_samples: int = 1,
+                     seed: int = 0) -> Tensor:
+    """The likelihood-ratio anomaly score (Ren et al. 2019) with ELBOs: −ELBO_model(x) − (−ELBO_background(x)).
+
+    Higher = more anomalous: the model explains x no better than a model of perturbed data does, so what
+    it explains is background statistics (e.g. how many pixels are on), not the semantics of the class.
+    Both bounds use the same seeded draws, so identical models score exactly 0.
+    """
+    return (neg_elbo(model, images, n_samples=n_samples, seed=seed)
+            - neg_elbo(background, images, n_samples=n_samples, seed=seed))
+
+
+def compressed_bits(images: Tensor, *, level: int = 9) -> Tensor:
+    """Length in bits of each image's 8-bit pixels compressed by zlib (Python's stdlib DEFLATE, as in PNG), (N,)."""
+    pixels = (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).flatten(1).numpy()
+    return torch.tensor([8.0 * len(zlib.compress(row.tobytes(), level)) for row in pixels], dtype=torch.float64)
+
+
+def complexity_corrected(nll_nats: Tensor, images: Tensor) -> Tensor:
+    """Serrà et al. (2020)'s score S(x) = NLL(x) in bits − L(x), L = zlib-compressed size in bits, (N,).
+
+    Higher = more anomalous: the model needs more bits than a generic compressor, which corrects for
+    simple images (few strokes, flat background) getting a high likelihood under any model.
+    """
+    return nll_nats.detach().cpu().double() / LN2 - compressed_bits(images)
+
+
+def grey_level_summary(sets: Mapping[str, Tensor]) -> pd.DataFrame:
+    """Grey-level statistics per image set: min, max, mean, share of background (< 0.05) and bright (> 0.5) pixels."""
+    rows = []
+    for name, x in sets.items():
+        x = x.detach().cpu().float()
+        rows.append({"set": name, "images": x.shape[0], "shape": "×".join(map(str, x.shape[1:])),
+                     "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()),
+                     "background_share": float((x < 0.05).float().mean()),
+                     "bright_share": float((x > 0.5).float().mean())})
+    return pd.DataFrame(rows).set_index("set")
+
+
+def unavailable_reason(name: str) -> str | None:
+    """None when dataset `name` is on this machine, else why not and the command that fetches it."""
+    if any(row.name == name and row.available for row in list_datasets()):
+        return None
+    fix = IDX_SPECS[name].fix.format(folder=resolve_data_dir() / name) if name in IDX_SPECS else ""
+    return f"{name} is not on this machine; {fix}".rstrip("; ")
+
+
+def mnist_layout(images: Tensor, *, box: int = 20, side: int = 28) -> Tensor:
+    """Images resized (bilinear) into a `box`×`box` square centred on a black `side`×`side` canvas (MNIST's layout)."""
+    if not (isinstance(box, int) and isinstance(side, int) and 1 <= box <= side and (side - box) % 2 == 0):
+        raise ConfigError(f"box={box!r}, side={side!r} are invalid; they must be integers with 1 <= box <= side and "
+                          "side - box even (equal margins).")
+    inner = torch.nn.functional.interpolate(images, size=(box, box), mode="bilinear", align_corners=False)
+    margin = (side - box) // 2
+    return torch.nn.functional.pad(inner.clamp(0.0, 1.0), (margin, margin, margin, margin))
+
+
+def ood_images(name: str, *, n: int, seed: int = 0, layout: str = "as loaded") -> tuple[Tensor, Tensor]:
+    """Up to `n` grey images of dataset `name` (its test split first, then train and val) and a seeded binarization.
+
+    layout="mnist" (digits only) places the original 8×8 digits in a 20×20 box centred in 28×28, MNIST's layout;
+    "as loaded" keeps load_dataset's images (digits: upscaled to fill the 28×28 frame).
+    """
+    if layout not in OOD_LAYOUTS or (layout == "mnist" and name != "digits"):
+        raise ConfigError(f"layout={layout!r} is invalid for {name!r}; valid values: 'as loaded', and 'mnist' for "
+                          "digits only (the other datasets are 28×28 already).")
+    data = load_dataset(name, val_size=default_val_size(name), seed=seed, progress=False,
+                        upscale=layout != "mnist")
+    grey = torch.cat([data.test.images, data.train.images, data.val.images])[:n]
+    if layout == "mnist":
+        grey = mnist_layout(grey)
+    return grey, binarize_images(grey, generator_on(seed))
+
+
+def model_scorers(ae: nn.Module, vae: nn.Module, *, k: int | None = 100, seed: int = 0) -> dict[str, Scorer]:
+    """The anomaly scores of section 3: AE reconstruction error, VAE −ELBO and (when k) VAE IS-NLL with k samples."""
+    scorers: dict[str, Scorer] = {
+        "AE recon error": lambda x: anomaly_scores(ae, x, score="recon"),
+        "VAE −ELBO": lambda x: neg_elbo(vae, x, seed=seed),
+    }
+    if k is not None:
+        scorers["VAE IS-NLL"] = lambda x: anomaly_scores(vae, x, score="is_nll", k=k,
+                                                         generator=generator_on(seed, model_device(vae)))
+    return scorers
+
+
+def score_sets(scorers: Mapping[str, Scorer], normal: Tensor, anomalous: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each scorer applied to the normal and the anomalous images: name -> (scores (N,), scores (M,))."""
+    return {name: (score(normal).detach().cpu(), score(anomalous).detach().cpu()) for name, score in scorers.items()}
+
+
+def auroc_table(scores: Mapping[str, tuple[Tensor, Tensor]]) -> pd.DataFrame:
+    """AUROC (higher score = anomalous; 0.5 = chance) and mean scores of normal and anomalous images, per score."""
+    rows = [{"score": name, "auroc": anomaly_auroc(normal, anomalous), "mean_normal": float(normal.double().mean()),
+             "mean_anomalous": float(anomalous.double().mean())} for name, (normal, anomalous) in scores.items()]
+    return pd.DataFrame(rows).set_index("score")
+
+
+def roc_curves(scores: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """ROC curves (fpr, tpr, AUROC) per score, the input of `plots.roc_curves`."""
+    curves = {}
+    for name, (normal, anomalous) in scores.items():
+        fpr, tpr, _ = roc_curve_points(normal, anomalous)
+        curves[name] = (fpr, tpr, anomaly_auroc(normal, anomalous))
+    return curves
+
+
+def ood_score_sets(*, vae: nn.Module, background: nn.Module, ae: nn.Module, inside: tuple[Tensor, Tensor],
+                   outside: tuple[Tensor, Tensor], k: int = 100, seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
+    """Scores of in-distribution and OOD images, name -> (inside (N,), outside (M,)); higher = more anomalous.
+
+    `inside` and `outside` are (grey, binarized) image pairs. The AE (a grey-level model) scores grey images
+    by reconstruction error; the binarized-data VAE scores binarized ones by −ELBO and IS-NLL (k samples),
+    the likelihood ratio against `background` (Ren et al. 2019) and the complexity-corrected IS-NLL
+    (Serrà et al. 2020).
+    """
+    scores = {"AE recon error": (anomaly_scores(ae, inside[0], score="recon"),
+                                 anomaly_scores(ae, outside[0], score="recon"))}
+    nll = {part: anomaly_scores(vae, x[1], score="is_nll", k=k, generator=generator_on(seed, model_device(vae)))
+           for part, x in (("in", inside), ("out", outside))}
+    scores["VAE −ELBO"] = (neg_elbo(vae, inside[1], seed=seed), neg_elbo(vae, outside[1], seed=seed))
+    scores["VAE IS-NLL"] = (nll["in"], nll["out"])
+    scores["likelihood ratio"] = (likelihood_ratio(vae, background, inside[1], seed=seed),
+                                  likelihood_ratio(vae, background, outside[1], seed=seed))
+    scores["complexity-corrected IS-NLL"] = (complexity_corrected(nll["in"], inside[1]),
+                                             complexity_corrected(nll["out"], outside[1]))
+    return {name: (a.detach().cpu(), b.detach().cpu()) for name, (a, b) in scores.items()}
+
+
+@dataclass
+class HoldoutModels:
+    """The AE and VAE trained without one class, and that class."""
+
+    anomaly_class: int
+    ae: TrainResult
+    vae: TrainResult
+
+
+def holdout_models(data: Dataset, anomaly_class: int, ae_cfg: ModelConfig, vae_cfg: ModelConfig,
+                   train_cfg: TrainConfig) -> HoldoutModels:
+    """Train (or load) an AE and a VAE on every class of `data` but `anomaly_class`."""
+    held = without_class(data, anomaly_class)
+    return HoldoutModels(anomaly_class, train_or_load(ae_cfg, train_cfg, held), train_or_load(vae_cfg, train_cfg, held))
+
+
+def holdout_sweep(data: Dataset, classes: Sequence[int], ae_cfg: ModelConfig, vae_cfg: ModelConfig,
+                  train_cfg: TrainConfig, *, k: int | None = None, seed: int = 0,
+                  progress: bool = True) -> pd.DataFrame:
+    """AUROC of each score with each class held out in turn (models trained per class, on `data`'s test split).
+
+    Columns: anomaly_class, class_name, score, auroc.
+    """
+    rows = []
+    for c in tqdm(classes, desc="held-out classes", disable=not progress):
+        held = holdout_models(data, c, ae_cfg, vae_cfg, train_cfg)
+        normal, anomalous = split_by_class(data.test, c)
+        scores = score_sets(model_scorers(held.ae.model, held.vae.model, k=k, seed=seed), normal, anomalous)
+        rows += [{"anomaly_class": c, "class_name": data.info.class_names[c], "score": name, "auroc": row.auroc}
+                 for name, row in auroc_table(scores).iterrows()]
+    return pd.DataFrame(rows)

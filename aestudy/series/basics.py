@@ -1,0 +1,103 @@
+"""Notebook 01 (autoencoder basics): the plain AE, its comparison with PCA, and how its test error grows
+with too little data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from torch import Tensor
+
+from aestudy.data import Dataset, load_dataset
+from aestudy.metrics import reconstruction_metrics
+from aestudy.models import ModelConfig
+from aestudy.train import TrainConfig, TrainResult, train_or_load
+
+SIZES = {  # knob: (smoke, standard, full)
+    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "val_size": (500, 5000, 5000),
+    "epochs": (1, 8, 30),  # section 1's AEs (the `epochs` parameter overrides)
+    "sweep_epochs": (1, 6, 30),  # the latent-size sweep (the `epochs` parameter overrides)
+    "latent_sizes": ((2, 16), (2, 4, 8, 16, 32, 64), (2, 4, 8, 16, 32, 64)),
+    "small_set": (200, 1000, 1000),  # the small training set of the generalisation section
+    "gap_latents": ((2, 16), (2, 16, 64), (2, 8, 16, 32, 64)),
+    "gap_budget": (2000, 120_000, 1_000_000),  # training samples seen per model (equal budget)
+    "n_samples": (500, 5000, 10000),  # images per source for FID-style scores
+}
+
+
+
+def ae_config(arch: str, latent_dim: int, *, input_shape: tuple[int, int, int] = (1, 28, 28)) -> ModelConfig:
+    """The plain autoencoder of notebook 01: MSE loss, i.e. a Gaussian decoder with fixed σ = 1."""
+    return ModelConfig(kind="ae", arch=arch, latent_dim=latent_dim, likelihood="gaussian", sigma=1.0,
+                       input_shape=input_shape)
+
+
+def pca_mse(train_images: Tensor, test_images: Tensor, latent_dim: int, *, seed: int = 0) -> float:
+    """Test MSE per pixel of PCA with `latent_dim` components fitted on `train_images` (scikit-learn).
+
+    Reconstructions are clipped to [0, 1], the intensity range every decoder here displays (the linear AE's
+    `reconstruct` clamps the same way), so the comparison is like for like.
+    """
+    train, test = train_images.flatten(1).numpy(), test_images.flatten(1).numpy()
+    pca = PCA(n_components=latent_dim, random_state=seed).fit(train)
+    recon = np.clip(pca.inverse_transform(pca.transform(test)), 0.0, 1.0)
+    return float(np.mean((recon - test) ** 2))
+
+
+def history_in_mse(history: pd.DataFrame, *, num_pixels: int, sigma: float = 1.0) -> pd.DataFrame:
+    """Turn a fixed-σ Gaussian NLL history (nats/image) into MSE per pixel: 2σ²(nll − ½D log 2πσ²)/D."""
+    const = 0.5 * num_pixels * math.log(2 * math.pi * sigma**2)
+    out = history.copy()
+    for col in ("train_loss", "val_loss", "train_recon", "val_recon"):
+        if col in out:
+            out[col] = 2 * sigma**2 * (out[col] - const) / num_pixels
+    return out
+
+
+def subset(data: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
+    """The same dataset with a stratified `n`-image training split (validation/test capped at n too);
+    `data` itself when `n` is None or not smaller than its training split."""
+    if n is None or n >= len(data.train):
+        return data
+    return load_dataset(data.info.name, val_size=len(data.val), limit=n, binarize=data.binarize, seed=seed)
+
+
+def latent_size_sweep(data: Dataset, latent_sizes: Sequence[int], train_cfg: TrainConfig, *,
+                      archs: Sequence[str] = ("linear", "mlp"),
+                      lr_by_arch: dict[str, float] | None = None
+                      ) -> tuple[pd.DataFrame, dict[tuple[str, int], TrainResult]]:
+    """Test MSE per pixel vs latent size for AEs of each arch and for PCA; also the trained models."""
+    rows, results = [], {}
+    for k in latent_sizes:
+        rows.append({"model": "PCA", "latent_dim": k, "test_mse": pca_mse(data.train.images, data.test.images, k)})
+        for arch in archs:
+            cfg = replace(train_cfg, lr=(lr_by_arch or {}).get(arch, train_cfg.lr))
+            res = train_or_load(ae_config(arch, k, input_shape=data.info.shape), cfg, data)
+            results[(arch, k)] = res
+            test_mse = reconstruction_metrics(res.model, data.test.images)["mse"]
+            rows.append({"model": f"{arch} AE", "latent_dim": k, "test_mse": test_mse,
+                         "train_mse": reconstruction_metrics(res.model, data.train.images[:5000])["mse"]})
+    return pd.DataFrame(rows), results
+
+
+def generalisation_gaps(data: Dataset, train_sizes: Sequence[int], latent_sizes: Sequence[int],
+                        train_cfg: TrainConfig, *, samples_budget: int) -> pd.DataFrame:
+    """Train/validation MSE and their gap for MLP AEs trained on subsets of each size (equal sample budget)."""
+    rows = []
+    for size in train_sizes:
+        part = data if size >= len(data.train) else subset(data, size, seed=train_cfg.seed)
+        epochs = max(1, math.ceil(samples_budget / len(part.train)))
+        for k in latent_sizes:
+            res = train_or_load(ae_config("mlp", k, input_shape=data.info.shape),
+                                replace(train_cfg, epochs=epochs), part)
+            train_mse = reconstruction_metrics(res.model, part.train.images[:5000])["mse"]
+            val_mse = reconstruction_metrics(res.model, data.val.images)["mse"]
+            rows.append({"train_size": len(part.train), "latent_dim": k, "epochs": epochs, "train_mse": train_mse,
+                         "val_mse": val_mse, "gap": val_mse - train_mse})
+    return pd.DataFrame(rows)

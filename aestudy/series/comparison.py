@@ -1,0 +1,492 @@
+"""Notebook 03 (AE vs VAE, measured): AE, VAE, DAE and β-VAE trained under one protocol and compared.
+
+Every model shares the backbone, latent size, decoder likelihood, optimiser, epochs and data (`Protocol`);
+the DAE differs only by corrupted inputs, the β-VAE only by its KL weight. Each measurement returns a tidy
+DataFrame with one row per model and seed; `aestudy.stats` aggregates the seeds, and the AE-vs-VAE table is
+built from named facts and the claims' own verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from aestudy.data import Dataset, binarize_images
+from aestudy.errors import ConfigError, TrainingDivergedError
+from aestudy.evaluation import EVAL_BATCH, batched, generator_on, model_device, reconstruct
+from aestudy.generation import PRIOR, gap_closed
+from aestudy.latent import aggregate_posterior_sample, interpolation_smoothness, path_realism, prior_holes, random_pairs
+from aestudy.metrics import active_units, mmd, reconstruction_metrics, sharpness
+from aestudy.models import ModelConfig, build_model, count_parameters
+from aestudy.noise import NoiseConfig, corrupt
+from aestudy.objectives import loss_terms
+from aestudy.series import shared
+from aestudy.stats import per_seed
+from aestudy.train import TrainConfig, TrainResult, train_or_load
+from aestudy.validate import as_float, as_int
+
+MODEL_NAMES: tuple[str, ...] = ("AE", "VAE", "DAE", "β-VAE")
+TABLE_ASPECTS: tuple[str, ...] = ("Purpose", "Architecture", "Latent space", "Loss function", "Output",
+                                  "Use cases", "Advantages", "Limitations")
+TABLE_COLUMNS: tuple[str, ...] = ("Aspect", "AE", "VAE", "Evidence", "Verdict")
+COLLAPSED_MAX_UNITS = 1  # a run whose code keeps at most this many active units has collapsed
+Results = Mapping[tuple[str, int], TrainResult]
+Spec = tuple[ModelConfig, TrainConfig]
+
+SIZES = {  # knob: (smoke, standard, full)
+    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "val_size": (500, 5000, 5000),
+    "epochs": shared.SIZES["vae_epochs"],  # every compared model: its VAE is the reference VAE
+    "n_seeds": (1, 2, 5),  # training seeds per model (the `n_seeds` parameter overrides)
+    "n_eval": (1000, 5000, 10000),  # test (and train) images scored
+    "n_gen": (500, 5000, 10000),  # samples per source for FID-FMNIST
+    "n_latent": (500, 2000, 5000),  # codes for MMD, prior samples for holes and blur
+    "n_pairs": (20, 200, 500),  # image pairs for interpolation smoothness
+    "subset": (1000, 10000, None),  # training images for the 2-D models and the tuning grid
+    "latent2_epochs": (1, 5, 30),
+    "tune_epochs": (1, 2, 10),
+    "tune_lrs": ((1e-3, 3e-3), (3e-4, 1e-3, 3e-3), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
+    "tune_betas": ((4.0,), (2.0, 8.0), (0.5, 2.0, 4.0, 8.0, 16.0)),
+    "tune_seeds": (1, 2, 3),
+    "timing_rounds": (2, 20, 40),  # interleaved rounds of step timing (sign test)
+    "timing_steps": (3, 5, 10),  # training steps per model and round
+}
+
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What the compared models share (backbone, latent size, likelihood) and what sets DAE and β-VAE apart."""
+
+    latent_dim: int = 16
+    arch: str = "mlp"
+    likelihood: str = "bernoulli"
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    hidden: tuple[int, ...] = (512, 256)  # MLP widths (ModelConfig's default, as in notebooks 01 and 02)
+    beta_vae: float = 4.0  # KL weight of the β-VAE column
+    dae_noise: float = 0.3  # σ of the Gaussian input corruption the DAE learns to undo
+    n_seeds: int = 2  # training seeds per model (base seed, base seed + 1, ...)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "beta_vae", as_float(self.beta_vae, "beta_vae", low=0, low_open=True,
+                                                          meaning="the β-VAE's KL weight"))
+        object.__setattr__(self, "dae_noise", as_float(self.dae_noise, "dae_noise", low=0, low_open=True,
+                                                           meaning="the σ of the DAE's Gaussian input noise"))
+        object.__setattr__(self, "n_seeds", as_int(self.n_seeds, "n_seeds", low=1))
+        self.model_config("vae")  # ModelConfig validates latent_dim, arch, likelihood and input_shape
+
+    def model_config(self, kind: str, *, latent_dim: int | None = None) -> ModelConfig:
+        """The shared architecture as an AE (`kind="ae"`) or a VAE (`kind="vae"`)."""
+        return ModelConfig(kind=kind, arch=self.arch, latent_dim=latent_dim or self.latent_dim, hidden=self.hidden,
+                           likelihood=self.likelihood, input_shape=tuple(self.input_shape))
+
+    def specs(self, train_cfg: TrainConfig) -> dict[str, Spec]:
+        """(model config, training config) of AE, VAE, DAE and β-VAE: one optimiser, schedule and data."""
+        base = replace(train_cfg, beta=1.0, noise=None)
+        return {
+            "AE": (self.model_config("ae"), base),
+            "VAE": (self.model_config("vae"), base),
+            "DAE": (self.model_config("ae"), replace(base, noise=NoiseConfig("gaussian", float(self.dae_noise)))),
+            "β-VAE": (self.model_config("vae"), replace(base, beta=float(self.beta_vae))),
+        }
+
+    def seeds(self, base_seed: int) -> tuple[int, ...]:
+        """The training seeds: `base_seed`, `base_seed + 1`, … (`n_seeds` of them)."""
+        return tuple(base_seed + k for k in range(self.n_seeds))
+
+
+def train_all(specs: Mapping[str, Spec], data: Dataset, seeds: Sequence[int]) -> dict[tuple[str, int], TrainResult]:
+    """Every model of `specs` trained (or loaded from the cache) once per seed, keyed by (name, seed).
+
+    The models are returned on the CPU in eval mode: every evaluation here is batched and cheap, and CPU
+    generators then drive all sampling, so results do not depend on the training device's RNG.
+    """
+    results = {(name, seed): train_or_load(model_cfg, replace(train_cfg, seed=seed), data)
+               for seed in seeds for name, (model_cfg, train_cfg) in specs.items()}
+    for res in results.values():
+        res.model.cpu().eval()
+    return results
+
+
+def evaluation_images(grey: Dataset, binary: Dataset, n: int, *, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The images every model is scored on: (x_test, y_test, x_train, y_train), at most `n` of each split.
+
+    x = the model's input (binarized test images; training images binarized once with `seed`), y = the
+    grey-level images its decoder mean estimates (the scoring targets).
+    """
+    n = min(n, len(binary.test), len(binary.train))
+    x_train = fixed_binarization(binary.train.images[:n], seed=seed)
+    return binary.test.images[:n], grey.test.images[:n], x_train, binary.train.images[:n]
+
+
+def fixed_binarization(images: Tensor, *, seed: int) -> Tensor:
+    """One Bernoulli(x) draw of grey images with a fixed seed (the input a Bernoulli model sees at test time)."""
+    return binarize_images(images, torch.Generator().manual_seed(seed))
+
+
+def reconstruction_table(results: Results, inputs: Tensor, targets: Tensor) -> pd.DataFrame:
+    """Test MSE / PSNR / SSIM per (model, seed)."""
+    return pd.DataFrame([{"model": name, "seed": seed, **reconstruction_metrics(res.model, inputs, targets=targets)}
+                         for (name, seed), res in results.items()])
+
+
+def latent_table(results: Results, images: Tensor, classifier: Any, *, n: int, n_pairs: int, steps: int = 10,
+                 seed: int = 0) -> pd.DataFrame:
+    """Per (model, seed): MMD² of q(z) vs N(0, I), prior holes, path roughness and realism, active units."""
+    rows = []
+    a, b = random_pairs(len(images), n_pairs, seed=seed)
+    for (name, model_seed), res in results.items():
+        model = res.model
+        gen = torch.Generator().manual_seed(seed + model_seed)
+        q = aggregate_posterior_sample(model, images[:n], generator=gen)
+        prior = torch.randn(q.shape, generator=gen)
+        n_active, _ = active_units(model, images)
+        rows.append({"model": name, "seed": model_seed, "mmd": mmd(q, prior),
+                     "holes": prior_holes(model, classifier, n=n, generator=gen),
+                     "roughness": interpolation_smoothness(model, images[a], images[b], steps=steps),
+                     "path_realism": path_realism(model, classifier, images[a], images[b], steps=steps),
+                     "active_units": n_active})
+    return pd.DataFrame(rows)
+
+
+def own_loss(model: nn.Module, images: Tensor, train_cfg: TrainConfig, *, seed: int = 0,
+             batch_size: int = EVAL_BATCH) -> float:
+    """The model's training objective on `images`, nats per image, with fixed randomness (β, input noise as trained)."""
+    gen = generator_on(seed, model_device(model))
+
+    def batch_loss(x: Tensor) -> Tensor:  # (1,): the batch's summed loss
+        inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
+        loss, _ = loss_terms(model, inputs, beta=train_cfg.beta, target=x, generator=gen)
+        return (loss.double() * len(x)).reshape(1)
+
+    return float(batched(model, batch_loss, images, batch_size=batch_size).sum()) / len(images)
+
+
+def generalisation_table(results: Results, specs: Mapping[str, Spec], *, train_inputs: Tensor,
+                         train_targets: Tensor, test_inputs: Tensor, test_targets: Tensor,
+                         seed: int = 0) -> pd.DataFrame:
+    """Per (model, seed): train and test reconstruction MSE and own loss, gaps (test − train) and relative gaps."""
+    rows = []
+    for (name, model_seed), res in results.items():
+        train_cfg = specs[name][1]
+        row: dict[str, Any] = {"model": name, "seed": model_seed}
+        for part, inputs, targets in (("train", train_inputs, train_targets), ("test", test_inputs, test_targets)):
+            row[f"{part}_mse"] = reconstruction_metrics(res.model, inputs, targets=targets)["mse"]
+            row[f"{part}_loss"] = own_loss(res.model, inputs, train_cfg, seed=seed)
+        for what in ("mse", "loss"):
+            row[f"{what}_gap"] = row[f"test_{what}"] - row[f"train_{what}"]
+            row[f"{what}_gap_rel"] = row[f"{what}_gap"] / abs(row[f"train_{what}"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def epochs_to_converge(val_loss: Sequence[float], *, tolerance: float = 0.01) -> int:
+    """The first epoch (1-based) whose validation loss is within `tolerance` (relative) of the run's best."""
+    losses = np.asarray(val_loss, dtype=float)
+    if losses.size == 0 or not np.isfinite(losses).all():
+        raise ConfigError(f"epochs_to_converge needs a non-empty finite loss curve; got {losses.tolist()}.")
+    best = losses.min()
+    return int(np.argmax(losses <= best + tolerance * abs(best))) + 1
+
+
+def cost_table(results: Results) -> pd.DataFrame:
+    """Per (model, seed): parameters, median seconds per epoch (history), epochs to converge, cached or not."""
+    return pd.DataFrame([{"model": name, "seed": seed, "parameters": count_parameters(res.model),
+                          "seconds_per_epoch": float(res.history["seconds"].median()),
+                          "epochs_to_converge": epochs_to_converge(res.history["val_loss"]),
+                          "epochs": len(res.history), "from_cache": res.from_cache}
+                         for (name, seed), res in results.items()])
+
+
+def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, steps: int = 10,
+                seed: int = 0, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Seconds per training step (forward, backward, Adam) of fresh models, interleaved round by round.
+
+    Interleaving (each round times every model once, in a rotated order) spreads a drifting machine load
+    over all models alike, so the medians compare the models, not the moments they ran.
+    """
+    rounds, steps = as_int(rounds, "rounds", low=1), as_int(steps, "steps", low=1)
+    torch.manual_seed(seed)
+    models = {name: build_model(model_cfg).to(device).train() for name, (model_cfg, _) in specs.items()}
+    optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in models.items()}
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = batch.to(device)
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    names = list(specs)
+    rows = []
+    for r in range(rounds + 1):  # round 0 warms up allocators and kernels; it is not recorded
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            train_cfg = specs[name][1]
+            synchronize()  # CUDA runs asynchronously: time finished work only
+            start = time.perf_counter()
+            for _ in range(steps):
+                inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
+                loss, _ = loss_terms(models[name], inputs, beta=train_cfg.beta, target=x, generator=gen)
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+            synchronize()
+            if r:
+                rows.append({"model": name, "round": r, "seconds_per_step": (time.perf_counter() - start) / steps})
+    return pd.DataFrame(rows)
+
+
+def _grid_run(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, test_inputs: Tensor,
+              test_targets: Tensor) -> dict[str, Any]:
+    """Train one grid point and score it; a diverged run is recorded (test_mse NaN), not raised."""
+    try:
+        res = train_or_load(model_cfg, train_cfg, data)
+    except TrainingDivergedError:
+        return {"test_mse": math.nan, "active_units": 0, "diverged": True}
+    n_active, _ = active_units(res.model, test_inputs)
+    return {"test_mse": reconstruction_metrics(res.model, test_inputs, targets=test_targets)["mse"],
+            "active_units": n_active, "diverged": False}
+
+
+def tuning_grid(protocol: Protocol, train_cfg: TrainConfig, data: Dataset, *, lrs: Sequence[float],
+                betas: Sequence[float], seeds: Sequence[int], test_inputs: Tensor,
+                test_targets: Tensor) -> pd.DataFrame:
+    """AE and VAE over learning rates × seeds (β = 1), and the VAE over β × seeds (at `train_cfg.lr`).
+
+    Columns: model, varied ("lr" or "beta"), lr, beta, seed, test_mse, active_units, diverged, collapsed
+    (active units ≤ COLLAPSED_MAX_UNITS).
+    """
+    points = [(name, kind, "lr", lr, 1.0, s) for name, kind in (("AE", "ae"), ("VAE", "vae"))
+              for lr in lrs for s in seeds]
+    points += [("VAE", "vae", "beta", train_cfg.lr, float(b), s) for b in betas if b != 1.0 for s in seeds]
+    rows = []
+    for name, kind, varied, lr, beta, s in points:
+        cfg = replace(train_cfg, lr=float(lr), beta=beta, seed=s, noise=None)
+        rows.append({"model": name, "varied": varied, "lr": float(lr), "beta": beta, "seed": s,
+                     **_grid_run(protocol.model_config(kind), cfg, data, test_inputs, test_targets)})
+    grid = pd.DataFrame(rows)
+    grid["collapsed"] = grid["diverged"] | (grid["active_units"] <= COLLAPSED_MAX_UNITS)
+    return grid
+
+
+def tuning_summary(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per model: runs, failed runs (collapsed or diverged), and the spread of test MSE over the lr × seed runs.
+
+    relative_spread = (worst − best) / best test MSE over the learning-rate runs (which both models share);
+    the β runs count towards the failures only, since β trades reconstruction for rate by design.
+    """
+    rows = []
+    for name, g in grid.groupby("model", sort=False):
+        lr_runs = g[g["varied"] == "lr"]["test_mse"].dropna()
+        best, worst = float(lr_runs.min()), float(lr_runs.max())
+        rows.append({"model": name, "runs": len(g), "lr_runs": int((g["varied"] == "lr").sum()),
+                     "best_mse": best, "worst_mse": worst, "relative_spread": (worst - best) / best,
+                     "collapsed": int(g["collapsed"].sum()), "diverged": int(g["diverged"].sum())})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def sharpness_table(results: Results, inputs: Tensor, data_images: Tensor, *, n: int,
+                    seed: int = 0) -> pd.DataFrame:
+    """Mean Laplacian variance (intensity²) of reconstructions and prior samples per (model, seed), and of the data."""
+    rows = [{"model": "data", "seed": seed, "source": "test images",
+             "sharpness": float(sharpness(data_images[:n]).mean())}]
+    for (name, model_seed), res in results.items():
+        model = res.model
+        recon = reconstruct(model, inputs[:n])
+        samples = model.sample(n, generator=torch.Generator().manual_seed(seed + model_seed)).cpu()
+        rows += [{"model": name, "seed": model_seed, "source": source, "sharpness": float(sharpness(images).mean())}
+                 for source, images in (("reconstructions", recon), ("prior samples", samples))]
+    return pd.DataFrame(rows)
+TEXTBOOK: dict[str, tuple[str, str]] = {
+    "Purpose": ("learn a compact code that reconstructs its input (compression, features)",
+                "learn a generative model p(x) = ∫ p(x|z) p(z) dz with amortised inference q(z|x)"),
+    "Architecture": ("encoder → code z → decoder", "encoder → (μ, log σ²) → z = μ + σ ε → decoder"),
+    "Latent space": ("unregularised: arbitrary scale and shape, holes between classes",
+                     "pulled towards the prior N(0, I): continuous, samplable"),
+    "Loss function": ("reconstruction only: −log p(x | decode(encode(x)))",
+                      "−ELBO = −E_q log p(x|z) + KL(q(z|x) ‖ p(z)); the KL term regularises (better generalisation)"),
+    "Output": ("a deterministic reconstruction, sharp",
+               "a distribution: reconstructions and new samples from the prior, blurrier"),
+    "Use cases": ("compression, denoising (DAE), features, anomaly scores from reconstruction error",
+                  "generation, likelihood bounds, anomaly scores from −ELBO, semi-supervised learning"),
+    "Advantages": ("simpler, faster per epoch, sharper reconstructions",
+                   "principled sampling, a smooth latent space, a bound on log p(x)"),
+    "Limitations": ("no principled way to sample; decoding N(0, I) falls into holes",
+                    "blurrier outputs, posterior collapse, more sensitive to β and learning rate"),
+}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the AE-vs-VAE table quotes, each a mean over seeds from this notebook's tidy tables (units as there)."""
+
+    mse_ae: float  # test MSE per pixel [intensity²]
+    mse_vae: float
+    mse_dae: float
+    mse_bvae: float
+    ssim_ae: float
+    ssim_vae: float
+    fid_ae_prior: float  # FID-FMNIST of AE samples decoded from z ~ N(0, I)
+    fid_ae_gauss: float  # … from a Gaussian fitted to its codes ex post
+    fid_ae_gmm: float  # … from a 10-component GMM fitted ex post
+    fid_vae: float
+    fid_bvae: float
+    fid_data: float  # held-out real images
+    gap_closed_gmm: float  # share of the AE→VAE FID gap the GMM closes
+    mmd_ae: float
+    mmd_vae: float
+    holes_ae: float  # share of prior samples the classifier cannot place
+    holes_vae: float
+    rough_ae: float
+    rough_vae: float
+    real_ae: float  # realism kept along latent paths
+    real_vae: float
+    params_ae: float
+    params_vae: float
+    loss_gap_rel_ae: float  # (test − train) / train of the own objective
+    loss_gap_rel_vae: float
+    mse_gap_rel_ae: float
+    mse_gap_rel_vae: float
+    step_ratio: float  # VAE / AE time per training step
+    spread_ae: float  # relative test-MSE spread over the lr × seed grid
+    spread_vae: float
+    collapsed_ae: float
+    collapsed_vae: float
+    runs_vae: float
+    sharp_data: float  # Laplacian variance [intensity²]
+    sharp_ae_recon: float
+    sharp_vae_recon: float
+    sharp_vae_samples: float
+
+
+def collect_facts(*, recon: pd.DataFrame, generation: pd.DataFrame, fid_data: float, latent: pd.DataFrame,
+                  gaps: pd.DataFrame, cost: pd.DataFrame, timing: pd.DataFrame, tuning: pd.DataFrame,
+                  sharp: pd.DataFrame) -> Facts:
+    """The table's `Facts`, as means over seeds of this notebook's tidy tables (tuning: its summary)."""
+    def mean(df: pd.DataFrame, model: str, column: str, **where: str) -> float:
+        return float(per_seed(df, model, column, **where).mean())
+
+    fid = {key: mean(generation, model, "fid", source=source) for key, model, source in (
+        ("fid_ae_prior", "AE", PRIOR), ("fid_ae_gauss", "AE", "Gaussian ex post"), ("fid_ae_gmm", "AE", "GMM ex post"),
+        ("fid_vae", "VAE", PRIOR), ("fid_bvae", "β-VAE", PRIOR))}
+    per_model = {}
+    for key, model in (("ae", "AE"), ("vae", "VAE")):
+        per_model |= {f"mmd_{key}": mean(latent, model, "mmd"), f"holes_{key}": mean(latent, model, "holes"),
+                      f"rough_{key}": mean(latent, model, "roughness"),
+                      f"real_{key}": mean(latent, model, "path_realism"),
+                      f"params_{key}": mean(cost, model, "parameters"),
+                      f"loss_gap_rel_{key}": mean(gaps, model, "loss_gap_rel"),
+                      f"mse_gap_rel_{key}": mean(gaps, model, "mse_gap_rel"),
+                      f"spread_{key}": float(tuning.loc[model, "relative_spread"]),
+                      f"collapsed_{key}": float(tuning.loc[model, "collapsed"])}
+    return Facts(
+        **{f"mse_{key}": mean(recon, model, "mse") for key, model in
+           (("ae", "AE"), ("vae", "VAE"), ("dae", "DAE"), ("bvae", "β-VAE"))},
+        ssim_ae=mean(recon, "AE", "ssim"), ssim_vae=mean(recon, "VAE", "ssim"),
+        **fid, fid_data=float(fid_data),
+        gap_closed_gmm=gap_closed(fid["fid_ae_prior"], fid["fid_ae_gmm"], fid["fid_vae"]),
+        step_ratio=mean(timing, "VAE", "seconds_per_step") / mean(timing, "AE", "seconds_per_step"),
+        runs_vae=float(tuning.loc["VAE", "runs"]),
+        sharp_data=mean(sharp, "data", "sharpness"),
+        sharp_ae_recon=mean(sharp, "AE", "sharpness", source="reconstructions"),
+        sharp_vae_recon=mean(sharp, "VAE", "sharpness", source="reconstructions"),
+        sharp_vae_samples=mean(sharp, "VAE", "sharpness", source="prior samples"),
+        **per_model,
+    )
+
+
+def _claim_verdict(records: Mapping[str, Mapping[str, Any]], name: str) -> str:
+    """The verdict a claim record carries: its three-way `verdict`, else "holds"/"does not hold" from `holds`."""
+    record = records.get(f"03.{name}", records.get(name))
+    if record is None:
+        raise ConfigError(f"comparison_table needs the record of claim 03.{name}; make that claim first (study.claim "
+                          "returns the record, and the study keeps it in study.records).")
+    return record.get("verdict") or ("holds" if record.get("holds") else "does not hold")
+
+
+def _verdict(records: Mapping[str, Mapping[str, Any]], claims: Sequence[tuple[str, int]]) -> str:
+    """The row's verdict: an (id, +1) claim supports the row when it holds, an (id, −1) one contradicts it."""
+    if not claims:
+        return "by construction (one backbone; see the parameter counts)"
+    notes, agree = [], []
+    for name, sign in claims:
+        verdict = _claim_verdict(records, name)
+        if verdict != "inconclusive":
+            agree.append((verdict == "holds") == (sign > 0))
+        notes.append(f"03.{name} {verdict}" + ("" if sign > 0 else " (against the row)"))
+    word = ("inconclusive" if not agree  # every claim of the row was inconclusive
+            else "holds" if all(agree) else "does not hold" if not any(agree) else "partly")
+    return f"{word}: " + "; ".join(notes)
+
+
+def _evidence(f: Facts) -> dict[str, str]:
+    """The measured evidence sentence of each aspect, from the facts (means over seeds)."""
+    return {
+        "Purpose": (f"test MSE AE {f.mse_ae:.4f} vs VAE {f.mse_vae:.4f}; prior-sample FID-FMNIST "
+                    f"VAE {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f} (real images {f.fid_data:.1f})"),
+        "Architecture": (f"same MLP backbone: AE {f.params_ae:,.0f} vs VAE {f.params_vae:,.0f} parameters "
+                         "(the VAE's head outputs μ and log σ²)"),
+        "Latent space": (f"MMD² to N(0, I): AE {f.mmd_ae:.3f} vs VAE {f.mmd_vae:.3f}; prior holes AE "
+                         f"{f.holes_ae:.0%} vs VAE {f.holes_vae:.0%}; interpolation roughness AE "
+                         f"{f.rough_ae:.4f} vs VAE {f.rough_vae:.4f}; realism kept midway AE "
+                         f"{f.real_ae:.0%} vs VAE {f.real_vae:.0%}"),
+        "Loss function": (f"relative train→test gap of own loss: AE {f.loss_gap_rel_ae:+.2%} vs VAE "
+                          f"{f.loss_gap_rel_vae:+.2%}; of MSE: AE {f.mse_gap_rel_ae:+.2%} vs VAE "
+                          f"{f.mse_gap_rel_vae:+.2%}"),
+        "Output": (f"sharpness (Laplacian variance): data {f.sharp_data:.4f}, AE recon {f.sharp_ae_recon:.4f}, "
+                   f"VAE recon {f.sharp_vae_recon:.4f}, VAE samples {f.sharp_vae_samples:.4f}"),
+        "Use cases": (f"DAE test MSE {f.mse_dae:.4f} (clean inputs); β-VAE FID {f.fid_bvae:.1f}, MSE "
+                      f"{f.mse_bvae:.4f}; denoising, probes and anomaly detection: notebook 04"),
+        "Advantages": (f"VAE/AE time per training step {f.step_ratio:.2f}×; SSIM AE {f.ssim_ae:.3f} vs VAE "
+                       f"{f.ssim_vae:.3f}; VAE FID {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f}"),
+        "Limitations": (f"AE + GMM ex post: FID {f.fid_ae_gmm:.1f} (Gaussian {f.fid_ae_gauss:.1f}), closing "
+                        f"{f.gap_closed_gmm:.0%} of the AE→VAE gap; MSE spread over lr×seed AE "
+                        f"{f.spread_ae:.1%} vs VAE {f.spread_vae:.1%}; collapsed VAE runs "
+                        f"{f.collapsed_vae:.0f}/{f.runs_vae:.0f} (AE {f.collapsed_ae:.0f})"),
+    }
+
+
+# Each row's claims: +1 when the claim holding supports the row's textbook text, −1 when it contradicts it.
+ROW_VERDICTS: dict[str, tuple[tuple[str, int], ...]] = {
+    "Purpose": (("ae-reconstructs-better", 1), ("vae-samples-beat-ae-prior", 1)),
+    "Architecture": (),
+    "Latent space": (("vae-latent-matches-prior", 1), ("vae-smoother-interpolations", 1),
+                     ("vae-interpolations-realistic", 1)),
+    "Loss function": (("vae-generalises-better", 1),),
+    "Output": (("vae-outputs-blurrier", 1),),
+    "Use cases": (("vae-samples-beat-ae-prior", 1),),
+    "Advantages": (("ae-faster-per-epoch", 1), ("ae-reconstructs-better", 1), ("vae-samples-beat-ae-prior", 1),
+                   ("vae-latent-matches-prior", 1)),
+    "Limitations": (("ex-post-density-closes-gap", -1), ("vae-outputs-blurrier", 1), ("vae-needs-careful-tuning", 1)),
+}
+
+
+TABLE_CLAIMS: tuple[str, ...] = tuple(dict.fromkeys(name for row in ROW_VERDICTS.values() for name, _ in row))
+
+
+def comparison_table(facts: Facts, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The AE-vs-VAE table: one row per aspect (TABLE_ASPECTS) with textbook text, measured evidence and verdict.
+
+    `records` are the claim records the notebook's claims returned (`study.records`, keyed by claim id); each
+    row's verdict is read from them, never from the ledger file.
+
+    Raises:
+        ConfigError: naming a claim the table needs whose record is missing.
+    """
+    evidence = _evidence(facts)
+    rows = [{"Aspect": aspect, "AE": TEXTBOOK[aspect][0], "VAE": TEXTBOOK[aspect][1], "Evidence": evidence[aspect],
+             "Verdict": _verdict(records, ROW_VERDICTS[aspect])} for aspect in TABLE_ASPECTS]
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of `df` (index dropped; `|` in cells escaped)."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

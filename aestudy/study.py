@@ -1,0 +1,143 @@
+"""A notebook's session: its parameters validated once, its profile-sized knobs, data, device and ledger.
+
+Every notebook starts with
+
+    study = Study("03_ae_vs_vae_comparison", SIZES, profile=profile, dataset=dataset, ...)
+
+and then asks the study for what it needs (`study.size`, `study.data()`, `study.train_config()`), records
+through it (`study.claim`, `study.metric`, `study.figure`) and ends with `study.watermark()`. Nothing is
+found through hidden state: the notebook names itself, the profile is resolved once (the parameter, else
+$AESTUDY_PROFILE, else "standard" — the one documented switch), and the ledger is the runner's file
+($AESTUDY_METRICS_FILE, set per notebook by `aestudy run`) or, for a notebook run by hand, the git-ignored
+`runs/interactive/metrics.json` of the checkout (see `claims.metrics_path`).
+
+Sizes are nanoGPT-style: each notebook's recipe module (`aestudy.series.*`) lists every knob once as
+`name: (smoke, standard, full)`, and the study picks the column of its profile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import torch
+
+from aestudy import plots
+from aestudy.claims import check_claim, claims_table, metrics_path, record_metric
+from aestudy.config import PROFILES, StudyConfig, resolve_device
+from aestudy.data import Dataset, load_dataset, split_sizes
+from aestudy.errors import ConfigError
+from aestudy.train import TrainConfig
+from aestudy.validate import require
+from aestudy.watermark import watermark
+
+Sizes = Mapping[str, tuple[Any, Any, Any]]  # knob -> (smoke, standard, full)
+COMMON = tuple(StudyConfig.__dataclass_fields__)  # profile, dataset, latent_dim, epochs, batch_size, lr, seed, device
+
+
+def sized(profile: str, sizes: Sizes) -> dict[str, Any]:
+    """The column of `sizes` for `profile`: {knob: value}.
+
+    Raises:
+        ConfigError: when a knob is not a (smoke, standard, full) triple.
+    """
+    column = PROFILES.index(profile)
+    for name, values in sizes.items():
+        require(isinstance(values, tuple) and len(values) == 3, f"sizes[{name!r}]", values,
+                "it must be a (smoke, standard, full) tuple")
+    return {name: values[column] for name, values in sizes.items()}
+
+
+class Study:
+    """One notebook's validated parameters, sizes, device and ledger (see the module docstring).
+
+    Args:
+        notebook: the notebook's file stem (its ledger key), e.g. "01_autoencoder_basics".
+        sizes: the notebook's knobs, `name: (smoke, standard, full)`; knobs named in `epochs_knobs` take the
+            `epochs` parameter instead when it is given.
+        epochs_knobs: the knobs that the `epochs` parameter overrides. Any other knob is overridden by a
+            notebook parameter of the same name that is not None (e.g. notebook 03's `n_seeds`).
+        **params: the notebook's parameters cell, all of it. The common ones (StudyConfig's fields) are
+            validated by StudyConfig; the notebook's own ones are kept as given for the recipe to validate.
+
+    Raises:
+        ConfigError: naming the parameter and the valid values, before any data is loaded.
+    """
+
+    def __init__(self, notebook: str, sizes: Sizes, *, epochs_knobs: tuple[str, ...] = ("epochs",),
+                 **params: Any) -> None:
+        require(isinstance(notebook, str) and bool(notebook), "notebook", notebook, "it must be a notebook's stem")
+        self.started_at = time.time()
+        self.notebook = notebook
+        self.config = StudyConfig(**{k: params[k] for k in COMMON if k in params})
+        self.params = {**params, **self.config.to_dict()}  # the common ones as validated (profile resolved)
+        self.profile: str = self.config.profile
+        self.seed: int = self.config.seed
+        self.device: torch.device = resolve_device(self.config.device)
+        self.size = sized(self.profile, sizes)
+        for knob in epochs_knobs:
+            if knob not in self.size:
+                raise ConfigError(f"epochs_knobs names {knob!r}, which is not in the sizes; valid: {list(self.size)}.")
+            self.size[knob] = self.config.epochs_or(self.size[knob])
+        for name, value in params.items():  # a notebook parameter named like a knob (e.g. n_seeds) overrides it
+            if name in self.size and name not in COMMON and value is not None:
+                self.size[name] = value
+        self.ledger = metrics_path()
+        self.records: dict[str, Any] = {}  # claim id -> the record its claim returned (this session's claims)
+        torch.manual_seed(self.seed)
+        plots.set_theme()
+
+    def __repr__(self) -> str:
+        return (f"Study({self.notebook}: profile={self.profile}, dataset={self.config.dataset}, device={self.device}, "
+                f"seed={self.seed}, ledger={self.ledger})")
+
+    # --- data and training ---------------------------------------------------------------------------
+
+    def data(self, *, binarize: str | None = None) -> Dataset:
+        """The notebook's dataset at the profile's `limit`/`val_size` (scaled to what the dataset holds)."""
+        sizes = split_sizes(self.config.dataset, limit=self.size.get("limit"), val_size=self.size.get("val_size", 5000))
+        return load_dataset(self.config.dataset, seed=self.seed, binarize=binarize, **sizes)
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """TrainConfig from the parameters (epochs from the sizes, batch size, lr, seed, device) and `overrides`."""
+        base = dict(epochs=self.size["epochs"], batch_size=self.config.batch_size, lr=self.config.lr, seed=self.seed,
+                    device=self.config.device)
+        return TrainConfig(**{**base, **overrides})
+
+    # --- the ledger ---------------------------------------------------------------------------------------
+
+    def claim(self, claim_id: str, statement: str, measured: Mapping[str, Any], holds: bool, **kw: Any) -> Any:
+        """`claims.check_claim` filed under this notebook and profile (see there for `kind`, `bounds`).
+
+        The returned record is also kept in `self.records`, so tables built from verdicts use the claims' own
+        results rather than reading the ledger file back.
+        """
+        record = check_claim(claim_id, statement, measured, holds, profile=self.profile, notebook=self.notebook,
+                             path=self.ledger, **kw)
+        self.records[claim_id] = record
+        return record
+
+    def metric(self, name: str, value: Any) -> None:
+        """`claims.record_metric` filed under this notebook."""
+        record_metric(name, value, notebook=self.notebook, path=self.ledger)
+
+    def record_config(self, **extra: Any) -> None:
+        """Record the whole configuration once (parameters, sizes, and `extra` facts such as image counts)."""
+        self.metric("config", {**self.params, **self.size, **extra})
+
+    def claims_table(self) -> pd.DataFrame:
+        """The "what we measured" table of this notebook's claims."""
+        return claims_table(self.ledger, notebook=self.notebook)
+
+    def watermark(self) -> pd.DataFrame:
+        """The last cell: versions, device, seed, profile and wall time, shown and recorded."""
+        return watermark(seed=self.seed, profile=self.profile, device=self.device, started_at=self.started_at,
+                         notebook=self.notebook, path=self.ledger)
+
+    def describe(self, data: Dataset) -> str:
+        """One line saying what runs where: profile, device, data and split sizes."""
+        return (f"profile={self.profile}, device={self.device}, {data.info.name}: train {len(data.train):,} / "
+                f"val {len(data.val):,} / test {len(data.test):,}, image shape {data.info.shape}")
+
