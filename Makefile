@@ -17,7 +17,7 @@ else
 PIP_TORCH :=
 endif
 
-.PHONY: setup data browser run test lint unit notebooks e2e bench lab clean help
+.PHONY: setup data browser run test lint unit notebooks e2e bench lab clean help gpu-wheels gpu-check
 
 help:
 	@echo "make setup  - create .venv, install aestudy[dev,bench], register the 'aestudy' kernel, fetch data"
@@ -73,6 +73,14 @@ test: setup browser lint
 
 bench: setup
 	$(BIN)/python -m benchmarks.train_speed
+
+# The study on a GPU machine without network (benchmarks/README.md, "On a GPU"): gpu-wheels here fills the
+# git-ignored .gpu-carry/ (wheels the machine lacks + Fashion-MNIST); gpu-check runs there with it carried.
+gpu-wheels:
+	bash benchmarks/gpu_check.sh --prepare --python $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+gpu-check:
+	bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks

@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from aestudy.data import (
     IDX_SPECS,
@@ -37,6 +36,7 @@ from aestudy.metrics import elbo_per_image, mse_per_image
 from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig
 from aestudy.objectives import is_nll
+from aestudy.progress import progress as progress_bar
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
 ArrayLike = Tensor | np.ndarray
@@ -311,7 +311,7 @@ def holdout_sweep(data: Dataset, classes: Sequence[int], ae_cfg: ModelConfig, va
     Columns: anomaly_class, class_name, score, auroc.
     """
     rows = []
-    for c in tqdm(classes, desc="held-out classes", disable=not progress):
+    for c in progress_bar(classes, desc="held-out classes", enabled=progress):
         held = holdout_models(data, c, ae_cfg, vae_cfg, train_cfg)
         normal, anomalous = split_by_class(data.test, c)
         scores = score_sets(model_scorers(held.ae.model, held.vae.model, k=k, seed=seed), normal, anomalous)

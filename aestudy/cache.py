@@ -4,6 +4,11 @@ A checkpoint is one file `<cache>/<key>.pt` holding only tensors and plain Pytho
 (`state_dict`, config dict, history as a dict of lists, aestudy version, key) plus a SHA-256 digest
 of that content, so a truncated, garbled or hand-edited file is detected on load instead of used.
 Location: the `cache_dir` argument, else `$AESTUDY_CACHE`, else `~/.cache/aestudy/models`.
+
+A file that `torch.load(weights_only=True)` refuses because it holds a type outside the safe set (e.g. a numpy
+scalar that an older aestudy stored in a config) is not damaged, only not loadable safely: `load_checkpoint`
+raises `CheckpointRefusedError` naming the types, and `discard` moves such a file aside to `<name>.refused`
+(never deleting it) so that the caller can retrain, while damaged files are deleted.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,7 @@ import torch
 from filelock import FileLock
 
 from aestudy.atomic import atomic_write
-from aestudy.errors import CheckpointError
+from aestudy.errors import CheckpointError, CheckpointRefusedError
 
 CACHE_ENV = "AESTUDY_CACHE"
 DEFAULT_CACHE = Path("~/.cache/aestudy/models")
@@ -72,6 +79,30 @@ def _history_to_lists(history: pd.DataFrame) -> dict[str, list[Any]]:
     return {str(column): history[column].tolist() for column in history.columns}
 
 
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def _plain_values(value: Any, where: str) -> Any:
+    """`value` with numpy scalars turned into Python ones (dicts, lists, tuples walked); TypeError for the rest.
+
+    Only these load back with `torch.load(weights_only=True)` (numpy scalars are refused by it).
+    """
+    if type(value) in _PLAIN_TYPES:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain_values(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_values(v, f"{where}[{i}]") for i, v in enumerate(value)) \
+            if type(value) in (list, tuple) else [_plain_values(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar or 0-d array
+        return _plain_values(value.item(), where)
+    for plain in (bool, int, float, str):  # a subclass (e.g. an IntEnum): its plain value
+        if isinstance(value, plain):
+            return plain(value)
+    raise TypeError(f"checkpoint {where} is a {type(value).__module__}.{type(value).__qualname__}; only plain "
+                    "Python values (str, int, float, bool, None, lists and dicts of them) can be stored.")
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -81,14 +112,18 @@ def save_checkpoint(
     version: str,
     key: str | None = None,
 ) -> Path:
-    """Write a checksummed checkpoint atomically (tensors moved to CPU); return its path."""
+    """Write a checksummed checkpoint atomically (tensors moved to CPU); return its path.
+
+    `config` and `history` are stored as plain Python values (numpy scalars converted, tuples as lists), so the
+    file always loads with `weights_only=True`. Raises TypeError (before writing) for values that cannot be.
+    """
     path = Path(path)
     record: dict[str, Any] = {
         "format": FORMAT,
         "version": str(version),
         "key": key,
-        "config": dict(config),
-        "history": _history_to_lists(history),
+        "config": _plain_values(dict(config), "config"),
+        "history": _plain_values(_history_to_lists(history), "history"),
         "state_dict": {name: tensor.detach().cpu().clone() for name, tensor in state_dict.items()},
     }
     record["sha256"] = _content_digest(record)
@@ -102,13 +137,27 @@ def load_checkpoint(
     """Load and verify a checkpoint (weights_only); history comes back as a DataFrame.
 
     Raises CheckpointError naming the file when it is missing, unreadable, truncated, fails its
-    checksum, or was written for another aestudy `version` or `key` than the ones asked for.
+    checksum, or was written for another aestudy `version` or `key` than the ones asked for;
+    CheckpointRefusedError (a CheckpointError) when it is intact but holds types the weights-only unpickler
+    refuses (`.types` lists them).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist.")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_types(path, err)
+        if unsafe:
+            raise CheckpointRefusedError(
+                f"checkpoint {path} was refused by torch.load(weights_only=True): it contains type "
+                f"{', '.join(unsafe)}, which the weights-only unpickler does not load (the file is not damaged; "
+                "an older aestudy stored such values in its config). Delete it to retrain, or load it yourself "
+                "with torch.load(..., weights_only=False) only if you trust where it came from.",
+                unsafe) from err
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupted; torch.load raised {type(err).__name__})."
+        ) from err
     except Exception as err:  # torch raises many types for bad bytes (RuntimeError, EOFError, UnpicklingError…)
         # torch's own text (kept in __cause__) may advise weights_only=False, which is wrong for a damaged file
         raise CheckpointError(
@@ -127,3 +176,36 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} holds key {record['key']}, expected {key}.")
     record["history"] = pd.DataFrame(record["history"])
     return record
+
+
+def _unsafe_types(path: Path, err: Exception) -> list[str]:
+    """The globals in `path` that `weights_only=True` refuses ([] when the file cannot be scanned: damaged).
+
+    torch >= 2.5 lists them all; older versions name the first one in the error text ("Unsupported global: GLOBAL X").
+    """
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if scan is not None:
+        try:
+            return sorted(scan(path))  # a set inside torch: sorted, so messages are reproducible
+        except Exception:  # noqa: BLE001 - a damaged file cannot be scanned; it is then reported as damaged
+            return []
+    return re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))[:1]
+
+
+def discard(path: str | os.PathLike[str], err: CheckpointError) -> str:
+    """Get a checkpoint that failed to load (`err`) out of the way of a retrain; say what was done (no full stop).
+
+    A refused (intact) file is moved aside to `<name>.refused` (`.refused-2`, ... if taken), never deleted;
+    a damaged or mismatching one is deleted. Call it while holding `lock(path)`.
+    """
+    path = Path(path)
+    if isinstance(err, CheckpointRefusedError):
+        aside = path.with_name(path.name + ".refused")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = path.with_name(f"{path.name}.refused-{n}")
+        os.replace(path, aside)
+        return f"Moved it to {aside} (kept: it is not damaged)"
+    path.unlink(missing_ok=True)
+    return f"Deleting {path}"

@@ -361,3 +361,53 @@ def claims_table(path: str | os.PathLike | None = None, notebook: str | None = N
             for name, entry in entries for claim in entry.get("claims", [])]
     columns = (["notebook"] if all_notebooks else []) + list(TABLE_COLUMNS) + list(VERDICT_COLUMNS)
     return pd.DataFrame(rows, columns=["notebook", *TABLE_COLUMNS, *VERDICT_COLUMNS])[columns]
+
+
+FIGURES_KEY = "figures"
+FIGURES_DIR = "figures"
+FIGURE_DPI = 100
+FIGURE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+
+
+def record_figure(name: str, fig: Any, *, notebook: str | None = None, path: str | os.PathLike | None = None,
+                  caption: str | None = None) -> Path:
+    """Save `fig` as a PNG next to the ledger and list it in the notebook's ledger entry under "figures".
+
+    The file is `<ledger folder>/figures/<notebook>/<name>.png` (written atomically, 100 dpi, tight bounding
+    box); the entry gets `{"name", "path" (relative to the ledger folder, POSIX), "caption"}`, replacing an
+    earlier figure of the same name in place. `fig` is a matplotlib Figure, an Axes (its figure is saved) or
+    anything with `savefig(file, format=...)` (e.g. a seaborn grid). The report embeds these (aestudy.report).
+
+    Raises ConfigError for a name that is not a plain file stem (letters, digits, `.`, `_`, `-`; at most 80)
+    or an object that cannot be saved as a figure. Returns the PNG's path.
+    """
+    import re  # local imports keep this addition from touching the module's import block
+
+    from aestudy.atomic import atomic_write
+
+    if not isinstance(name, str) or not re.match(FIGURE_NAME_PATTERN, name) or name.endswith("."):
+        raise ConfigError(f"figure name={name!r} is invalid; use letters, digits, '.', '_' and '-' (at most 80 "
+                          "characters, starting with a letter or digit), e.g. 'prior_samples'.")
+    # An Axes has `.figure` but no `savefig`; a Figure and a seaborn grid have `savefig`.
+    target = fig if callable(getattr(fig, "savefig", None)) else getattr(fig, "figure", None)
+    if not callable(getattr(target, "savefig", None)):
+        raise ConfigError(f"fig={type(fig).__name__} cannot be saved as a figure; pass a matplotlib Figure or Axes "
+                          "(or an object with savefig, e.g. a seaborn FacetGrid).")
+    ledger = metrics_path(path)
+    key = notebook_name(notebook)
+    relative = Path(FIGURES_DIR) / key / f"{name}.png"
+    png = atomic_write(ledger.parent / relative,
+                       lambda handle: target.savefig(handle, format="png", dpi=FIGURE_DPI, bbox_inches="tight"))
+    item = {"name": name, "path": relative.as_posix(), "caption": str(caption) if caption else name}
+    with FileLock(str(ledger) + ".lock"):  # the same read-modify-write as _update_notebook, at `ledger`
+        data = load_metrics(ledger)
+        entry = data["notebooks"].setdefault(key, {"claims": [], "metrics": {}})
+        figures = list(entry.get(FIGURES_KEY) or [])
+        names = [f.get("name") for f in figures]
+        if name in names:
+            figures[names.index(name)] = item
+        else:
+            figures.append(item)
+        entry[FIGURES_KEY] = figures
+        atomic_write_json(ledger, data, allow_nan=False)
+    return png

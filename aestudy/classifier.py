@@ -17,12 +17,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 import aestudy
 from aestudy import cache
 from aestudy.config import resolve_device
-from aestudy.errors import CheckpointError, ConfigError
+from aestudy.data import Dataset
+from aestudy.errors import CheckpointError, TrainingDivergedError
+from aestudy.progress import progress as progress_bar
+from aestudy.validate import as_bool, as_int, is_int, require
 
 # Bump when the architecture or the training recipe changes, so old cached classifiers are not reused.
 ARCH_VERSION = 1
@@ -42,8 +44,9 @@ class DomainClassifier(nn.Module):
     def __init__(self, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> None:
         super().__init__()
         channels = input_shape[0]
-        if num_classes < 2:
-            raise ConfigError(f"num_classes={num_classes!r} is invalid; a classifier needs at least 2 classes.")
+        require(is_int(num_classes) and num_classes >= 2, "num_classes", num_classes,
+                "a classifier needs an integer number of classes >= 2")
+        num_classes = int(num_classes)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.test_accuracy: float | None = None
@@ -98,7 +101,7 @@ def _train(data: Any, epochs: int, seed: int, device: torch.device, progress: bo
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     shuffler = torch.Generator().manual_seed(seed)
     n, rows = x_all.shape[0], []
-    bar = tqdm(range(epochs), desc="domain classifier", disable=not progress, unit="epoch")
+    bar = progress_bar(range(epochs), desc="domain classifier", enabled=progress, unit="epoch")
     for epoch in bar:
         model.train()
         start, loss_sum, correct = time.perf_counter(), 0.0, 0
@@ -113,8 +116,11 @@ def _train(data: Any, epochs: int, seed: int, device: torch.device, progress: bo
         rows.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_accuracy": correct / n,
                      "seconds": time.perf_counter() - start})
         if not math.isfinite(rows[-1]["train_loss"]):
-            raise ConfigError(f"The domain classifier diverged in epoch {epoch + 1} (loss not finite).")
+            bar.close()
+            raise TrainingDivergedError(f"The domain classifier diverged in epoch {epoch + 1} (loss not finite); "
+                                        "nothing was cached. Check the training images (finite, in [0, 1]).")
         bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", acc=f"{rows[-1]['train_accuracy']:.3f}")
+    bar.close()
     model.eval()
     return model, pd.DataFrame(rows)
 
@@ -141,15 +147,17 @@ def get_classifier(data: Any, *, epochs: int | None = None, seed: int = 0,
     """The domain classifier for `data` (an aestudy.data.Dataset): loaded from the cache, else trained.
 
     Training: `epochs` (default 3) of Adam (lr 1e-3, batch 128) on the training split; accuracy on the test
-    split is stored in `test_accuracy`. A corrupted cached file is reported (warning) and retrained.
+    split is stored in `test_accuracy`. A corrupted cached file is reported (warning), deleted and retrained;
+    an intact one refused by `torch.load(weights_only=True)` is moved aside (`cache.discard`) and retrained.
     It learns the splits as stored: grey training images unless binarize="static", and with any
     binarization a binarized test split (so `test_accuracy` is then measured on binary images); the
     fingerprint keeps classifiers for differently prepared data apart.
     """
+    require(isinstance(data, Dataset), "data", type(data).__name__, "it must be an aestudy.data.Dataset")
+    epochs = as_int(epochs, "epochs", low=1, allow_none=True, none_means=f"default {DEFAULT_EPOCHS}")
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ConfigError(f"epochs={epochs!r} is invalid; it must be None (default {DEFAULT_EPOCHS}) or an "
-                          "integer >= 1.")
+    seed = as_int(seed, "seed", low=0)
+    progress = as_bool(progress, "progress")
     target = resolve_device(device)
     key = classifier_key(data, epochs=epochs, seed=seed)
     path = cache.checkpoint_path(key, cache_dir)
@@ -158,7 +166,7 @@ def get_classifier(data: Any, *, epochs: int | None = None, seed: int = 0,
             try:
                 return _from_record(cache.load_checkpoint(path, version=aestudy.__version__, key=key), target)
             except CheckpointError as err:
-                warnings.warn(f"{err} Retraining the domain classifier.", stacklevel=2)
+                warnings.warn(f"{err} {cache.discard(path, err)} and retraining the domain classifier.", stacklevel=2)
         model, history = _train(data, epochs, seed, target, progress)
         model.test_accuracy = model.accuracy(data.test.images, data.test.labels)
         config = {"input_shape": list(model.input_shape), "num_classes": model.num_classes, "epochs": epochs,

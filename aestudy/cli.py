@@ -1,5 +1,5 @@
-"""The `aestudy` command: `aestudy data list|fetch|info`, `aestudy run`, `aestudy sweep` (one `_add_<group>_parser`
-per command group; the options `run` and `sweep` share are defined once, in `_study_options`)."""
+"""The `aestudy` command: `data list|fetch|info`, `run`, `sweep`, `report`, `compare` (one parser per group; the
+options `run` and `sweep` share are defined once, in `_study_options`)."""
 
 from __future__ import annotations
 
@@ -179,6 +179,29 @@ def _add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     sweep.set_defaults(func=sweep_main)
 
 
+def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`aestudy report RUN`: rebuild a run's report from its metrics.json."""
+    from aestudy.report import report_main
+
+    report = subparsers.add_parser("report", help="rebuild report.md / report.html of a run folder")
+    report.add_argument("run", metavar="RUN", help="a run folder (e.g. runs/latest)")
+    report.add_argument("--no-notebooks", action="store_true",
+                        help="do not re-render the executed notebooks to HTML (claim links use existing pages)")
+    report.set_defaults(func=report_main)
+
+
+def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`aestudy compare RUN_A RUN_B`: parameters, verdicts and metrics that changed between two runs."""
+    from aestudy.compare_runs import compare_main
+
+    compare = subparsers.add_parser("compare", help="what changed between two runs (markdown and HTML)")
+    compare.add_argument("run_a", metavar="RUN_A", help="the first run folder")
+    compare.add_argument("run_b", metavar="RUN_B", help="the second run folder")
+    compare.add_argument("--out", metavar="DIR", default=None,
+                         help="write compare.md and compare.html into DIR (default: markdown to stdout)")
+    compare.set_defaults(func=compare_main)
+
+
 def _usage(parser: argparse.ArgumentParser) -> int:
     """Print a (sub)command's help when it was given no subcommand."""
     parser.print_help(sys.stderr)
@@ -193,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(subparsers)
     _add_run_parser(subparsers)
     _add_sweep_parser(subparsers)
+    _add_report_parser(subparsers)
+    _add_compare_parser(subparsers)
     return parser
 
 

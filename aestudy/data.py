@@ -13,12 +13,13 @@ import gzip
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 import urllib.request
 import warnings
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,10 @@ import torch
 import aestudy
 from aestudy.atomic import FILE_MODE, atomic_write
 from aestudy.errors import ConfigError, DataError
+from aestudy.validate import as_bool, as_int, is_int
 
-DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits")
+DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits", "photo-patches-32", "photo-patches-64",
+                                  "cifar-10")
 BINARIZE_MODES: tuple[str | None, ...] = (None, "static", "dynamic")
 DATA_ENV = "AESTUDY_DATA"
 CACHE_FORMAT = 1
@@ -123,17 +126,79 @@ def _check_binarize(binarize: object) -> None:
 UNLABELLED = -1  # the label of every image of an unlabelled dataset (DatasetInfo.num_classes == 0)
 
 
+def _split_label(name: str) -> str:
+    """How an error message names a split: "the train split", or "Split(images, labels)" when it has no name."""
+    return f"the {name} split" if name else "Split(images, labels)"
+
+
+def check_image_values(images: torch.Tensor, where: str, *, indices: torch.Tensor | None = None) -> None:
+    """Raise ConfigError unless every pixel of `images` (N, C, H, W) is finite and in [0, 1].
+
+    One pass over the tensor (`aminmax`: NaN propagates into it and ±inf lies outside [0, 1]); only on failure
+    is the first offending image searched for, so the message can name it. `where` names the images
+    ("the train split"); `indices` (N,), when the images are a batch of a split, maps them to the split's numbering.
+    """
+    if images.numel() == 0:
+        return
+    low, high = (float(v) for v in images.aminmax())
+    if low >= 0 and high <= 1:  # False for NaN; ±inf lies outside
+        return
+    flat = images.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    bad = ~finite if not bool(finite.all()) else (flat.amin(dim=1) < 0) | (flat.amax(dim=1) > 1)
+    first = int(bad.nonzero()[0, 0])
+    number = first if indices is None else int(indices[first])
+    if not bool(finite.all()):
+        value = float(flat[first][~torch.isfinite(flat[first])][0])
+        raise ConfigError(f"{where} has a non-finite pixel ({value}) in image {number} ({int(bad.sum())} of "
+                          f"{len(images)} images hold NaN or ±inf); drop or repair those images.")
+    hint = " (images in 0..255: divide by 255)" if low >= 0 and 1 < high <= 255 else ""
+    raise ConfigError(f"{where} has pixel values in [{low:g}, {high:g}] (first outside [0, 1]: image {number}); "
+                      f"they must lie in [0, 1]{hint}.")
+
+
+def _check_split(images: object, labels: object, name: str) -> None:
+    """Type, dtype and shape of a split's tensors, then its pixel values (one pass); see `Split`."""
+    where = _split_label(name)
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ConfigError(f"{where} needs torch tensors for images and labels; got {type(images).__name__} and "
+                          f"{type(labels).__name__} (convert numpy arrays with torch.from_numpy).")
+    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+        raise ConfigError(f"{where} needs images (N, C, H, W) and labels (N,); got {tuple(images.shape)} and "
+                          f"{tuple(labels.shape)}.")
+    if images.dtype != torch.float32:
+        raise ConfigError(f"{where} has images of dtype {images.dtype}; they must be torch.float32 in [0, 1] "
+                          "(e.g. images.float() / 255 for uint8 images).")
+    if labels.dtype != torch.int64:
+        raise ConfigError(f"{where} has labels of dtype {labels.dtype}; they must be torch.int64 class indices "
+                          "(convert with labels.long()).")
+    unlabelled = bool((labels == UNLABELLED).all())  # an unlabelled dataset: every label is UNLABELLED
+    if len(labels) and int(labels.min()) < 0 and not unlabelled:
+        raise ConfigError(f"{where} has a negative label ({int(labels.min())}); labels are class indices >= 0 "
+                          f"(or all {UNLABELLED} for unlabelled images).")
+
+
 @dataclass(frozen=True)
 class Split:
-    """One split: images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 (all UNLABELLED without classes)."""
+    """One split: images (N, C, H, W) float32 in [0, 1] and labels (N,) int64 class indices >= 0 (all UNLABELLED
+    for unlabelled images).
+
+    Checked at construction: tensor types, shapes, dtypes and labels >= 0; and, for a split with a `name`
+    ("train", "val", "test"), finite pixels in [0, 1] (one pass over the images), the message naming it.
+    An unnamed split's pixels are checked by the `Dataset` it goes into, which names it by its place there,
+    so every pixel is checked once and every message names the split. Raises ConfigError.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    name: str = field(default="", compare=False)
+    _pixels_checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
-            raise ConfigError(f"Split(images, labels) needs images (N, C, H, W) and labels (N,); got "
-                              f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}.")
+        _check_split(self.images, self.labels, self.name)
+        if self.name:
+            check_image_values(self.images, _split_label(self.name))
+            object.__setattr__(self, "_pixels_checked", True)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -157,10 +222,27 @@ class DatasetInfo:
         """Whether the images have class labels (False: num_classes 0, every label UNLABELLED)."""
         return self.num_classes > 0
 
+    def __post_init__(self) -> None:
+        shape = self.shape
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(is_int(v) and v >= 1 for v in shape)):
+            raise ConfigError(f"DatasetInfo shape={shape!r} is invalid; it must be (C, H, W), three integers >= 1.")
+        object.__setattr__(self, "shape", tuple(int(v) for v in shape))
+        object.__setattr__(self, "num_classes", as_int(self.num_classes, "DatasetInfo num_classes", low=0,
+                                                       meaning="0 = unlabelled images"))
+        names = tuple(self.class_names) if isinstance(self.class_names, (tuple, list)) else None
+        if names is None or len(names) != self.num_classes:
+            raise ConfigError(f"DatasetInfo class_names={self.class_names!r} is invalid; it must hold one name per "
+                              f"class ({self.num_classes}).")
+        object.__setattr__(self, "class_names", names)
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train / val / test splits, the info record and the binarization mode the trainer must honour."""
+    """Train / val / test splits, the info record and the binarization mode the trainer must honour.
+
+    Checked at construction (ConfigError naming the split): each split is a `Split` whose images have the
+    info's (C, H, W) and whose labels lie in [0, info.num_classes); an unnamed split's pixels (finite, in [0, 1]).
+    """
 
     train: Split
     val: Split
@@ -171,6 +253,22 @@ class Dataset:
 
     def __post_init__(self) -> None:
         _check_binarize(self.binarize)
+        k = self.info.num_classes
+        for slot in ("train", "val", "test"):
+            split = getattr(self, slot)
+            if not isinstance(split, Split):
+                raise ConfigError(f"Dataset({slot}=...) must be an aestudy.data.Split; got {type(split).__name__}.")
+            if tuple(split.images.shape[1:]) != tuple(self.info.shape):
+                raise ConfigError(f"the {slot} split has images of shape {tuple(split.images.shape[1:])} (C, H, W) "
+                                  f"but the dataset info says {tuple(self.info.shape)}; make them agree.")
+            if not split._pixels_checked:
+                check_image_values(split.images, _split_label(slot))
+            if k == 0 and len(split) and not bool((split.labels == UNLABELLED).all()):
+                raise ConfigError(f"the {slot} split has class labels but {self.info.name!r} is unlabelled "
+                                  f"(DatasetInfo.num_classes 0); give every image the label {UNLABELLED}.")
+            if k and len(split) and int(split.labels.max()) >= k:
+                raise ConfigError(f"the {slot} split has label {int(split.labels.max())}; labels must lie in "
+                                  f"[0, {k}) for {self.info.name!r} ({k} classes per its DatasetInfo.num_classes).")
         if not self.fingerprint:  # hand-built (e.g. synthetic) data: identify it by content
             digest = hashlib.sha256(f"{self.info.checksum}|{self.binarize}".encode())
             for split in (self.train, self.val, self.test):
@@ -413,14 +511,14 @@ def _write_cache(folder: Path, spec: IdxSpec, raw: _Raw) -> None:
 
 def _download_one(url: str, target: Path, expected: IdxFile, progress: bool) -> str | None:
     """Download `url` to `target` via a temp file; keep it only if a checksum matches. None, or why it failed."""
-    from tqdm.auto import tqdm
+    from aestudy.progress import progress as progress_bar
 
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=target.name, enabled=progress) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -541,15 +639,19 @@ DIGITS_TEST_SIZE = 360  # a fixed stratified 20% test split (scikit-learn ships 
 
 
 def default_val_size(name: str) -> int:
-    """A sensible validation size for `name`: 5,000 for the 70k-image sets, 10% of train for digits and files."""
+    """A sensible validation size for `name`: 5,000 for the 70k-image sets, 10% of train for digits and files,
+    the fixed sizes of the colour sets."""
     from aestudy import imagefiles  # imported here: it builds on this module's classes
 
+    if name in COLOUR_VAL_SIZES:
+        return COLOUR_VAL_SIZES[name]
     if name not in DATASET_NAMES and imagefiles.is_path(name):
         return imagefiles.default_val_size(name)
     return 140 if name == "digits" else 5000
 
 
-TRAIN_POOL_SIZES = {"fashion-mnist": 60000, "mnist": 60000, "digits": 1437}  # images before the val carve
+TRAIN_POOL_SIZES = {"fashion-mnist": 60000, "mnist": 60000, "digits": 1437, "photo-patches-32": 10000,
+                    "photo-patches-64": 4000, "cifar-10": 50000}  # images before the val carve
 
 
 def split_sizes(name: str, *, limit: int | None, val_size: int) -> dict[str, int | None]:
@@ -570,6 +672,187 @@ def split_sizes(name: str, *, limit: int | None, val_size: int) -> dict[str, int
     val = min(val_size, default_val_size(name))
     train_pool = pool - val
     return {"limit": None if limit is None or limit >= train_pool else limit, "val_size": val}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Colour datasets: photo patches (scikit-learn's two sample photos, always offline) and CIFAR-10 (download)
+#
+# Images come out as (N, 3, H, W) float32 in [0, 1] like every other dataset. The raw arrays here are uint8
+# (N, 3, H, W); `_to_split` keeps a channel axis that is already there.
+
+PHOTO_SIDES = {"photo-patches-32": 32, "photo-patches-64": 64}
+PHOTO_COUNTS = {32: (10000, 2000), 64: (4000, 1000)}  # patches per dataset: (train pool, test), half per photo
+PHOTO_TEST_FROM_COLUMN = 512  # columns 512..639 of both 427x640 photos are the test region, 0..511 train/val
+PHOTO_SEED = 0  # the patch positions are fixed: every user gets the same dataset
+PHOTO_CLASSES = ("china", "flower")  # the label is the photo a patch comes from
+PHOTO_LICENCE = "CC BY 2.0"  # china.jpg: danielbuechele, flower.jpg: vultilion (Flickr), per scikit-learn
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """A dataset shipped as one archive: file name, download URLs, SHA-256, licence, classes, the fix."""
+
+    name: str
+    filename: str
+    urls: tuple[str, ...]
+    sha256: str
+    licence: str
+    class_names: tuple[str, ...]
+    fix: str
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+ARCHIVE_SPECS: dict[str, ArchiveSpec] = {
+    "cifar-10": ArchiveSpec(
+        name="cifar-10",
+        filename="cifar-10-python.tar.gz",  # 170,498,071 bytes (upstream publishes only its MD5, c58f3010…)
+        urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+        licence="none stated; cite Krizhevsky 2009",
+        class_names=CIFAR10_CLASSES,
+        fix="with internet access: aestudy data fetch cifar-10 (or copy cifar-10-python.tar.gz into {folder})",
+    ),
+}
+CIFAR10_MEMBERS = {"train": tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+                   "test": ("cifar-10-batches-py/test_batch",)}
+COLOUR_VAL_SIZES = {"photo-patches-32": 1000, "photo-patches-64": 500, "cifar-10": 5000}
+COLOUR_SHAPES = {"photo-patches-32": (3, 32, 32), "photo-patches-64": (3, 64, 64), "cifar-10": (3, 32, 32)}
+
+
+def _photo_patches_raw(name: str) -> tuple[tuple[np.ndarray, ...], DatasetInfo]:
+    """(train_x, train_y, test_x, test_y) uint8 patches (N, 3, s, s) / labels, and the info record.
+
+    Each photo contributes half of each split. Positions are uniform (seeded by PHOTO_SEED) with the whole patch
+    inside the region: train/val patches lie in columns 0..511, test patches in columns 512..639, so no test
+    pixel is in any train or val patch. Train patches overlap one another (and val patches overlap train
+    patches: val is carved from the same pool); test patches overlap one another only.
+    """
+    from sklearn.datasets import load_sample_images
+
+    side = PHOTO_SIDES[name]
+    bunch = load_sample_images()
+    photos = [np.ascontiguousarray(image, dtype=np.uint8) for image in bunch.images]  # 2 x (427, 640, 3)
+    rng = np.random.default_rng([PHOTO_SEED, side])
+    parts: dict[str, list[np.ndarray]] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    for label, photo in enumerate(photos):
+        height, width, _ = photo.shape
+        windows = np.lib.stride_tricks.sliding_window_view(photo, (side, side), axis=(0, 1))  # (.., .., 3, s, s)
+        for split, (first, last), count in (("train", (0, PHOTO_TEST_FROM_COLUMN), PHOTO_COUNTS[side][0]),
+                                            ("test", (PHOTO_TEST_FROM_COLUMN, width), PHOTO_COUNTS[side][1])):
+            n = count // 2
+            tops = rng.integers(0, height - side + 1, n)
+            lefts = rng.integers(first, last - side + 1, n)  # the whole patch stays inside [first, last)
+            parts[f"{split}_x"].append(windows[tops, lefts])
+            parts[f"{split}_y"].append(np.full(n, label, dtype=np.uint8))
+    arrays = tuple(np.ascontiguousarray(np.concatenate(parts[k])) for k in ("train_x", "train_y", "test_x", "test_y"))
+    digest = hashlib.sha256(f"{name}|{PHOTO_SEED}|{PHOTO_TEST_FROM_COLUMN}".encode())
+    for array in arrays:
+        digest.update(array.tobytes())
+    note = (f"{side}x{side} patches at seeded positions from scikit-learn's china.jpg and flower.jpg (label = "
+            f"photo); train/val from columns 0..{PHOTO_TEST_FROM_COLUMN - 1}, test from columns "
+            f"{PHOTO_TEST_FROM_COLUMN}..639 (disjoint: no test pixel is in a train patch)")
+    source = str(Path(bunch.filenames[0]).parent)
+    return arrays, DatasetInfo(name, (3, side, side), 2, PHOTO_CLASSES, source, digest.hexdigest(), PHOTO_LICENCE,
+                               note)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only dicts, lists, numbers, bytes and numpy arrays (CIFAR's batches), never arbitrary code."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("_codecs", "encode")}  # Python 3's protocol-2 pickles spell raw bytes as _codecs.encode(str, latin1)
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+        return super().find_class(module, name)
+
+
+def _archive_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_cifar_batches(path: Path, members: tuple[str, ...], remedy: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) uint8 from the named pickled batches inside the tarball."""
+    import tarfile
+
+    images, labels = [], []
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in members:
+                handle = tar.extractfile(member)
+                if handle is None:
+                    raise KeyError(member)
+                batch = _ArrayUnpickler(handle, encoding="bytes").load()
+                x, y = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
+                if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y) or (len(y) and
+                                                                                    not 0 <= y.min() <= y.max() < 10):
+                    raise ValueError(f"{member} holds {x.shape} images and {y.shape} labels")
+                images.append(x.reshape(-1, 3, 32, 32))
+                labels.append(y.astype(np.uint8))
+    except (OSError, EOFError, KeyError, ValueError, TypeError, pickle.UnpicklingError, tarfile.TarError) as exc:
+        raise DataError(f"{path}: not a readable CIFAR-10 python archive ({type(exc).__name__}: {exc}); "
+                        f"{remedy}.") from exc
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _locate_archive(spec: ArchiveSpec, root: Path, progress: bool) -> Path:
+    """The verified archive in `<root>/<name>/`, downloaded (SHA-256 checked, atomic) when it is missing."""
+    folder = root / spec.name
+    path = folder / spec.filename
+    remedy = f"delete it and re-fetch with `aestudy data fetch {spec.name}`"
+    if not path.is_file():
+        tried = []
+        reason = _writable_reason(folder)
+        if reason is not None:
+            tried.append(f"download into {folder}: not writable ({reason})")
+        else:
+            for url in spec.urls:
+                failure = _download_one(url, path, IdxFile(spec.filename, spec.sha256), progress)
+                if failure is None:
+                    break
+                tried.append(f"{url}: {failure}")
+        if not path.is_file():
+            places = "; ".join(f"({i}) {entry}" for i, entry in enumerate([f"{path}: does not exist", *tried], 1))
+            raise DataError(f"{spec.name} is not available. Tried: {places}. Fix: {spec.fix.format(folder=folder)}")
+    got = _archive_sha256(path)
+    if got != spec.sha256:
+        raise DataError(f"{path}: checksum mismatch: SHA-256 {got}, expected {spec.sha256}; {remedy}.")
+    return path
+
+
+def _archive_raw(name: str, root: Path, progress: bool) -> tuple[tuple[np.ndarray, ...], DatasetInfo]:
+    """CIFAR-10 as (train_x, train_y, test_x, test_y) uint8 arrays and its info (decoded from the archive)."""
+    spec = ARCHIVE_SPECS[name]
+    path = _locate_archive(spec, root, progress)
+    remedy = f"delete it and re-fetch with `aestudy data fetch {spec.name}`"
+    train_x, train_y = _read_cifar_batches(path, CIFAR10_MEMBERS["train"], remedy)
+    test_x, test_y = _read_cifar_batches(path, CIFAR10_MEMBERS["test"], remedy)
+    note = "32x32 colour images decoded from the SHA-256-verified python archive (Krizhevsky 2009)"
+    return (train_x, train_y, test_x, test_y), DatasetInfo(name, (3, 32, 32), 10, spec.class_names, str(path),
+                                                           spec.sha256, spec.licence, note)
+
+
+def _colour_raw(name: str, root: Path, progress: bool) -> tuple[tuple[np.ndarray, ...], DatasetInfo]:
+    """The raw arrays and info of a colour dataset (photo patches or an archive dataset)."""
+    return _photo_patches_raw(name) if name in PHOTO_SIDES else _archive_raw(name, root, progress)
+
+
+def _colour_where(name: str, root: Path) -> str:
+    """Where a colour dataset is on this machine without reading it (empty if nowhere)."""
+    if name in PHOTO_SIDES:
+        return "bundled with scikit-learn"
+    path = root / name / ARCHIVE_SPECS[name].filename
+    return str(path.parent) if path.is_file() else ""
+
+
+def _colour_licence(name: str) -> str:
+    return PHOTO_LICENCE if name in PHOTO_SIDES else ARCHIVE_SPECS[name].licence
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -594,24 +877,31 @@ def binarize_images(x: torch.Tensor, generator: torch.Generator | None = None) -
     return torch.bernoulli(x.to(torch.float32), generator=generator)
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, levels: int) -> Split:
-    """Index uint8 arrays and turn them into a float32 [0, 1] (N, 1, H, W) / int64 split."""
-    chosen = torch.from_numpy(np.ascontiguousarray(images[index]))
-    return Split(chosen.to(torch.float32).div_(levels).unsqueeze(1),
-                 torch.from_numpy(labels[index].astype(np.int64)))
+def _to_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, levels: int, name: str) -> Split:
+    """Index uint8 arrays (N, H, W) or (N, C, H, W) into a float32 [0, 1] (N, C, H, W) / int64 split called `name`."""
+    chosen = torch.from_numpy(np.ascontiguousarray(images[index])).to(torch.float32).div_(levels)
+    return Split(chosen.unsqueeze(1) if chosen.ndim == 3 else chosen,
+                 torch.from_numpy(labels[index].astype(np.int64)), name)
 
 
-def _check_args(name: str, val_size: int, limit: int | None, binarize: str | None, seed: int) -> None:
+def _check_args(name: str, val_size: int, limit: int | None, binarize: str | None, seed: int,
+                upscale: bool = True, progress: bool = True) -> tuple[str, int, int | None, int]:
+    """Check `load_dataset`'s arguments; return (name, val_size, limit, seed) as plain Python values.
+
+    A numpy integer (a point of a numpy grid) is accepted and converted, because these values enter the
+    data fingerprint and so the model cache keys. `limit`'s upper bound depends on the dataset (checked later).
+    """
+    name = str(name) if isinstance(name, str) else name
     if name not in DATASET_NAMES:
         raise ConfigError(f"name={name!r} is not a dataset; valid names: {', '.join(DATASET_NAMES)}, or a path to "
                           "a folder of images or an .npz/.npy file.")
     _check_binarize(binarize)
-    if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 0:
-        raise ConfigError(f"val_size={val_size!r} is invalid; it must be an integer >= 0.")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
-        raise ConfigError(f"limit={limit!r} is invalid; it must be None or a positive integer.")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r} is invalid; it must be an integer >= 0.")
+    val_size = as_int(val_size, "val_size", low=0)
+    limit = as_int(limit, "limit", allow_none=True, none_means="all images")  # its range is checked per dataset
+    seed = as_int(seed, "seed", low=0)
+    as_bool(upscale, "upscale")
+    as_bool(progress, "progress")
+    return name, val_size, limit, seed
 
 
 def _make_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
@@ -632,8 +922,8 @@ def _make_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
         val_idx = val_idx[stratified_subset(train_y[val_idx], min(limit, len(val_idx)),
                                             np.random.default_rng([seed, 2]))]
         test_idx = stratified_subset(test_y, min(limit, len(test_y)), np.random.default_rng([TEST_SUBSET_SEED, 3]))
-    return (_to_split(train_x, train_y, train_idx, levels), _to_split(train_x, train_y, val_idx, levels),
-            _to_split(test_x, test_y, test_idx, levels))
+    return (_to_split(train_x, train_y, train_idx, levels, "train"),
+            _to_split(train_x, train_y, val_idx, levels, "val"), _to_split(test_x, test_y, test_idx, levels, "test"))
 
 
 def _binarized(splits: tuple[Split, Split, Split], mode: str | None) -> tuple[Split, Split, Split]:
@@ -646,16 +936,16 @@ def _binarized(splits: tuple[Split, Split, Split], mode: str | None) -> tuple[Sp
             out.append(split)
             continue
         generator = torch.Generator().manual_seed(BINARIZE_SEED + k)
-        out.append(Split(binarize_images(split.images, generator), split.labels))
+        out.append(Split(binarize_images(split.images, generator), split.labels, split.name))
     return out[0], out[1], out[2]
 
 
 def _upscaled(split: Split, size: tuple[int, int]) -> Split:
     """Bilinear upscaling of a split's images to `size` (values stay in [0, 1])."""
     if len(split) == 0:
-        return Split(split.images.new_zeros((0, 1, *size)), split.labels)
+        return Split(split.images.new_zeros((0, 1, *size)), split.labels, split.name)
     images = torch.nn.functional.interpolate(split.images, size=size, mode="bilinear", align_corners=False)
-    return Split(images.clamp_(0.0, 1.0), split.labels)
+    return Split(images.clamp_(0.0, 1.0), split.labels, split.name)
 
 
 def _fingerprint(**fields: object) -> str:
@@ -688,7 +978,7 @@ def load_dataset(name: str | os.PathLike[str] = "fashion-mnist", *, val_size: in
         raise ConfigError(f"size={size!r} and channels={channels!r} apply to your own image files only; pass "
                           f"size=None, channels=None for {name!r}.")
     val_size = 5000 if val_size is None else val_size
-    _check_args(name, val_size, limit, binarize, seed)
+    name, val_size, limit, seed = _check_args(name, val_size, limit, binarize, seed, upscale, progress)
     if name == "digits":
         images, labels, checksum = _load_digits_raw()
         test_idx = stratified_subset(labels, DIGITS_TEST_SIZE, np.random.default_rng([TEST_SUBSET_SEED, 4]))
@@ -702,6 +992,10 @@ def load_dataset(name: str | os.PathLike[str] = "fashion-mnist", *, val_size: in
                 + ("upscaled 8x8->28x28 (bilinear)" if upscale else "kept at 8x8")
                 + f"; fixed stratified test split of {DIGITS_TEST_SIZE} images")
         info = DatasetInfo(name, (1, *size), 10, DIGIT_CLASSES, _digits_source(), checksum, DIGITS_LICENCE, note)
+    elif name in COLOUR_SHAPES:
+        (train_x, train_y, test_x, test_y), info = _colour_raw(name, resolve_data_dir(data_dir), progress)
+        splits = _make_splits(train_x, train_y, test_x, test_y, name=name, levels=255, val_size=val_size,
+                              limit=limit, seed=seed)
     else:
         spec = IDX_SPECS[name]
         raw, _ = _load_idx(spec, resolve_data_dir(data_dir), mirrors=None, progress=progress, require_cache=False)
@@ -723,6 +1017,10 @@ def fetch_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None,
     _check_args(name, 0, None, None, 0)
     if name == "digits":
         return Path(_digits_source()).parent
+    if name in PHOTO_SIDES:
+        return Path(_photo_patches_raw(name)[1].source)
+    if name in ARCHIVE_SPECS:
+        return _locate_archive(ARCHIVE_SPECS[name], resolve_data_dir(data_dir), progress).parent
     _, folder = _load_idx(IDX_SPECS[name], resolve_data_dir(data_dir), mirrors=mirrors, progress=progress,
                           require_cache=True)
     return folder
@@ -732,6 +1030,8 @@ def _where(name: str, root: Path) -> str:
     """Where `name` is on this machine without reading it (empty if nowhere)."""
     if name == "digits":
         return "bundled with scikit-learn"
+    if name in COLOUR_SHAPES:
+        return _colour_where(name, root)
     spec = IDX_SPECS[name]
     folder = root / name
     if _cache_paths(folder)[1].is_file() or not _missing(folder, spec):
@@ -747,6 +1047,10 @@ def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[Datase
     rows = []
     for name in DATASET_NAMES:
         where = _where(name, root)
+        if name in COLOUR_SHAPES:
+            rows.append(DatasetListing(name, COLOUR_SHAPES[name], 2 if name in PHOTO_SIDES else 10,
+                                       _colour_licence(name), bool(where), where))
+            continue
         licence = DIGITS_LICENCE if name == "digits" else IDX_SPECS[name].licence
         rows.append(DatasetListing(name, (1, 28, 28), 10, licence, bool(where), where))
     return rows

@@ -25,5 +25,13 @@ class CheckpointError(AestudyError):
     """A checkpoint that is corrupted, truncated or from an incompatible version."""
 
 
+class CheckpointRefusedError(CheckpointError):
+    """An intact checkpoint holding types that `torch.load(weights_only=True)` refuses (`types` names them)."""
+
+    def __init__(self, message: str, types: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.types = tuple(types)
+
+
 class ClaimFailed(AestudyError, AssertionError):
     """A measured claim that did not hold in a profile where claims are enforced."""

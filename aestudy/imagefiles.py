@@ -69,6 +69,7 @@ from aestudy.data import (
     stratified_subset,
 )
 from aestudy.errors import ConfigError, DataError
+from aestudy.progress import progress as progress_bar
 from aestudy.validate import as_int
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -280,14 +281,12 @@ def _stack(images: list[np.ndarray]) -> tuple[np.ndarray, float]:
 
 def _load_folder(root: Path, size: str | tuple[int, int] | None, channels: int | None, progress: bool) -> _Pool:
     """Decode every image of `root` after checking headers (sizes, modes) for the whole folder first."""
-    from tqdm.auto import tqdm
-
     listing = _list_folder(root)
     headers = _headers(listing.files)
     c = _check_modes(listing.files, [m for _, m in headers], root, channels)
     sizes = [s for s, _ in headers]
     target, size_notes = _target_size(sizes, c, size, where=root, files=listing.files)
-    bar = tqdm(listing.files, desc=f"decoding {root.name}", unit="image", disable=not progress, mininterval=1.0)
+    bar = progress_bar(listing.files, desc=f"decoding {root.name}", unit="image", enabled=progress, mininterval=1.0)
     pixels, levels = _stack([_decode(path, c, target) for path in bar])
     labels = np.asarray(listing.labels, dtype=np.int64)
     converted = sum(1 for _, m in headers if (1 if m in _GREY_MODES else 3) != c)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aestudy.errors import ConfigError
+from aestudy.validate import as_bool, as_float
 
 LIKELIHOOD_NAMES: tuple[str, ...] = ("bernoulli", "cbernoulli", "gaussian")
 
@@ -139,7 +140,9 @@ class GaussianLikelihood(Likelihood):
 
     def __init__(self, sigma: float | None = None, *, squash: bool = True, init_sigma: float = 0.1) -> None:
         super().__init__()
-        self.squash = squash
+        sigma = as_float(sigma, "sigma", low=0, low_open=True, allow_none=True, none_means="learned")
+        init_sigma = as_float(init_sigma, "init_sigma", low=1e-3, high=10.0)  # the learned σ's clamp range
+        self.squash = as_bool(squash, "squash")
         self.learned = sigma is None
         # a fixed σ stays a Python float (exact in any dtype); a learned one is a float32 parameter
         self.fixed_sigma = None if sigma is None else float(sigma)

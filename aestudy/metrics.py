@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aestudy.data import check_image_values
 from aestudy.errors import ConfigError
 from aestudy.evaluation import EVAL_BATCH, batched, batches, encode_means, evaluating, model_device
 from aestudy.objectives import bits_per_dim, elbo_terms, gaussian_kl_per_dim, is_nll
@@ -106,9 +107,13 @@ def reconstruction_metrics(model: nn.Module, inputs: Tensor, *, targets: Tensor 
     `per_image=True` the per-image values as (N,) CPU tensors. The caller's model is left unchanged.
 
     Raises:
-        ConfigError: when `targets` and `inputs` differ in shape.
+        ConfigError: when `targets` and `inputs` differ in shape, or are not finite and in [0, 1] (PSNR and SSIM
+            assume that range).
     """
     targets = inputs if targets is None else targets
+    check_image_values(inputs, "the inputs given to reconstruction_metrics")
+    if targets is not inputs:
+        check_image_values(targets, "the targets given to reconstruction_metrics")
     if targets.shape != inputs.shape:
         raise ConfigError(f"inputs and targets must have one shape; got {tuple(inputs.shape)} and "
                           f"{tuple(targets.shape)}.")
@@ -133,7 +138,12 @@ def _num_pixels(images: Tensor) -> int:
 def elbo_per_image(model: nn.Module, images: Tensor, *, batch_size: int = 1000, n_samples: int = 1,
                    generator: torch.Generator | None = None, labels: Tensor | None = None
                    ) -> dict[str, Tensor]:
-    """Per-image ELBO, E_q log p(x|z) ("recon") and KL, nats (N,) each; a VAE only (see objectives)."""
+    """Per-image ELBO, E_q log p(x|z) ("recon") and KL, nats (N,) each; a VAE only (see objectives).
+
+    Raises ConfigError when `images` are not finite and in [0, 1]: the likelihoods are densities on [0, 1]
+    pixels, so e.g. 0..255 images would give impossible values (a Bernoulli "NLL" of −1e6 nats).
+    """
+    check_image_values(images, "the image tensor given to elbo_per_image")
     recon, kl = [], []
     with evaluating(model):
         for x, y in batches(images, labels, batch_size=batch_size, device=model_device(model)):
@@ -169,8 +179,9 @@ def evaluate_is_nll(model: nn.Module, images: Tensor, *, k: int = 1000, batch_si
     """Importance-sampled test NLL −L_k (Burda et al. 2016): mean nats per image, its standard error, bits/dim.
 
     Returns nll, nll_sem, bits_per_dim and k. −L_k ≥ −log p(x) in expectation and tightens as k grows
-    (k = 5,000 is the usual literature setting).
+    (k = 5,000 is the usual literature setting). Raises ConfigError when `images` are not finite and in [0, 1].
     """
+    check_image_values(images, "the image tensor given to evaluate_is_nll")
     with evaluating(model):
         nll = is_nll(model, images, k=k, batch_size=batch_size, chunk_size=chunk_size, generator=generator,
                      labels=labels, progress=progress).double()

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from aestudy.errors import ConfigError
 from aestudy.likelihoods import LIKELIHOOD_NAMES, Likelihood, build_likelihood
+from aestudy.validate import as_int, is_int, is_number, require
 
 KINDS: tuple[str, ...] = ("ae", "vae")
 ARCHS: tuple[str, ...] = ("linear", "mlp", "conv")
@@ -32,9 +33,16 @@ def clamp_logvar(logvar: Tensor) -> Tensor:
     return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
-def _positive_int_tuple(value: object) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                            for v in value)
+def _int_tuple(value: object) -> tuple[int, ...] | None:
+    """`value` (a tuple or list of integers >= 1, numpy integers included) as a tuple of plain ints, else None."""
+    if not isinstance(value, (tuple, list)) or not all(is_int(v) and v >= 1 for v in value):
+        return None
+    return tuple(int(v) for v in value)
+
+
+def _plain_str(value: object) -> object:
+    """A str subclass (e.g. numpy.str_) as a plain str; anything else unchanged."""
+    return str(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -58,41 +66,32 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64)
 
     def __post_init__(self) -> None:
-        for name in ("input_shape", "hidden", "channels"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.kind not in KINDS:
-            raise ConfigError(f"kind={self.kind!r} is invalid; valid values: {', '.join(KINDS)}.")
-        if self.arch not in ARCHS:
-            raise ConfigError(f"arch={self.arch!r} is invalid; valid values: {', '.join(ARCHS)}.")
-        if not (_positive_int_tuple(self.input_shape) and len(self.input_shape) == 3):
-            raise ConfigError(f"input_shape={self.input_shape!r} is invalid; it must be (C, H, W), "
-                              "three integers >= 1.")
-        if not (isinstance(self.latent_dim, int) and not isinstance(self.latent_dim, bool)
-                and self.latent_dim >= 1):
-            raise ConfigError(f"latent_dim={self.latent_dim!r} is invalid; it must be an integer >= 1.")
-        if not (_positive_int_tuple(self.hidden) and (self.arch != "mlp" or len(self.hidden) >= 1)):
-            raise ConfigError(f"hidden={self.hidden!r} is invalid; it must be a non-empty tuple of "
-                              "integers >= 1 (layer widths) for arch='mlp'.")
-        if not (_positive_int_tuple(self.channels) and (self.arch != "conv" or len(self.channels) >= 1)):
-            raise ConfigError(f"channels={self.channels!r} is invalid; it must be a non-empty tuple of "
-                              "integers >= 1 (conv channels) for arch='conv'.")
-        if self.likelihood not in LIKELIHOOD_NAMES:
-            raise ConfigError(f"likelihood={self.likelihood!r} is invalid; valid values: "
-                              f"{', '.join(LIKELIHOOD_NAMES)}.")
-        if self.sigma is not None and (self.likelihood != "gaussian" or isinstance(self.sigma, bool)
-                                       or not isinstance(self.sigma, (int, float))
-                                       or not (0 < self.sigma < math.inf)):
-            raise ConfigError(f"sigma={self.sigma!r} is invalid; it must be None (learned) or a number > 0, "
-                              "and only with likelihood='gaussian'.")
-        if not (isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool)
-                and self.num_classes >= 0):
-            raise ConfigError(f"num_classes={self.num_classes!r} is invalid; it must be an integer >= 0 "
-                              "(0 = unconditional).")
-        if self.arch != "mlp":
-            object.__setattr__(self, "hidden", ())
-        if self.arch != "conv":
-            object.__setattr__(self, "channels", ())
+        # Values are stored as plain Python values (numpy scalars converted): configs are hashed into cache keys
+        # and stored in checkpoints that torch.load(weights_only=True) must read back.
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        for name, choices in (("kind", KINDS), ("arch", ARCHS), ("likelihood", LIKELIHOOD_NAMES)):
+            value = _plain_str(getattr(self, name))
+            require(value in choices, name, value, f"valid values: {', '.join(choices)}")
+            put(name, value)
+        shape = _int_tuple(self.input_shape)
+        require(shape is not None and len(shape) == 3, "input_shape", self.input_shape,
+                "it must be (C, H, W), three integers >= 1")
+        put("input_shape", shape)
+        put("latent_dim", as_int(self.latent_dim, "latent_dim", low=1))
+        for name, arch, what in (("hidden", "mlp", "layer widths"), ("channels", "conv", "conv channels")):
+            widths = _int_tuple(getattr(self, name))
+            require(widths is not None and (self.arch != arch or len(widths) >= 1), name, getattr(self, name),
+                    f"it must be a non-empty tuple of integers >= 1 ({what}) for arch={arch!r}")
+            # the unused one is stored as () so that equal models have equal configs (and cache keys)
+            put(name, widths if self.arch == arch else ())
+        require(self.sigma is None or (is_number(self.sigma) and self.sigma > 0 and self.likelihood == "gaussian"),
+                "sigma", self.sigma, "it must be None (learned) or a number > 0, and only with likelihood='gaussian'")
+        put("sigma", None if self.sigma is None else float(self.sigma))
+        require(is_int(self.num_classes) and self.num_classes >= 0, "num_classes", self.num_classes,
+                "it must be an integer >= 0 (0 = unconditional)")
+        put("num_classes", int(self.num_classes))
 
     @property
     def num_pixels(self) -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from aestudy.errors import ConfigError
+from aestudy.validate import is_number
 
 NOISE_KINDS: tuple[str, ...] = ("gaussian", "salt_pepper", "mask")
 
@@ -22,16 +22,21 @@ class NoiseConfig:
     level: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.kind not in NOISE_KINDS:
+        kind = str(self.kind) if isinstance(self.kind, str) else self.kind
+        if kind not in NOISE_KINDS:
             raise ConfigError(f"kind={self.kind!r} is not a noise kind; valid values: {', '.join(NOISE_KINDS)}.")
-        number = isinstance(self.level, (int, float)) and not isinstance(self.level, bool)
-        if self.kind == "gaussian":
-            if not (number and 0 <= self.level < math.inf):
+        # is_number refuses bools, NaN and inf; a numpy scalar is stored as a plain float (configs are hashed
+        # into cache keys and read back from checkpoints with weights_only=True)
+        number = is_number(self.level)
+        if kind == "gaussian":
+            if not (number and self.level >= 0):
                 raise ConfigError(f"level={self.level!r} is invalid for kind='gaussian'; it is the noise σ, "
                                   "a number >= 0.")
         elif not (number and 0 <= self.level <= 1):
-            raise ConfigError(f"level={self.level!r} is invalid for kind={self.kind!r}; it is a probability, "
+            raise ConfigError(f"level={self.level!r} is invalid for kind={kind!r}; it is a probability, "
                               "a number in [0, 1].")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "level", float(self.level))
 
 
 def corrupt(x: Tensor, noise: NoiseConfig, *, generator: torch.Generator | None = None) -> Tensor:

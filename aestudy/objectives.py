@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from aestudy.errors import ConfigError
 from aestudy.models import Posterior, clamp_logvar
+from aestudy.progress import progress as progress_bar
 
 
 def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -161,7 +161,7 @@ def is_nll(model: nn.Module, images: Tensor, *, k: int = 1000, batch_size: int =
     out: list[Tensor] = []
     starts = range(0, images.shape[0], batch_size)
     with torch.no_grad():
-        for s in tqdm(starts, desc=f"IS-NLL k={k}", disable=not progress, unit="batch"):
+        for s in progress_bar(starts, desc=f"IS-NLL k={k}", enabled=progress, unit="batch"):
             x = images[s:s + batch_size].to(device)
             y = None if labels is None else labels[s:s + batch_size].to(device)
             out.append(-iwae_bound(model, x, k, y=y, chunk_size=chunk_size, generator=generator).cpu())

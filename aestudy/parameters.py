@@ -275,14 +275,17 @@ def _check_anomaly_class(value: Any, values: Mapping[str, Any]) -> int:
 def _check_ood_dataset(value: Any, values: Mapping[str, Any]) -> str | None:
     from aestudy.data import list_datasets
 
+    rows = {row.name: row for row in list_datasets()}
     dataset = values.get("dataset", "fashion-mnist")
-    others = [name for name in DATASET_NAMES if name != dataset]
+    shape = rows[dataset].shape if dataset in rows else (1, 28, 28)
+    # Scored by the models trained on `dataset`, so the OOD images must have its image shape.
+    others = [name for name in DATASET_NAMES if name != dataset and name in rows and rows[name].shape == shape]
     require(value is None or (isinstance(value, str) and value in others), "ood_dataset", value,
             f"valid values: None (digits, or fashion-mnist when training on digits) or one of "
-            f"{', '.join(map(repr, others))} (not the training dataset {dataset!r})")
+            f"{', '.join(map(repr, others))} (a dataset other than the training dataset {dataset!r}, with its "
+            f"image shape {'x'.join(map(str, shape))})")
     if value is not None:
-        (row,) = [row for row in list_datasets() if row.name == value]
-        require(row.available, "ood_dataset", value,
+        require(rows[value].available, "ood_dataset", value,
                 f"{value} is not on this machine; fetch it first (aestudy data fetch {value}) or use None")
     return value
 

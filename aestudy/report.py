@@ -1,9 +1,20 @@
-"""The report of a run: `metrics.json` rendered as `report.md` and a self-contained `report.html`.
+"""The report of a run: `metrics.json` rendered as `report.md` and one self-contained `report.html`.
 
-Both are made from one list of blocks (headings, paragraphs, tables, figures): every notebook's claims
-(id, statement, kind, measured, verdict), the AE-vs-VAE table a notebook recorded as metric
-`comparison_table` (a list of row dicts), scalar metrics, per-notebook wall times and the environment.
-PNG files a notebook recorded as metric `figures` are linked from the markdown and embedded in the HTML.
+Both are made from one list of blocks (headings, paragraphs, lists, tables, figures, collapsible sections),
+in this order:
+
+1. **What this run found**: one plain sentence per row of the AE-vs-VAE table (metric `comparison_table`, a
+   list of row dicts with Aspect, AE, VAE, Evidence, Verdict), each naming the claims the row rests on with
+   their measured effect, interval and verdict (holds / does not hold / inconclusive). Generated from the
+   ledger: a claim that carries a three-way verdict record (`effect`, `ci_low`, `ci_high`, `p_value`,
+   `n_seeds`, `test`, `verdict`; see `claim_stats`) is shown with it, an older yes/no claim with its `holds`.
+   Without a comparison table, one sentence per examined claim.
+2. **Key figures**: the PNGs notebooks recorded with `aestudy.claims.record_figure` (ledger key `figures`)
+   or, as before, listed in metric `figures`; embedded as data URIs in the HTML, linked from the markdown.
+3. The AE-vs-VAE table with its verdicts written as sentences.
+4. **Claims** per notebook: each claim id links to the cell that checks it in the executed notebook, rendered
+   to HTML next to the report (`<notebook>.html#cell-id=<cell id>`, the anchors nbconvert writes).
+5. Timings, then configuration and environment in one collapsible `<details>` section at the end.
 """
 
 from __future__ import annotations
@@ -12,51 +23,358 @@ import base64
 import html
 import json
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from aestudy.atomic import atomic_write
 from aestudy.claims import compact
 
 COMPARISON_METRIC = "comparison_table"
-FIGURES_METRIC = "figures"
+FIGURES_METRIC = "figures"  # metric: a list of PNG paths (older notebooks)
+FIGURES_KEY = "figures"  # ledger entry key written by claims.record_figure: [{"name", "path", "caption"}]
+CONFIG_METRICS: tuple[str, ...] = ("config", "watermark")  # go to the closing configuration section
 CLAIM_COLUMNS: tuple[str, ...] = ("id", "statement", "kind", "measured", "verdict")
+VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive")
+STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha")
+# Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
+STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
+FINDINGS_ID = "findings"
+FINDING_VALUES = 4  # measured values quoted per claim in a finding (the claims table has them all)
+# The figures the report shows first, in this order (names given to `record_figure` / `study.figure`); any
+# other recorded figure is folded below them. See the issue that asked for them: prior samples of AE, AE + GMM,
+# VAE (and GAN) side by side; reconstruction pairs; the rate-distortion curve; FID with intervals; ROC curves;
+# the 2-D latent scatter.
+KEY_FIGURES: tuple[str, ...] = ("prior_samples", "reconstruction_pairs", "rate_distortion", "fid_intervals",
+                                "roc_curves", "latent_scatter_2d")
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
+_CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;
+line-height:1.45}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem;font-size:.9rem}
 th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3} td.holds{color:#11651b} td.fails{color:#a31515;font-weight:600}
-figure{margin:1rem 0} figure img{max-width:100%} figcaption{font-size:.85rem;color:#555}"""
+th{background:#f3f3f3} .holds{color:#11651b} .fails{color:#a31515} .inconclusive{color:#8a5a00}
+#findings{background:#f7f9fc;border:1px solid #d8e0ea;border-radius:6px;padding:.2rem 1.2rem 1rem}
+#findings li{margin:.45rem 0}
+figure{margin:1rem 0 1.5rem} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85rem;color:#555}
+details{margin:1rem 0} summary{cursor:pointer;font-weight:600}"""
 
 
 @dataclass(frozen=True)
 class Block:
-    """One piece of the report: a heading (`h1`-`h3`), a paragraph (`p`), a `table` or a `figure`."""
+    """One piece of the report.
+
+    kind: `h1`-`h3` (content: text), `p` (text with `**bold**`, `` `code` `` and `[links](url)`), `list`
+    (a list of such texts), `table` (a DataFrame), `figure` (a PNG path), `figures` (a list of (path,
+    caption) pairs shown side by side) or `details` (a collapsible section: content is a list of Blocks,
+    caption its summary line). `anchor` gives a heading or list an HTML id.
+    """
 
     kind: str
     content: Any
     caption: str = ""
+    anchor: str = ""
+
+
+# ----------------------------------------------------------------------------------------- verdicts
+
+
+def claim_stats(claim: Mapping[str, Any]) -> dict[str, Any]:
+    """A claim's three-way verdict record (`effect`, `ci_low`, `ci_high`, `p_value`, `n_seeds`, `test`,
+    `verdict`), wherever it sits: the claim's top level or its `stats`/`comparison`/`compare`/`measured`
+    dict. Empty when the claim has only a yes/no `holds`."""
+    for source in (claim, *(claim.get(key) for key in STAT_CONTAINERS)):
+        if isinstance(source, Mapping) and source.get("verdict") in VERDICTS:
+            return {name: source[name] for name in STAT_FIELDS if name in source}
+    return {}
+
+
+def claim_verdict(claim: Mapping[str, Any]) -> str:
+    """`holds`, `does not hold` or `inconclusive`: the three-way verdict when recorded, else from `holds`."""
+    stats = claim_stats(claim)
+    if stats:
+        return str(stats["verdict"])
+    return "holds" if claim.get("holds") else "does not hold"
 
 
 def verdict(claim: Mapping[str, Any]) -> str:
-    """`holds`, or `does not hold` (+ `enforced` / the sanity problems)."""
-    if claim.get("holds"):
-        return "holds"
+    """The claim's verdict with its qualifiers: `does not hold (enforced; <sanity problems>)`."""
     notes = list(claim.get("sanity") or [])
-    if claim.get("enforced"):
+    word = "does not hold" if notes else claim_verdict(claim)  # failed sanity checks: never "holds"
+    if word == "does not hold" and claim.get("enforced"):
         notes.insert(0, "enforced")
-    return "does not hold" + (f" ({'; '.join(notes)})" if notes else "")
+    return word + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def claims_frame(entry: Mapping[str, Any]) -> pd.DataFrame:
-    """One notebook's claims as rows of id, statement, kind, measured, verdict."""
-    rows = [{"id": c.get("id"), "statement": c.get("statement"), "kind": c.get("kind"),
-             "measured": compact(c.get("measured") or {}), "verdict": verdict(c)}
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:+.3g}" if value else "0"
+
+
+def stats_phrase(stats: Mapping[str, Any]) -> str:
+    """`effect +0.12 (95% CI +0.05 to +0.19), p = 0.003, 5 seeds, Welch t-test` from a verdict record (the
+    interval's level is 1 − `alpha` when the record has one, else 95%)."""
+    parts = []
+    if "effect" in stats:
+        level = f"{1 - stats['alpha']:.0%}" if isinstance(stats.get("alpha"), (int, float)) else "95%"
+        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])})"
+                    if "ci_low" in stats and "ci_high" in stats else "")
+        parts.append(f"effect {_number(stats['effect'])}{interval}")
+    if isinstance(stats.get("p_value"), (int, float)):
+        parts.append(f"p = {stats['p_value']:.2g}")
+    if "n_seeds" in stats:
+        parts.append(f"{stats['n_seeds']} seeds")
+    if stats.get("test"):
+        parts.append(str(stats["test"]))
+    return ", ".join(parts)
+
+
+def evidence_phrase(claim: Mapping[str, Any], *, limit: int | None = None) -> str:
+    """The numbers a verdict rests on: the verdict record's effect and interval, else the measured values
+    (the first `limit` of them) marked as a yes/no decision without an interval."""
+    stats = claim_stats(claim)
+    if stats and "effect" in stats:
+        return stats_phrase(stats)
+    measured = dict(claim.get("measured") or {})
+    shown = compact(dict(list(measured.items())[:limit]) if limit is not None else measured)
+    if limit is not None and len(measured) > limit:
+        shown += ", …"
+    return (f"measured {shown}; " if shown else "") + "no interval recorded"
+
+
+def claim_sentence(claim: Mapping[str, Any]) -> str:
+    """A verdict cell as a sentence, e.g. `Does not hold (enforced): measured beta=4; no interval recorded.`."""
+    text = verdict(claim)
+    return f"{text[0].upper()}{text[1:]}: {evidence_phrase(claim)}."
+
+
+def _verdict_class(text: str) -> str:
+    lowered = str(text).lower().lstrip("*")
+    if lowered.startswith(("holds", "does not hold", "inconclusive", "mixed")):
+        return {"h": "holds", "d": "fails", "i": "inconclusive", "m": "inconclusive"}[lowered[0]]
+    return ""
+
+
+# ----------------------------------------------------------------------------------------- links to cells
+
+
+def claim_cells(nb: Any, claim_ids: Iterable[str]) -> dict[str, str]:
+    """The id of the code cell that checks each claim in an executed notebook (`nbformat` node).
+
+    A claim belongs to the first code cell whose source holds its id as a string literal; failing that (an
+    id built at run time), the first whose outputs print it. Ids found nowhere are left out.
+    """
+    cells = [c for c in nb.cells if c.cell_type == "code" and c.get("id")]
+    found: dict[str, str] = {}
+    for claim_id in claim_ids:
+        literals = (f'"{claim_id}"', f"'{claim_id}'")
+        cell = next((c for c in cells if any(lit in c.source for lit in literals)), None)
+        if cell is None:
+            cell = next((c for c in cells if claim_id in json.dumps(c.get("outputs", []))), None)
+        if cell is not None:
+            found[claim_id] = cell["id"]
+    return found
+
+
+# The cell a claim link points at is outlined, so the reader sees which one it is.
+_TARGET_CSS = ".jp-Cell:target{outline:3px solid #e8a33d;outline-offset:4px;border-radius:2px}"
+
+
+def render_notebook_html(notebook: Path, out: Path) -> None:
+    """The executed notebook as HTML (nbconvert's lab template: each cell's div has id `cell-id=<id>`)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    body = body.replace("</head>", f"<style>{_TARGET_CSS}</style></head>", 1)
+    atomic_write(out, lambda handle: handle.write(body.encode("utf-8")))
+
+
+@dataclass
+class NotebookLinks:
+    """Where a run's claims live: per notebook the rendered page (relative to the run folder) and cell ids."""
+
+    pages: dict[str, str] = field(default_factory=dict)
+    cells: dict[str, tuple[str, str]] = field(default_factory=dict)  # claim id -> (notebook, cell id)
+
+    def notebook(self, name: str) -> str | None:
+        """The rendered page of notebook `name` (relative URL), if any."""
+        return self.pages.get(name)
+
+    def claim(self, claim_id: str) -> str | None:
+        """The URL of the cell checking `claim_id` (`page#cell-id=…`), else its notebook's page, else None."""
+        if claim_id in self.cells:
+            name, cell = self.cells[claim_id]
+            return f"{self.pages[name]}#cell-id={cell}"
+        return None
+
+
+def notebook_links(metrics: Mapping[str, Any], run_dir: Path, *, render: bool = True) -> NotebookLinks:
+    """Render each executed notebook of the run to `<stem>.html` beside it and locate its claims' cells.
+
+    A notebook that is missing or cannot be rendered gets no page (its claims are shown without links);
+    `render=False` only links pages that already exist.
+    """
+    import nbformat
+
+    links = NotebookLinks()
+    for name, entry in metrics.get("notebooks", {}).items():
+        executed = run_dir / str(entry.get("file") or f"{name}.ipynb")
+        page = executed.with_suffix(".html")
+        if not executed.is_file():
+            continue
+        try:
+            nb = nbformat.read(str(executed), as_version=4)
+            if render:
+                render_notebook_html(executed, page)
+        # A notebook that failed half-way can be any shape; the report must still be written without its page.
+        except Exception as exc:  # noqa: BLE001
+            print(f"note: could not render {executed.name} to HTML ({type(exc).__name__}: {exc}); the report "
+                  "links its claims to nothing", file=sys.stderr)
+            continue
+        if not page.is_file():
+            continue
+        links.pages[name] = page.relative_to(run_dir).as_posix()
+        ids = [str(c.get("id")) for c in entry.get("claims", [])]
+        links.cells.update({cid: (name, cell) for cid, cell in claim_cells(nb, ids).items()})
+    return links
+
+
+def _claim_ref(claim_id: str, links: NotebookLinks | None) -> str:
+    url = links.claim(claim_id) if links else None
+    return f"[{claim_id}]({url})" if url else f"`{claim_id}`"
+
+
+# ----------------------------------------------------------------------------------------- findings
+
+
+def _all_claims(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(c.get("id")): c for entry in metrics.get("notebooks", {}).values() for c in entry.get("claims", [])}
+
+
+def row_claims(row: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """The claims a table row rests on, as (id, +1 supports the row's text / −1 contradicts it).
+
+    From the row's `Claims` entry when present (ids, or dicts with `id` and `sign`), else every known claim id
+    named in its Verdict or Evidence text; one followed by "(against the row)" contradicts it.
+    """
+    given = row.get("Claims") or row.get("claims")
+    if isinstance(given, Sequence) and not isinstance(given, str):
+        pairs = []
+        for item in given:
+            if isinstance(item, Mapping):
+                pairs.append((str(item.get("id")), -1 if (item.get("sign") or 1) < 0 else 1))
+            else:
+                pairs.append((str(item), 1))
+        return [(cid, sign) for cid, sign in pairs if cid in claims]
+    text = f"{row.get('Verdict', '')} ; {row.get('Evidence', '')}"
+    spans: dict[str, tuple[int, int, int]] = {}  # id -> (start, end, sign)
+    for claim_id in sorted(claims, key=len, reverse=True):  # longest first: ids may prefix one another
+        for match in re.finditer(rf"(?<![\w.-]){re.escape(claim_id)}(?![\w-])", text):
+            if any(start <= match.start() < end for start, end, _ in spans.values()):
+                continue
+            tail = text[match.end():].split(";", 1)[0]
+            spans[claim_id] = (match.start(), match.end(), -1 if "against the row" in tail else 1)
+            break
+    return [(cid, span[2]) for cid, span in sorted(spans.items(), key=lambda item: item[1][0])]
+
+
+def row_verdict(pairs: Sequence[tuple[str, int]], claims: Mapping[str, Mapping[str, Any]]) -> str:
+    """`holds` (every claim supports the row), `does not hold` (every one contradicts it), `inconclusive`
+    (none settles it) or `mixed` (some support, some contradict or do not settle it)."""
+    support = []
+    for claim_id, sign in pairs:
+        word = claim_verdict(claims[claim_id])
+        support.append(0 if word == "inconclusive" else sign if word == "holds" else -sign)
+    if all(s > 0 for s in support):
+        return "holds"
+    if all(s < 0 for s in support):
+        return "does not hold"
+    if all(s == 0 for s in support):
+        return "inconclusive"
+    return "mixed"
+
+
+def _claim_clause(claim_id: str, sign: int, claims: Mapping[str, Mapping[str, Any]],
+                  links: NotebookLinks | None) -> str:
+    claim = claims[claim_id]
+    against = " (a claim against the row)" if sign < 0 else ""
+    statement = str(claim.get("statement") or "").rstrip(".")
+    return (f"“{statement}”{against} {claim_verdict(claim)} ({_claim_ref(claim_id, links)}: "
+            f"{evidence_phrase(claim, limit=FINDING_VALUES)})")
+
+
+def row_sentence(row: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]],
+                 links: NotebookLinks | None = None) -> str:
+    """One plain sentence for one row of the AE-vs-VAE table: its verdict, the claims behind it (each with its
+    effect, interval and verdict) and the evidence the row quotes."""
+    aspect = str(row.get("Aspect") or row.get("aspect") or "?")
+    pairs = row_claims(row, claims)
+    evidence = f"; this run measured {str(row['Evidence']).rstrip('.')}" if row.get("Evidence") else ""
+    if pairs:
+        word = row_verdict(pairs, claims)
+        clauses = " and ".join(_claim_clause(cid, sign, claims, links) for cid, sign in pairs)
+        return f"**{aspect}** — **{word}**: {clauses}{evidence}."
+    settled = str(row.get("Verdict") or "settled by no claim").rstrip(".")
+    if settled.startswith("by construction"):
+        settled = "true " + settled
+    return f"**{aspect}** — {settled}{evidence}."
+
+
+def claim_finding(claim: Mapping[str, Any], links: NotebookLinks | None = None) -> str:
+    """One sentence for one claim (used when the run has no AE-vs-VAE table)."""
+    statement = str(claim.get("statement") or "").rstrip(".")
+    return (f"“{statement}” **{claim_verdict(claim)}** ({_claim_ref(str(claim.get('id')), links)}: "
+            f"{evidence_phrase(claim, limit=FINDING_VALUES)}).")
+
+
+def findings(metrics: Mapping[str, Any], links: NotebookLinks | None = None) -> list[str]:
+    """The "What this run found" sentences: one per AE-vs-VAE table row, else one per examined claim."""
+    claims = _all_claims(metrics)
+    table = comparison_frame(metrics)
+    if table is not None:
+        return [row_sentence(row, claims, links) for row in table.to_dict("records")]
+    examined = [c for c in claims.values() if c.get("kind") == "examined"]
+    return [claim_finding(c, links) for c in examined or claims.values()]
+
+
+def comparison_with_sentences(table: pd.DataFrame, claims: Mapping[str, Mapping[str, Any]],
+                              links: NotebookLinks | None = None) -> pd.DataFrame:
+    """The AE-vs-VAE table with each Verdict cell rewritten as a sentence over the row's claims."""
+    table = table.copy()
+    if "Verdict" not in table.columns:
+        return table
+    cells = []
+    for row in table.to_dict("records"):
+        pairs = row_claims(row, claims)
+        if not pairs:
+            cells.append(str(row.get("Verdict") or ""))
+            continue
+        clauses = "; ".join(f"“{str(claims[cid].get('statement') or '').rstrip('.')}” {claim_verdict(claims[cid])} "
+                            f"({_claim_ref(cid, links)}{', against the row' if sign < 0 else ''})"
+                            for cid, sign in pairs)
+        word = row_verdict(pairs, claims)
+        cells.append(f"{word[0].upper()}{word[1:]}: {clauses}.")
+    table["Verdict"] = cells
+    return table.drop(columns=[c for c in ("Claims", "claims") if c in table.columns])
+
+
+# ----------------------------------------------------------------------------------------- tables
+
+
+def claims_frame(entry: Mapping[str, Any], links: NotebookLinks | None = None) -> pd.DataFrame:
+    """One notebook's claims as rows of id (linked to its cell), statement, kind, verdict sentence."""
+    rows = [{"id": _claim_ref(str(c.get("id")), links) if links else c.get("id"), "statement": c.get("statement"),
+             "kind": c.get("kind"), "verdict": claim_sentence(c)}
             for c in entry.get("claims", [])]
-    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+    return pd.DataFrame(rows, columns=["id", "statement", "kind", "verdict"])
 
 
 def scalar_metrics_frame(entry: Mapping[str, Any]) -> pd.DataFrame:
@@ -66,11 +384,12 @@ def scalar_metrics_frame(entry: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 
-def table_metrics(entry: Mapping[str, Any]) -> list[tuple[str, pd.DataFrame]]:
+def table_metrics(entry: Mapping[str, Any], *, skip: Iterable[str] = ()) -> list[tuple[str, pd.DataFrame]]:
     """A notebook's structured metrics as tables: lists of row dicts as they are, dicts as key/value rows."""
+    skipped = {COMPARISON_METRIC, FIGURES_METRIC, *skip}
     tables = []
     for name, value in entry.get("metrics", {}).items():
-        if name in (COMPARISON_METRIC, FIGURES_METRIC):
+        if name in skipped:
             continue
         if isinstance(value, list) and value and all(isinstance(row, Mapping) for row in value):
             columns = list(dict.fromkeys(key for row in value for key in row))
@@ -93,18 +412,27 @@ def comparison_frame(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=columns)
 
 
+def claim_counts(claims: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many claims hold, do not hold and are inconclusive."""
+    counts = dict.fromkeys(VERDICTS, 0)
+    for claim in claims:
+        counts[claim_verdict(claim)] += 1
+    return counts
+
+
 def timings_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Per notebook: status, wall time in seconds, number of claims and how many hold."""
     rows = []
     for name, entry in metrics.get("notebooks", {}).items():
         claims = entry.get("claims", [])
         wall = entry.get("wall_s")
+        counts = claim_counts(claims)
         rows.append({"notebook": name, "status": entry.get("status", "?"),
                      # fixed one decimal: the generic 4-significant-digit cell format would print 3.0 s as
                      # "3" and a long full-profile run (12345.6 s) as "1.235e+04"
                      "wall time (s)": None if wall is None else f"{float(wall):.1f}",
-                     "claims": len(claims), "hold": sum(bool(c.get("holds")) for c in claims)})
-    return pd.DataFrame(rows, columns=["notebook", "status", "wall time (s)", "claims", "hold"])
+                     "claims": len(claims), "hold": counts["holds"], "inconclusive": counts["inconclusive"]})
+    return pd.DataFrame(rows, columns=["notebook", "status", "wall time (s)", "claims", "hold", "inconclusive"])
 
 
 def environment_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -112,7 +440,7 @@ def environment_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
 
     def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, Mapping) and prefix != "environment.parameters":
+        if isinstance(value, Mapping):
             for key, inner in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), inner)
         else:
@@ -124,64 +452,132 @@ def environment_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "value"])
 
 
-def _figure_paths(metrics: Mapping[str, Any], run_dir: Path) -> list[tuple[str, Path]]:
-    """(notebook, path) of every existing figure a notebook recorded (relative paths: run folder, notebooks)."""
-    bases = [run_dir, Path((metrics.get("environment") or {}).get("notebooks_dir") or run_dir)]
-    found = []
-    for name, entry in metrics.get("notebooks", {}).items():
-        figures = entry.get("metrics", {}).get(FIGURES_METRIC) or []
-        for figure in figures if isinstance(figures, list) else [figures]:
-            path = Path(str(figure))
+def parameters_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Every notebook's effective parameters: one row per parameter, one column per notebook."""
+    per_notebook = (metrics.get("environment") or {}).get("parameters") or {
+        name: entry.get("parameters") or {} for name, entry in metrics.get("notebooks", {}).items()}
+    names = list(dict.fromkeys(p for params in per_notebook.values() for p in params))
+    rows = [{"parameter": p, **{nb: json.dumps(params[p]) if p in params else "" for nb, params in
+                               per_notebook.items()}} for p in names]
+    return pd.DataFrame(rows, columns=["parameter", *per_notebook])
+
+
+@dataclass(frozen=True)
+class FigureItem:
+    """One recorded figure: its notebook, name (file stem), PNG path and caption."""
+
+    notebook: str
+    name: str
+    path: Path
+    caption: str
+
+
+def figure_items(metrics: Mapping[str, Any], run_dir: Path) -> list[FigureItem]:
+    """Every existing figure the notebooks recorded, in notebook order and recording order.
+
+    Figures from `record_figure` are relative to the notebook's ledger folder (`run_dir/metrics` in a run);
+    paths in metric `figures` are absolute or relative to the run folder or the notebooks folder.
+    """
+    bases = [run_dir / "metrics", run_dir, Path((metrics.get("environment") or {}).get("notebooks_dir") or run_dir)]
+    found: list[FigureItem] = []
+    for notebook, entry in metrics.get("notebooks", {}).items():
+        listed = [(str(f.get("path")), str(f.get("name")), str(f.get("caption") or f.get("name")))
+                  for f in entry.get(FIGURES_KEY) or [] if isinstance(f, Mapping)]
+        legacy = entry.get("metrics", {}).get(FIGURES_METRIC) or []
+        listed += [(str(f), Path(str(f)).stem, Path(str(f)).stem)
+                   for f in (legacy if isinstance(legacy, list) else [legacy])]
+        for path_text, name, caption in listed:
+            path = Path(path_text)
             candidates = [path] if path.is_absolute() else [base / path for base in bases]
             existing = next((c for c in candidates if c.is_file()), None)
-            if existing is not None:
-                found.append((name, existing))
+            if existing is not None and all(existing != seen.path for seen in found):
+                found.append(FigureItem(notebook, name, existing, caption))
     return found
 
 
-def report_blocks(metrics: Mapping[str, Any], run_dir: Path) -> list[Block]:
-    """The report's content, in order."""
+def split_key_figures(figures: Sequence[FigureItem]) -> tuple[list[FigureItem], list[FigureItem]]:
+    """(the key figures in KEY_FIGURES order, the others). Without any key figure, all of them are key."""
+    key = sorted((f for f in figures if f.name in KEY_FIGURES), key=lambda f: KEY_FIGURES.index(f.name))
+    if not key:
+        return list(figures), []
+    return key, [f for f in figures if f.name not in KEY_FIGURES]
+
+
+# ----------------------------------------------------------------------------------------- the report
+
+
+def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLinks | None = None) -> list[Block]:
+    """The report's content, in order (see the module docstring)."""
     notebooks = metrics.get("notebooks", {})
-    claims = [c for entry in notebooks.values() for c in entry.get("claims", [])]
-    failing = [c for c in claims if not c.get("holds")]
+    claims = _all_claims(metrics)
+    counts = claim_counts(claims.values())
+    not_holding = [c for c in claims.values() if claim_verdict(c) == "does not hold"]
     env = metrics.get("environment") or {}
     device = env.get("device") or {}
     git = env.get("git") or {}
     status = metrics.get("status", "?")
+    inconclusive = f", {counts['inconclusive']} inconclusive" if counts["inconclusive"] else ""
     blocks = [
         Block("h1", f"aestudy run {metrics.get('run', run_dir.name)}"),
         Block("p", f"Status: **{status}**{'' if status == 'complete' else ' (incomplete run)'} · profile "
                    f"`{metrics.get('profile')}` · device `{device.get('resolved')}` ({device.get('name')}) · "
                    f"started {metrics.get('started')} · finished {metrics.get('finished') or '—'} · git "
                    f"`{(git.get('commit') or '?')[:12]}`{' (dirty)' if git.get('dirty') else ''}"),
-        Block("p", f"{len(claims)} claims recorded: {len(claims) - len(failing)} hold, {len(failing)} do not "
-                   f"({sum(bool(c.get('enforced')) for c in failing)} of those enforced)."),
+        Block("p", f"{len(claims)} claims recorded: {counts['holds']} hold, {counts['does not hold']} do not"
+                   f"{inconclusive} ({sum(bool(c.get('enforced')) for c in not_holding)} of those enforced)."),
+        Block("h2", "What this run found", anchor=FINDINGS_ID),
+        Block("list", findings(metrics, links) or ["No claims were recorded."], anchor=FINDINGS_ID),
+        Block("p", "Each finding names the claims its row rests on: with a verdict record, its effect, 95% "
+                   "interval, p-value, seeds and test; decided yes/no without an interval, its first measured "
+                   "values. Each claim id links to the cell that checks it in the executed notebook."),
     ]
+    key, more = split_key_figures(figure_items(metrics, run_dir))
+    if key:
+        blocks += [Block("h2", "Key figures", anchor="figures"),
+                   Block("figures", [(f.path, f"{f.notebook}: {f.caption}") for f in key])]
+    if more:
+        blocks.append(Block("details", [Block("figures", [(f.path, f"{f.notebook}: {f.caption}") for f in more])],
+                            caption=f"{len(more)} more figure{'s' if len(more) > 1 else ''}"))
     comparison = comparison_frame(metrics)
     if comparison is not None:
-        blocks += [Block("h2", "AE vs VAE: what we measured"), Block("table", comparison)]
-    blocks.append(Block("h2", "Claims"))
+        blocks += [Block("h2", "AE vs VAE: what we measured", anchor="table"),
+                   Block("table", comparison_with_sentences(comparison, claims, links))]
+    blocks.append(Block("h2", "Claims", anchor="claims"))
     for name, entry in notebooks.items():
         wall = entry.get("wall_s")
         timing = "" if wall is None else f", {float(wall):.1f} s"
         blocks.append(Block("h3", f"{name} ({entry.get('status', '?')}{timing})"))
+        page = links.notebook(name) if links else None
+        if page:
+            blocks.append(Block("p", f"The executed notebook: [{page}]({page})"))
         if entry.get("error"):
             error = entry["error"]
             blocks.append(Block("p", f"Failed in cell [{error.get('cell')}]: `{error.get('ename')}: "
                                      f"{error.get('evalue')}`"))
-        frame = claims_frame(entry)
+        frame = claims_frame(entry, links)
         blocks.append(Block("table", frame) if len(frame) else Block("p", "No claims recorded."))
+        measurements: list[Block] = []
         scalars = scalar_metrics_frame(entry)
         if len(scalars):
-            blocks.append(Block("table", scalars, caption="metrics"))
-        blocks += [Block("table", table, caption=metric) for metric, table in table_metrics(entry)]
+            measurements.append(Block("table", scalars, caption="metrics"))
+        measurements += [Block("table", table, caption=metric)
+                         for metric, table in table_metrics(entry, skip=CONFIG_METRICS)]
+        if measurements:
+            blocks.append(Block("details", measurements, caption=f"Every measurement {name} recorded"))
     blocks += [Block("h2", "Timings"), Block("table", timings_frame(metrics))]
-    figures = _figure_paths(metrics, run_dir)
-    if figures:
-        blocks.append(Block("h2", "Figures"))
-        blocks += [Block("figure", path, caption=f"{name}: {path.name}") for name, path in figures]
-    blocks += [Block("h2", "Environment"), Block("table", environment_frame(metrics))]
+    closing: list[Block] = [Block("table", parameters_frame(metrics), caption="parameters of each notebook")]
+    for name, entry in notebooks.items():
+        for metric in CONFIG_METRICS:
+            value = entry.get("metrics", {}).get(metric)
+            if value is not None:
+                closing += [Block("table", table, caption=f"{name}: {metric}")
+                            for _, table in table_metrics({"metrics": {metric: value}})]
+    closing.append(Block("table", environment_frame(metrics), caption="environment"))
+    blocks.append(Block("details", closing, caption="Configuration and environment", anchor="environment"))
     return blocks
+
+
+# ----------------------------------------------------------------------------------------- markdown
 
 
 def _show(value: Any) -> str:
@@ -207,88 +603,153 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def render_markdown(blocks: Iterable[Block], run_dir: Path) -> str:
-    """The blocks as markdown (figures linked relative to the run folder)."""
+    """The blocks as markdown (figures linked relative to the run folder; `<details>` for folded sections)."""
     parts = []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3"):
             parts.append("#" * int(block.kind[1]) + " " + block.content)
         elif block.kind == "p":
             parts.append(block.content)
+        elif block.kind == "list":
+            parts.append("\n".join(f"- {item}" for item in block.content))
         elif block.kind == "table":
             parts.append((f"*{block.caption}*\n\n" if block.caption else "") + markdown_table(block.content))
         elif block.kind == "figure":
-            parts.append(f"![{block.caption}]({os.path.relpath(block.content, run_dir)})")
+            parts.append(f"![{block.caption}]({Path(os.path.relpath(block.content, run_dir)).as_posix()})")
+        elif block.kind == "figures":
+            parts.append("\n\n".join(f"![{caption}]({Path(os.path.relpath(path, run_dir)).as_posix()})"
+                                     for path, caption in block.content))
+        elif block.kind == "details":
+            # GitHub renders markdown inside <details> when blank lines separate it from the tags.
+            inner = render_markdown(block.content, run_dir).strip()
+            parts.append(f"<details>\n<summary>{html.escape(block.caption)}</summary>\n\n{inner}\n\n</details>")
     return "\n\n".join(parts) + "\n"
 
 
+# ----------------------------------------------------------------------------------------- HTML
+
+_INLINE = re.compile(r"\*\*|`|\[([^\]\n]+)\]\(([^)\s]+)\)")
+
+
 def _inline_markdown(text: str) -> str:
-    """HTML for a paragraph using only `**bold**` and `` `code` `` (all the report's prose needs)."""
-    out, bold, code = [], False, False
-    for piece in _split_markup(text):
-        if piece == "**" and not code:
-            out.append("</strong>" if bold else "<strong>")
-            bold = not bold
-        elif piece == "`":
+    """HTML for text using `**bold**`, `` `code` `` and `[text](url)` (all the report's prose needs)."""
+    out, bold, code, position = [], False, False, 0
+    for match in _INLINE.finditer(text):
+        out.append(html.escape(text[position:match.start()]))
+        position = match.end()
+        token = match.group(0)
+        if token == "`":
             out.append("</code>" if code else "<code>")
             code = not code
+        elif code:
+            out.append(html.escape(token))
+        elif token == "**":
+            out.append("</strong>" if bold else "<strong>")
+            bold = not bold
         else:
-            out.append(html.escape(piece))
+            out.append(f'<a href="{html.escape(match.group(2))}">{_inline_markdown(match.group(1))}</a>')
+    out.append(html.escape(text[position:]))
+    if code:
+        out.append("</code>")
+    if bold:
+        out.append("</strong>")
     return "".join(out)
 
 
-def _split_markup(text: str) -> list[str]:
-    pieces, current, i = [], "", 0
-    while i < len(text):
-        token = "**" if text.startswith("**", i) else "`" if text[i] == "`" else None
-        if token:
-            pieces += [current, token]
-            current, i = "", i + len(token)
-        else:
-            current, i = current + text[i], i + 1
-    return [p for p in [*pieces, current] if p]
+def _colour_verdicts(markup: str) -> str:
+    """Give bold verdict words (`<strong>holds</strong>`, …) their colour class."""
+    for word in (*VERDICTS, "mixed"):
+        markup = markup.replace(f"<strong>{word}</strong>", f'<strong class="{_verdict_class(word)}">{word}</strong>')
+    return markup
 
 
 def _html_table(frame: pd.DataFrame) -> str:
-    table = frame.map(_show).to_html(index=False, escape=True, border=0)
-    if "verdict" in frame.columns:
-        table = table.replace("<td>holds</td>", '<td class="holds">holds</td>')
-        table = table.replace("<td>does not hold", '<td class="fails">does not hold')
-    return table
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    verdict_columns = {i for i, c in enumerate(frame.columns) if "verdict" in str(c).lower()}
+    for row in frame.itertuples(index=False):
+        cells = []
+        for i, value in enumerate(row):
+            text = _show(value)
+            css = _verdict_class(text) if i in verdict_columns else ""
+            cells.append(f'<td class="{css}">' if css else "<td>")
+            cells[-1] += _inline_markdown(text) + "</td>"
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
 
 
-def render_html(blocks: Iterable[Block]) -> str:
-    """The blocks as one self-contained HTML page (figures embedded as base64 PNG)."""
+def _html_figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _html_blocks(blocks: Iterable[Block]) -> list[str]:
     body = []
-    title = "aestudy report"
     for block in blocks:
+        anchor = f' id="{html.escape(block.anchor)}-heading"' if block.anchor else ""
         if block.kind in ("h1", "h2", "h3"):
-            title = block.content if block.kind == "h1" else title
-            body.append(f"<{block.kind}>{html.escape(block.content)}</{block.kind}>")
+            body.append(f"<{block.kind}{anchor}>{html.escape(block.content)}</{block.kind}>")
         elif block.kind == "p":
             body.append(f"<p>{_inline_markdown(block.content)}</p>")
+        elif block.kind == "list":
+            items = "\n".join(f"<li>{_colour_verdicts(_inline_markdown(item))}</li>" for item in block.content)
+            body.append(f'<ul id="{html.escape(block.anchor)}">\n{items}\n</ul>' if block.anchor
+                        else f"<ul>\n{items}\n</ul>")
         elif block.kind == "table":
             caption = f"<p><em>{html.escape(block.caption)}</em></p>" if block.caption else ""
             body.append(caption + _html_table(block.content))
         elif block.kind == "figure":
-            data = base64.b64encode(Path(block.content).read_bytes()).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+            body.append(_html_figure(block.content, block.caption))
+        elif block.kind == "figures":
+            body.append('<div class="figures">' + "".join(_html_figure(p, c) for p, c in block.content) + "</div>")
+        elif block.kind == "details":
+            opening = f'<details id="{html.escape(block.anchor)}">' if block.anchor else "<details>"
+            body.append(f"{opening}<summary>{html.escape(block.caption)}</summary>\n"
+                        + "\n".join(_html_blocks(block.content)) + "\n</details>")
+    return body
+
+
+def render_html(blocks: Sequence[Block]) -> str:
+    """The blocks as one self-contained HTML page (figures embedded as base64 PNG data URIs, no scripts)."""
+    title = next((b.content for b in blocks if b.kind == "h1"), "aestudy report")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>\n'
+            "<body>\n" + "\n".join(_html_blocks(blocks)) + "\n</body></html>\n")
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def write_report(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Render `run_dir/metrics.json` into `report.md` and `report.html`; return their paths."""
-    run_dir = Path(run_dir)
+def resolve_run_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """The run folder (following a `runs/latest` link); ConfigError when it holds no metrics.json."""
+    from aestudy.errors import ConfigError
+
+    folder = Path(run_dir)
+    if folder.is_symlink():
+        folder = folder.parent / os.readlink(folder)
+    if not (folder / "metrics.json").is_file():
+        raise ConfigError(f"{run_dir}: no metrics.json there; valid values: a run folder written by `aestudy run` "
+                          "(e.g. runs/latest).")
+    return folder
+
+
+def write_report(run_dir: str | os.PathLike[str], *, render_notebooks: bool = True) -> tuple[Path, Path]:
+    """Render `run_dir/metrics.json` into `report.md` and `report.html` (and each executed notebook into
+    `<notebook>.html`, the target of the claim links); return the two report paths."""
+    run_dir = resolve_run_dir(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    blocks = report_blocks(metrics, run_dir)
+    links = notebook_links(metrics, run_dir, render=render_notebooks)
+    blocks = report_blocks(metrics, run_dir, links)
     md, page = run_dir / "report.md", run_dir / "report.html"
     _write_text(md, render_markdown(blocks, run_dir))
     _write_text(page, render_html(blocks))
     return md, page
+
+
+def report_main(args: Any) -> int:
+    """`aestudy report RUN [--no-notebooks]`: rebuild report.md / report.html (and the notebooks' pages)."""
+    for path in write_report(args.run, render_notebooks=not args.no_notebooks):
+        print(path)
+    return 0

@@ -3,7 +3,8 @@
 A run lives in one folder, `runs/NAME/`:
 
 * the executed notebooks (same file names as in `notebooks/`);
-* `metrics/NB.json`: the claims ledger each notebook wrote (`$AESTUDY_METRICS_FILE`, key `$AESTUDY_NOTEBOOK`);
+* `metrics/NB.json`: the claims ledger each notebook wrote (`$AESTUDY_METRICS_FILE`, filed under the name each
+  notebook gives its `Study`);
 * `metrics.json`: every notebook's claims and metrics, its status, wall time and parameters, plus the
   environment (package versions, device, seeds, profile, git commit);
 * `state.json`: the parameters, the notebook list and each notebook's status (pending/running/done/failed),
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
@@ -29,8 +31,10 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -443,20 +447,73 @@ class _DropUnknownParameterWarnings(logging.Filter):
         return not record.getMessage().startswith("Passed unknown parameter")
 
 
+class _DropUnparsableLineWarnings(logging.Filter):
+    """Papermill's line-based inspection of the parameters cell skips (and warns about) every line with a second
+    `=`, such as `beta: float = 1.0  # KL weight (1 = the ELBO)`. It only feeds papermill's "unknown parameter"
+    warning; `notebook_parameters` reads the same cell with `ast` and validated every value before execution."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unable to parse line")
+
+
 def _quiet_papermill_parameter_warnings() -> None:
-    logger = logging.getLogger("papermill")
-    if not any(isinstance(f, _DropUnknownParameterWarnings) for f in logger.filters):
-        logger.addFilter(_DropUnknownParameterWarnings())
+    for name, kind in (("papermill", _DropUnknownParameterWarnings),
+                       ("papermill.translators", _DropUnparsableLineWarnings)):
+        logger = logging.getLogger(name)  # a filter applies to its own logger's records only, not children's
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
+
+
+@functools.cache
+def kernel_manager_class() -> type:
+    """The kernel manager papermill starts kernels with: IPC transport (Unix sockets) where ZeroMQ has it.
+
+    Over TCP every kernel warns "Kernel is running over TCP without encryption" (ipykernel ≥ 7): any local
+    user could read the loopback traffic. Unix sockets are private files, so that warning's cause goes away.
+    The socket path must be absolute and unique: papermill runs kernels of parallel sweep points in the same
+    notebooks folder, and jupyter_client's default IPC path (`kernel-ipc`) is relative to it. jupyter_client
+    deletes the socket files when the kernel shuts down. The manager also skips jupyter_client's interrupt
+    before shutdown (see `_async_interrupt_kernel`). Without IPC (Windows) this is the stock TCP manager.
+    """
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    if not zmq.has("ipc"):
+        return AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        """An AsyncKernelManager whose kernels talk over Unix sockets in the temp folder."""
+
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return os.path.join(tempfile.gettempdir(), f"aestudy-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client sends SIGINT to every kernel before asking it to shut down. After a notebook has
+            # run the kernel is idle, but the signal can land while it finishes its last reply, and ipykernel
+            # then logs "ERROR | KeyboardInterrupt caught in kernel." (often, over fast IPC). An idle kernel
+            # needs no interrupt; a busy one (Ctrl-C during a cell) does not answer the shutdown request and
+            # jupyter_client terminates it after half of `shutdown_wait_time`. Other interrupts go through.
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return IPCKernelManager
 
 
 def _kernel_manager_logging_to(log: Path, base: type | None = None) -> type:
     """A jupyter_client kernel manager (a subclass of `base`, default AsyncKernelManager) whose kernel writes its
     stdout/stderr to `log`, not to our terminal.
 
-    The kernel process inherits the runner's stderr by default, so its own logging (the TCP warning at start,
-    and on Ctrl-C a `ZMQError` traceback as its sockets close under it) would land between the runner's
-    messages. Its notebook output travels over ZMQ and is unaffected; the log keeps the rest for a post-mortem
-    (e.g. after a DeadKernelError).
+    The kernel process inherits the runner's stderr by default, so its own logging (start-up warnings, and on
+    Ctrl-C a `ZMQError` traceback as its sockets close under it) would land between the runner's messages. Its
+    notebook output travels over ZMQ and is unaffected; the log keeps the rest for a post-mortem (e.g. after a
+    DeadKernelError).
     """
     from jupyter_client.manager import AsyncKernelManager
 
@@ -485,12 +542,14 @@ def execute_notebook(notebook: Path, output: Path, parameters: Mapping[str, Any]
     import papermill
 
     _quiet_papermill_parameter_warnings()
-    extra = {} if kernel_log is None else {"kernel_manager_class": _kernel_manager_logging_to(kernel_log)}
+    manager = kernel_manager_class()
+    if kernel_log is not None:
+        manager = _kernel_manager_logging_to(kernel_log, base=manager)
     start = time.perf_counter()
     with _environ(env):
         papermill.execute_notebook(str(notebook.resolve()), str(output.resolve()), parameters=dict(parameters),
                                    kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent.resolve()),
-                                   **extra)
+                                   kernel_manager_class=manager)
     return time.perf_counter() - start
 
 
@@ -564,6 +623,19 @@ def merge_metrics(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
     }
     write_json_atomic(run_dir / "metrics.json", merged)
     return merged
+
+
+def claims_summary(ledger: Mapping[str, Any]) -> str:
+    """`5 claims: 3 hold, 1 does not hold, 1 inconclusive` for a ledger (the run log's per-notebook line)."""
+    from aestudy.report import claim_counts
+
+    claims = [c for entry in ledger.get("notebooks", {}).values() for c in entry.get("claims", [])]
+    counts = claim_counts(claims)
+    holding, failing = counts["holds"], counts["does not hold"]
+    parts = [f"{holding} hold{'s' if holding == 1 else ''}", f"{failing} {'does' if failing == 1 else 'do'} not hold"]
+    if counts["inconclusive"]:
+        parts.append(f"{counts['inconclusive']} inconclusive")
+    return f"{len(claims)} claim{'' if len(claims) == 1 else 's'}: {', '.join(parts)}"
 
 
 def _save(run_dir: Path, state: dict[str, Any]) -> None:
@@ -670,7 +742,8 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool) ->
         state["wall_s"][name] = time.perf_counter() - start
         _save(run_dir, state)
         merge_metrics(run_dir, state)
-        _say(f"[{position}/{len(names)}] {name} done in {state['wall_s'][name]:.1f} s", progress)
+        _say(f"[{position}/{len(names)}] {name} done in {state['wall_s'][name]:.1f} s: "
+             f"{claims_summary(load_metrics(metrics_file))}", progress)
     _finish(run_dir, state, "complete")
     _say(f"run complete in {_elapsed(time.perf_counter() - total_start)}: {run_dir / 'report.md'}", progress)
     return RunResult(run_dir, "complete")

@@ -25,10 +25,11 @@ import pandas as pd
 import torch
 
 from aestudy import plots
-from aestudy.claims import check_claim, claims_table, metrics_path, record_metric
+from aestudy.claims import check_claim, claims_table, examine, metrics_path, record_figure, record_metric
 from aestudy.config import PROFILES, StudyConfig, resolve_device
 from aestudy.data import Dataset, load_dataset, split_sizes
 from aestudy.errors import ConfigError
+from aestudy.stats import Verdict
 from aestudy.train import TrainConfig
 from aestudy.validate import require
 from aestudy.watermark import watermark
@@ -118,6 +119,20 @@ class Study:
                              path=self.ledger, **kw)
         self.records[claim_id] = record
         return record
+
+    def examine(self, claim_id: str, statement: str, verdict: Verdict, *,
+                measured: Mapping[str, Any] | None = None) -> Any:
+        """`claims.examine`: a textbook statement's three-way verdict (from `aestudy.stats.compare`), filed under this
+        notebook; the record is kept in `self.records` like `claim`'s."""
+        record = examine(claim_id, statement, verdict, measured=measured, notebook=self.notebook,
+                         profile=self.profile, path=self.ledger)
+        self.records[claim_id] = record
+        return record
+
+    def figure(self, name: str, fig: Any, *, caption: str | None = None) -> None:
+        """Save a key figure as a PNG beside the ledger for the report (`claims.record_figure`); returns None so a
+        cell ending with it shows nothing extra."""
+        record_figure(name, fig, notebook=self.notebook, path=self.ledger, caption=caption)
 
     def metric(self, name: str, value: Any) -> None:
         """`claims.record_metric` filed under this notebook."""

@@ -15,18 +15,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 import aestudy
 from aestudy import cache, objectives
 from aestudy.config import DEVICES, resolve_device
-from aestudy.data import Dataset, binarize_images
+from aestudy.data import Dataset, binarize_images, check_image_values
 from aestudy.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from aestudy.models import ModelConfig, build_model
 from aestudy.noise import NoiseConfig, corrupt
+from aestudy.progress import progress as progress_bar
+from aestudy.validate import as_bool, as_choice, as_float, as_int, require
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "beta", "lr", "train_loss", "train_recon", "train_kl",
@@ -36,20 +38,13 @@ LR_SCHEDULES: tuple[str | None, ...] = (None, "cosine")
 COMPILE_CHOICES: tuple[str | bool, ...] = ("auto", True, False)
 NOT_IN_KEY: tuple[str, ...] = ("device", "compile", "progress")  # how it runs, not what it learns
 EVAL_BATCH = 1024  # validation chunk: large for speed, small enough for conv activations
-PROGRESS_MININTERVAL = 1.0  # seconds between bar refreshes (keeps papermill logs short)
-
-
-def _require(cond: bool, name: str, value: Any, valid: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}={value!r} is invalid; {valid}.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+PROGRESS_MININTERVAL = 1.0  # seconds between bar refreshes in a terminal or a widget
+# Divergence: a training step whose loss is not finite, or exceeds DIVERGENCE_FACTOR x max(1, |L0|), where L0 is the
+# loss of the very first training step (the initial weights, before any update); the validation loss is held to the
+# same bound. Healthy training lowers the loss from L0; a loss 1000 times above it (e.g. ~3e30 nats for a Gaussian
+# VAE at lr=1e6, against L0 ~ 1e3) only comes from an optimiser that has blown the weights up. max(1, .) keeps the
+# bound meaningful when L0 is near 0; the loss is only bounded above (a Gaussian's learned σ >= 1e-3 bounds it below).
+DIVERGENCE_FACTOR = 1e3
 
 
 @dataclass(frozen=True)
@@ -72,32 +67,43 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.epochs) and self.epochs >= 0, "epochs", self.epochs, "it must be an integer >= 0")
-        _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size,
-                 "it must be an integer >= 1")
-        _require(_is_number(self.lr) and self.lr > 0, "lr", self.lr, "it must be a finite number > 0")
-        _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "it must be an integer >= 0")
-        _require(self.device in DEVICES or str(self.device).startswith("cuda:"), "device", self.device,
-                 f"valid values: {', '.join(DEVICES)}")
-        _require(_is_number(self.beta) and self.beta >= 0, "beta", self.beta, "it must be a finite number >= 0")
-        _require(_is_number(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs",
-                 self.warmup_epochs, "it must be a number >= 0 (0 = no KL warm-up)")
-        _require(self.grad_clip is None or (_is_number(self.grad_clip) and self.grad_clip > 0), "grad_clip",
-                 self.grad_clip, "it must be None (no clipping) or a number > 0")
-        _require(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule, "valid values: None, 'cosine'")
-        _require(self.early_stopping_patience is None
-                 or (_is_int(self.early_stopping_patience) and self.early_stopping_patience >= 1),
-                 "early_stopping_patience", self.early_stopping_patience, "it must be None or an integer >= 1")
-        _require(self.noise is None or isinstance(self.noise, NoiseConfig), "noise", self.noise,
-                 "it must be None or an aestudy.noise.NoiseConfig")
-        _require(any(self.compile is c for c in COMPILE_CHOICES), "compile", self.compile,
-                 "valid values: 'auto' (CUDA only), True, False")
-        _require(isinstance(self.bf16, bool), "bf16", self.bf16, "it must be True or False")
-        _require(isinstance(self.progress, bool), "progress", self.progress, "it must be True or False")
+        # Every value is stored as a plain Python value: a numpy scalar (a point of a numpy grid) would hash to
+        # another cache key and be refused by torch.load(weights_only=True) when the checkpoint is read back.
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("epochs", as_int(self.epochs, "epochs", low=0))
+        put("batch_size", as_int(self.batch_size, "batch_size", low=1))
+        put("lr", as_float(self.lr, "lr", low=0, low_open=True))
+        put("seed", as_int(self.seed, "seed", low=0))
+        device = str(self.device) if isinstance(self.device, str) else self.device
+        require(isinstance(device, str) and (device in DEVICES or device.startswith("cuda:")), "device", device,
+                f"valid values: {', '.join(DEVICES)} or 'cuda:N'")
+        put("device", device)
+        put("beta", as_float(self.beta, "beta", low=0))
+        put("warmup_epochs", as_float(self.warmup_epochs, "warmup_epochs", low=0))
+        put("grad_clip", as_float(self.grad_clip, "grad_clip", low=0, low_open=True, allow_none=True,
+                                  none_means="no clipping"))
+        put("lr_schedule", as_choice(_plain_str(self.lr_schedule), "lr_schedule", LR_SCHEDULES))
+        put("early_stopping_patience", as_int(self.early_stopping_patience, "early_stopping_patience", low=1,
+                                              allow_none=True, none_means="never stop early"))
+        require(self.noise is None or isinstance(self.noise, NoiseConfig), "noise", self.noise,
+                "it must be None or an aestudy.noise.NoiseConfig")
+        compile_ = bool(self.compile) if isinstance(self.compile, np.bool_) else _plain_str(self.compile)
+        require(any(compile_ is c or compile_ == c == "auto" for c in COMPILE_CHOICES), "compile", self.compile,
+                "valid values: 'auto' (CUDA only), True, False")
+        put("compile", compile_)
+        put("bf16", as_bool(self.bf16, "bf16"))
+        put("progress", as_bool(self.progress, "progress"))
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that change the trained weights (everything but device, compile and progress)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in NOT_IN_KEY}
+
+
+def _plain_str(value: Any) -> Any:
+    """A str subclass (e.g. numpy.str_) as a plain str; anything else unchanged."""
+    return str(value) if isinstance(value, str) else value
 
 
 def _plain(value: Any) -> Any:
@@ -246,19 +252,39 @@ def _clone_state(model: nn.Module) -> dict[str, Tensor]:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
-def _divergence_message(epoch: int, step: int | None, steps: int, value: float, cfg: TrainConfig) -> str:
-    """Name where the loss went non-finite and what to change."""
+def _input_problem(images: Tensor, index: Tensor | None, split: str) -> str | None:
+    """What is wrong with the images of one batch (`index` into `images`; None: all), or None if they are fine."""
+    try:
+        check_image_values(images if index is None else images[index], f"the {split} split", indices=index)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def _divergence_message(epoch: int, step: int | None, steps: int, value: float, cfg: TrainConfig,
+                        first_loss: float, inputs: str | None) -> str:
+    """Name where the loss went non-finite or exploded, and what to change: the data first, then the optimiser."""
     where = f"epoch {epoch}, step {step} of {steps}" if step is not None else f"epoch {epoch}, validation"
+    what = f"loss = {value}" if not math.isfinite(value) else (
+        f"loss = {value:.4g} nats per image, more than {DIVERGENCE_FACTOR:g} x max(1, |{first_loss:.4g}|) = "
+        f"{_bound(first_loss):.4g}, {first_loss:.4g} being the first step's loss (at the initial weights)")
+    kept = f"The model keeps the last good weights (those at the start of epoch {epoch})."
+    if inputs is not None:
+        return f"Training diverged at {where}: {what}. {kept} The inputs are at fault, not the optimiser: {inputs}"
     clip = f"grad_clip={cfg.grad_clip} (try a smaller value)" if cfg.grad_clip else "set grad_clip=1.0"
-    return (f"Training diverged at {where}: loss = {value}. The model keeps the last good weights "
-            f"(those at the start of epoch {epoch}). Try a lower learning rate (try lr={cfg.lr / 10:g}, "
-            f"now lr={cfg.lr:g}) or {clip}.")
+    return (f"Training diverged at {where}: {what}. {kept} The batch's inputs are finite and in [0, 1], so the "
+            f"optimiser is at fault: try a lower learning rate (try lr={cfg.lr / 10:g}, now lr={cfg.lr:g}) or {clip}.")
+
+
+def _bound(first_loss: float) -> float:
+    """The largest loss that is not divergence: DIVERGENCE_FACTOR x max(1, |first step's loss|) (NaN counts as 0)."""
+    return DIVERGENCE_FACTOR * max(1.0, abs(first_loss) if math.isfinite(first_loss) else 0.0)
 
 
 def _run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn,
                tensors: _Tensors, data: Dataset, cfg: TrainConfig, epoch: int,
-               generator: torch.Generator) -> tuple[Tensor, Tensor, float]:
-    """One pass over a seeded permutation: (per-step [loss, recon, kl] (S, 3), batch sizes (S,), last β)."""
+               generator: torch.Generator) -> tuple[Tensor, Tensor, float, Tensor]:
+    """One pass over a seeded permutation: (per-step [loss, recon, kl] (S, 3), batch sizes (S,), last β, order)."""
     n = tensors.x_train.shape[0]
     steps = math.ceil(n / cfg.batch_size)
     device = tensors.x_train.device
@@ -283,15 +309,20 @@ def _run_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: An
         if scheduler is not None:
             scheduler.step()
         rows[step] = _terms_row(loss, terms)
-    return rows.cpu(), sizes, beta
+    return rows.cpu(), sizes, beta, order
 
 
-def _check_finite(rows: Tensor, epoch: int, cfg: TrainConfig) -> None:
-    """Raise TrainingDivergedError at the first step whose loss is NaN/inf."""
-    bad = (~torch.isfinite(rows[:, 0])).nonzero()
+def _check_divergence(rows: Tensor, epoch: int, cfg: TrainConfig, first_loss: float, order: Tensor,
+                      tensors: _Tensors) -> None:
+    """Raise TrainingDivergedError at the first step whose loss is NaN/inf or above the bound (DIVERGENCE_FACTOR)."""
+    loss = rows[:, 0]
+    bad = (~torch.isfinite(loss) | (loss > _bound(first_loss))).nonzero()
     if len(bad):
         step = int(bad[0, 0])
-        raise TrainingDivergedError(_divergence_message(epoch, step + 1, len(rows), float(rows[step, 0]), cfg))
+        index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        inputs = _input_problem(tensors.x_train, index, "train")
+        raise TrainingDivergedError(_divergence_message(epoch, step + 1, len(rows), float(loss[step]), cfg,
+                                                        first_loss, inputs))
 
 
 class _EarlyStopping:
@@ -331,20 +362,25 @@ def _train(model: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.devi
     generator = _generator(cfg.seed, device)
     stopping = _EarlyStopping(cfg.early_stopping_patience)
     rows: list[dict[str, float]] = []
-    with tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not cfg.progress,
-              mininterval=PROGRESS_MININTERVAL) as bar:
+    first_loss = math.nan  # the loss of the first training step, at the initial weights (the divergence yardstick)
+    with progress_bar(range(1, cfg.epochs + 1), desc="train", unit="epoch", enabled=cfg.progress,
+                      mininterval=PROGRESS_MININTERVAL) as bar:
         for epoch in bar:
             start = time.perf_counter()
             last_good = _clone_state(model)
             lr = optimizer.param_groups[0]["lr"]
-            steps, sizes, beta = _run_epoch(model, optimizer, scheduler, loss_fn, tensors, data, cfg, epoch,
-                                            generator)
+            steps, sizes, beta, order = _run_epoch(model, optimizer, scheduler, loss_fn, tensors, data, cfg, epoch,
+                                                   generator)
             train_seconds = time.perf_counter() - start  # _run_epoch's .cpu() waited for the device
+            if epoch == 1 and math.isfinite(float(steps[0, 0])):
+                first_loss = float(steps[0, 0])
             try:
-                _check_finite(steps, epoch, cfg)
+                _check_divergence(steps, epoch, cfg, first_loss, order, tensors)
                 val = _evaluate(model, tensors, cfg, loss_fn, device)
-                if len(tensors.x_val) and not math.isfinite(val[0]):
-                    raise TrainingDivergedError(_divergence_message(epoch, None, len(steps), val[0], cfg))
+                if len(tensors.x_val) and not (math.isfinite(val[0]) and val[0] <= _bound(first_loss)):
+                    inputs = _input_problem(tensors.x_val, None, "val")
+                    raise TrainingDivergedError(_divergence_message(epoch, None, len(steps), val[0], cfg,
+                                                                    first_loss, inputs))
             except TrainingDivergedError:
                 model.load_state_dict(last_good)
                 raise
@@ -361,7 +397,14 @@ def _train(model: nn.Module, data: Dataset, cfg: TrainConfig, device: torch.devi
 
 
 def _check_splits(tensors: _Tensors, data: Dataset, cfg: TrainConfig) -> None:
-    """Fail early on an empty training split, or early stopping without a validation split."""
+    """Fail before training on bad pixels (NaN/inf or outside [0, 1]; one pass over each split, on the device),
+    an empty training split, or early stopping without a validation split.
+
+    `Dataset` checked the pixels when it was built; this catches tensors changed in place since.
+    """
+    if cfg.epochs > 0:
+        check_image_values(tensors.x_train, "the train split")
+        check_image_values(tensors.x_val, "the val split")
     if tensors.x_train.shape[0] == 0 and cfg.epochs > 0:
         raise DataError(f"the training split of {data.info.name!r} is empty; nothing to train on.")
     if cfg.early_stopping_patience is not None and tensors.x_val.shape[0] == 0:
@@ -384,9 +427,18 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig) -> TrainResult:
     train_loss/recon/kl (per-image means in nats over the epoch, at the β of each step), val_loss/recon/kl
     (per-image means at the full β, fixed randomness; NaN without a validation split), seconds (epoch wall
     time incl. validation), samples_per_s (training steps only). With early stopping, the weights of the
-    epoch with the lowest validation loss are restored. A NaN/inf loss raises TrainingDivergedError and
-    leaves the weights from the end of the last good epoch.
+    epoch with the lowest validation loss are restored.
+
+    Raises:
+        ConfigError: before training, when a split's pixels are not finite or not in [0, 1] (naming the split
+            and the image), or early stopping is asked for without a validation split.
+        DataError: when the training split is empty.
+        TrainingDivergedError: when a step's loss is NaN/inf or exceeds DIVERGENCE_FACTOR (1e3) x max(1, |L0|),
+            L0 being the first step's loss (the same bound for the validation loss); the message checks the
+            failing batch's inputs before it blames the learning rate. The model keeps the weights from the end
+            of the last good epoch.
     """
+    _check_fit_args(getattr(model, "config", None), data, cfg)
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     with _seeded(cfg.seed, device):
@@ -395,6 +447,22 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig) -> TrainResult:
     key = train_key(model.config, cfg, data)
     return TrainResult(model=model, history=history, key=key, from_cache=False,
                        seconds=time.perf_counter() - start)
+
+
+def _check_fit_args(model_cfg: Any, data: Any, cfg: Any) -> None:
+    """The types of fit's/train_or_load's arguments, and a model that fits the data's images and classes."""
+    require(isinstance(cfg, TrainConfig), "cfg", type(cfg).__name__, "it must be an aestudy.train.TrainConfig")
+    require(isinstance(data, Dataset), "data", type(data).__name__, "it must be an aestudy.data.Dataset")
+    require(isinstance(model_cfg, ModelConfig), "model.config", type(model_cfg).__name__,
+            "the model must come from aestudy.models.build_model(ModelConfig(...))")
+    if tuple(model_cfg.input_shape) != tuple(data.info.shape):
+        raise ConfigError(f"input_shape={model_cfg.input_shape} of the model does not match the images of "
+                          f"{data.info.name!r}, {tuple(data.info.shape)}; use ModelConfig(input_shape="
+                          f"{tuple(data.info.shape)}).")
+    if model_cfg.num_classes not in (0, data.info.num_classes):
+        raise ConfigError(f"num_classes={model_cfg.num_classes} of the class-conditional model does not match the "
+                          f"{data.info.num_classes} classes of {data.info.name!r}; use num_classes="
+                          f"{data.info.num_classes} (or 0 for an unconditional model).")
 
 
 def _build(model_cfg: ModelConfig, seed: int) -> nn.Module:
@@ -423,9 +491,12 @@ def train_or_load(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset,
 
     The cache folder is `cache_dir`, else `$AESTUDY_CACHE`, else `~/.cache/aestudy/models`. A file lock
     makes a second process training the same key wait and then load the first one's result. A corrupted
-    or mismatching checkpoint is reported (a warning naming the file), deleted and retrained.
+    or mismatching checkpoint is reported (a warning naming the file), deleted and retrained; an intact one
+    that `torch.load(weights_only=True)` refuses (e.g. numpy values in an old config) is moved aside to
+    `<file>.refused`, never deleted, and retrained. A diverged training (TrainingDivergedError) stores nothing.
     `seconds` is the wall time of this call (loading, or training); the history keeps training times.
     """
+    _check_fit_args(model_cfg, data, train_cfg)
     if progress is not None:
         train_cfg = replace(train_cfg, progress=progress)
     start = time.perf_counter()
@@ -437,8 +508,7 @@ def train_or_load(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset,
             try:
                 return _load(path, key, model_cfg, train_cfg, start)
             except CheckpointError as err:
-                warnings.warn(f"{err} Deleting {path} and retraining.", stacklevel=2)
-                path.unlink(missing_ok=True)
+                warnings.warn(f"{err} {cache.discard(path, err)} and retraining.", stacklevel=2)
         result = fit(_build(model_cfg, train_cfg.seed), data, train_cfg)
         cache.save_checkpoint(
             path, state_dict=result.model.state_dict(), history=result.history, version=aestudy.__version__,

@@ -13,6 +13,8 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from aestudy.errors import ConfigError
 
 
@@ -90,7 +92,7 @@ def as_float(value: Any, name: str, *, low: float | None = None, high: float | N
 
 def as_bool(value: Any, name: str) -> bool:
     """`value` as a plain `bool` (numpy bools accepted; 0/1 and strings refused)."""
-    require(isinstance(value, bool) or type(value).__name__ == "bool_", name, value, "it must be True or False")
+    require(isinstance(value, (bool, np.bool_)), name, value, "it must be True or False")
     return bool(value)
 
 

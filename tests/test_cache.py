@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
+import re
 import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,11 +18,13 @@ from test_train import TINY, toy_dataset  # tests/ is on sys.path (pytest's root
 
 import aestudy
 from aestudy import cache, train
-from aestudy.errors import CheckpointError
+from aestudy.errors import CheckpointError, CheckpointRefusedError, ConfigError
 from aestudy.noise import NoiseConfig
 from aestudy.train import TrainConfig, train_or_load
 
 CFG = TrainConfig(epochs=2, batch_size=32, progress=False)
+# the global a pickled numpy scalar refers to (numpy 2 renamed numpy.core to numpy._core)
+NUMPY_SCALAR = f"numpy.{'_core' if int(np.__version__.split('.')[0]) >= 2 else 'core'}.multiarray.scalar"
 
 # ---------------------------------------------------------------------------------------------- file format
 
@@ -74,6 +80,57 @@ def test_checkpoint_holds_only_plain_types_loadable_with_weights_only(tmp_path):
     _save(path)
     raw = torch.load(path, weights_only=True)
     assert isinstance(raw["history"], dict) and raw["history"]["epoch"] == [1, 2]
+
+
+def _save_with_numpy_config(path: Path) -> None:
+    """A checkpoint as an older aestudy wrote it: intact (valid checksum) but with a numpy scalar in its config."""
+    record = {"format": cache.FORMAT, "version": "0.1.0", "key": "k1",
+              "config": {"train": {"lr": np.linspace(1e-3, 2e-3, 3)[0]}},
+              "history": {"epoch": [1]}, "state_dict": {"w": torch.ones(3)}}
+    record["sha256"] = cache._content_digest(record)
+    torch.save(record, path)
+
+
+def test_numpy_values_are_stored_as_plain_python_values(tmp_path):
+    path = tmp_path / "k1.pt"
+    _save(path, config={"lr": np.float64(1e-3), "shape": (np.int64(1), 8), "grid": [np.float32(0.5)]})
+    record = torch.load(path, weights_only=True)  # would raise for a numpy scalar
+    assert record["config"] == {"lr": 0.001, "shape": (1, 8), "grid": [0.5]}
+    assert type(record["config"]["lr"]) is float and type(record["config"]["shape"][0]) is int
+
+
+def test_unstorable_config_value_is_refused_before_writing(tmp_path):
+    path = tmp_path / "k1.pt"
+    with pytest.raises(TypeError) as err:
+        _save(path, config={"train": {"out": tmp_path}})
+    assert str(err.value) == ("checkpoint config.train.out is a pathlib.PosixPath; only plain Python values (str, int, "
+                              "float, bool, None, lists and dicts of them) can be stored.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_refused_by_the_weights_only_unpickler_is_named_as_refused_not_damaged(tmp_path):
+    path = tmp_path / "k1.pt"
+    _save_with_numpy_config(path)
+    with pytest.raises(CheckpointRefusedError) as err:
+        cache.load_checkpoint(path)
+    assert str(err.value) == (
+        f"checkpoint {path} was refused by torch.load(weights_only=True): it contains type "
+        f"{NUMPY_SCALAR}, numpy.dtype, which the weights-only unpickler does not load (the file is not "
+        "damaged; an older aestudy stored such values in its config). Delete it to retrain, or load it yourself with "
+        "torch.load(..., weights_only=False) only if you trust where it came from.")
+    assert err.value.types == (NUMPY_SCALAR, "numpy.dtype")  # sorted: the message is reproducible
+    assert isinstance(err.value, CheckpointError)
+
+
+def test_refused_file_is_named_from_the_error_text_on_torch_without_the_scanner(tmp_path, monkeypatch):
+    path = tmp_path / "k1.pt"
+    _save_with_numpy_config(path)
+    monkeypatch.delattr(torch.serialization, "get_unsafe_globals_in_checkpoint")  # torch < 2.5
+    with pytest.raises(CheckpointRefusedError) as err:
+        cache.load_checkpoint(path)
+    assert err.value.types == (NUMPY_SCALAR,)
+    assert str(err.value).startswith(f"checkpoint {path} was refused by torch.load(weights_only=True): it contains "
+                                     f"type {NUMPY_SCALAR}, which")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip_tensor_byte", "edit_version"])
@@ -226,11 +283,80 @@ def test_bad_checkpoint_is_reported_deleted_and_retrained(tmp_path, damage):
     assert cache.load_checkpoint(path, version=aestudy.__version__, key=first.key)["key"] == first.key
 
 
+def test_numpy_grid_lr_trains_once_then_loads_and_shares_the_plain_lr_file(tmp_path):
+    """Issue 12, item 1: lr from a numpy grid used to be refused on load, deleted and retrained on every call."""
+    data = toy_dataset()
+    grid_lr = np.linspace(1e-3, 2e-3, 3)[0]
+    first = train_or_load(TINY, dataclasses.replace(CFG, lr=grid_lr), data, cache_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "unreadable ... retraining" warning
+        second = train_or_load(TINY, dataclasses.replace(CFG, lr=grid_lr), data, cache_dir=tmp_path)
+        plain = train_or_load(TINY, dataclasses.replace(CFG, lr=0.001), data, cache_dir=tmp_path)
+    assert (first.from_cache, second.from_cache, plain.from_cache) == (False, True, True)
+    assert first.key == second.key == plain.key
+    assert [p.name for p in tmp_path.glob("*.pt")] == [f"{first.key}.pt"]
+    assert states_equal(second.model.state_dict(), first.model.state_dict())
+
+
+def test_refused_checkpoint_is_moved_aside_not_deleted_and_retrained(tmp_path):
+    data = toy_dataset()
+    key = train.train_key(TINY, CFG, data)
+    path = cache.checkpoint_path(key, tmp_path)
+    _save_with_numpy_config(path)
+    old_bytes = path.read_bytes()
+    aside = path.with_name(path.name + ".refused")
+    with pytest.warns(UserWarning) as caught:
+        result = train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    (warning,) = [w for w in caught if "refused" in str(w.message)]
+    assert str(warning.message).startswith(f"checkpoint {path} was refused by torch.load(weights_only=True): it "
+                                           f"contains type {NUMPY_SCALAR}, numpy.dtype, ")
+    assert str(warning.message).endswith(f" Moved it to {aside} (kept: it is not damaged) and retraining.")
+    assert not result.from_cache and aside.read_bytes() == old_bytes  # the refused file is kept byte for byte
+    assert cache.load_checkpoint(path, version=aestudy.__version__, key=key)["key"] == key
+    _save_with_numpy_config(path)  # refused again: the first copy aside is not overwritten
+    with pytest.warns(UserWarning, match=r"Moved it to .*\.pt\.refused-2 "):
+        train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    assert aside.read_bytes() == old_bytes
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Files in the cache folder other than the (empty, reusable) lock files."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
+
+
 def test_diverged_training_stores_nothing(tmp_path):
     data = toy_dataset()
     with pytest.raises(aestudy.errors.TrainingDivergedError):
         train_or_load(TINY, dataclasses.replace(CFG, lr=1e30), data, cache_dir=tmp_path)
-    assert list(tmp_path.glob("*.pt")) == []
+    assert _leftovers(tmp_path) == []
+
+
+def test_refused_inputs_leave_nothing_in_the_cache(tmp_path):
+    data = toy_dataset()
+    data.train.images[3, 0, 0, 0] = math.nan  # changed in place after the Dataset checked it
+    with pytest.raises(ConfigError, match=r"^the train split has a non-finite pixel \(nan\) in image 3 "):
+        train_or_load(TINY, CFG, data, cache_dir=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        train_or_load(dataclasses.replace(TINY, input_shape=(1, 28, 28)), CFG, toy_dataset(), cache_dir=tmp_path)
+    assert str(err.value) == ("input_shape=(1, 28, 28) of the model does not match the images of 'toy', (1, 8, 8); "
+                              "use ModelConfig(input_shape=(1, 8, 8)).")
+    assert _leftovers(tmp_path) == []
+
+
+def test_gaussian_vae_exploding_but_finite_is_divergence_and_never_cached(tmp_path):
+    """Issue 12, item 8: a Gaussian VAE at lr=1e6 used to reach ~3e30 nats per image, raise nothing and be cached."""
+    data = toy_dataset()
+    gaussian = dataclasses.replace(TINY, likelihood="gaussian")
+    with pytest.raises(aestudy.errors.TrainingDivergedError) as err:
+        train_or_load(gaussian, dataclasses.replace(CFG, lr=1e6), data, cache_dir=tmp_path)
+    assert re.fullmatch(
+        r"Training diverged at epoch 1, step \d of 8: loss = \S+ nats per image, more than 1000 x max\(1, \|(\S+)\|\) "
+        r"= \S+, \1 being the first step's loss \(at the initial weights\)\. The model keeps the last good weights "
+        r"\(those at the start of epoch 1\)\. The batch's inputs are finite and in \[0, 1\], so the optimiser is at "
+        r"fault: try a lower learning rate \(try lr=100000, now lr=1e\+06\) or set grad_clip=1\.0\.", str(err.value))
+    assert _leftovers(tmp_path) == []  # no checkpoint, no temp file
+    sane = train_or_load(gaussian, CFG, data, cache_dir=tmp_path)  # the same model at lr=1e-3 trains and is cached
+    assert not sane.from_cache and _leftovers(tmp_path) == [f"{sane.key}.pt"]
 
 
 # ------------------------------------------------------------------------------------------- two processes

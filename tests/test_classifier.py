@@ -74,7 +74,7 @@ def test_corrupted_checkpoint_is_reported_and_retrained(tmp_path):
     first = clf.get_classifier(small, epochs=1, cache_dir=tmp_path, device="cpu", progress=False)
     path = next(tmp_path.glob("classifier-*.pt"))
     path.write_bytes(path.read_bytes()[:-100])  # truncated
-    with pytest.warns(UserWarning, match="unreadable .* Retraining the domain classifier"):
+    with pytest.warns(UserWarning, match=r"unreadable .* Deleting .* and retraining the domain classifier\.$"):
         second = clf.get_classifier(small, epochs=1, cache_dir=tmp_path, device="cpu", progress=False)
     # same seed, same data -> the retrained classifier is the same one
     assert second.test_accuracy == first.test_accuracy

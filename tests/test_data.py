@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_list_datasets_and_resolve_data_dir(fmnist: RealFashion, monkeypatch: py
     assert tuple(rows) == DATASET_NAMES
     assert rows["fashion-mnist"].available and rows["fashion-mnist"].location == str(fmnist.root / "fashion-mnist")
     assert not rows["mnist"].available and rows["digits"].available
-    assert [rows[n].licence for n in DATASET_NAMES] == ["MIT", "CC BY-SA 3.0", "CC BY 4.0"]
+    assert [rows[n].licence for n in DATASET_NAMES[:3]] == ["MIT", "CC BY-SA 3.0", "CC BY 4.0"]
     monkeypatch.delenv("AESTUDY_DATA", raising=False)
     assert resolve_data_dir() == REPO / "data"  # a writable checkout keeps its data next to the code
     monkeypatch.setenv("AESTUDY_DATA", str(tmp_path))
@@ -194,8 +195,9 @@ def test_cli_data_info_and_list(fmnist: RealFashion, monkeypatch: pytest.MonkeyP
 def test_unknown_dataset_name() -> None:
     with pytest.raises(ConfigError) as err:
         load_dataset("cifar10")
-    assert str(err.value) == ("name='cifar10' is not a dataset; valid names: fashion-mnist, mnist, digits, or a path "
-                              "to a folder of images or an .npz/.npy file.")
+    assert str(err.value) == ("name='cifar10' is not a dataset; valid names: fashion-mnist, mnist, digits, "
+                              "photo-patches-32, photo-patches-64, cifar-10, or a path to a folder of images or an "
+                              ".npz/.npy file.")
 
 
 def test_unknown_binarize() -> None:
@@ -209,7 +211,8 @@ def test_cli_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> N
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == ("aestudy: error: name='cifar10' is not a dataset; valid names: fashion-mnist, mnist, "
-                            "digits, or a path to a folder of images or an .npz/.npy file.\n")
+                            "digits, photo-patches-32, photo-patches-64, cifar-10, or a path to a folder of images "
+                            "or an .npz/.npy file.\n")
     assert main(["data"]) == 2 and main([]) == 2  # no subcommand: usage on stderr
 
 
@@ -528,9 +531,139 @@ def test_hand_built_dataset_is_fingerprinted_by_content() -> None:
         return data.Dataset(split, split, split, info, None)
 
     assert toy(0.5).fingerprint == toy(0.5).fingerprint != toy(0.25).fingerprint
+
+
+TOY_INFO = data.DatasetInfo("toy", (1, 2, 2), 3, ("a", "b", "c"), "memory", "none", "n/a")
+
+
+def _toy_split(n: int = 4, fill: float = 0.5, name: str = "") -> data.Split:
+    return data.Split(torch.full((n, 1, 2, 2), fill), torch.arange(n) % 3, name)
+
+
+@pytest.mark.parametrize(("images", "labels", "message"), [
+    (torch.zeros(3, 2, 2), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) needs images (N, C, H, W) and labels (N,); got (3, 2, 2) and (3,)."),
+    (torch.zeros(3, 1, 2, 2), torch.zeros(2, dtype=torch.int64),
+     "Split(images, labels) needs images (N, C, H, W) and labels (N,); got (3, 1, 2, 2) and (2,)."),
+    (np.zeros((3, 1, 2, 2), np.float32), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) needs torch tensors for images and labels; got ndarray and Tensor (convert numpy arrays "
+     "with torch.from_numpy)."),
+    (torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) has images of dtype torch.uint8; they must be torch.float32 in [0, 1] "
+     "(e.g. images.float() / 255 for uint8 images)."),
+    (torch.zeros(3, 1, 2, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.int64),
+     "Split(images, labels) has images of dtype torch.float64; they must be torch.float32 in [0, 1] "
+     "(e.g. images.float() / 255 for uint8 images)."),
+    (torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.int32),
+     "Split(images, labels) has labels of dtype torch.int32; they must be torch.int64 class indices "
+     "(convert with labels.long())."),
+    (torch.zeros(3, 1, 2, 2), torch.tensor([0, -1, 2]),
+     "Split(images, labels) has a negative label (-1); labels are class indices >= 0 (or all -1 for unlabelled "
+     "images)."),
+])
+def test_split_checks_types_shapes_and_dtypes_at_construction(images, labels, message) -> None:
     with pytest.raises(ConfigError) as err:
-        data.Split(torch.zeros(3, 2, 2), torch.zeros(3, dtype=torch.int64))
-    assert str(err.value) == "Split(images, labels) needs images (N, C, H, W) and labels (N,); got (3, 2, 2) and (3,)."
+        data.Split(images, labels)
+    assert str(err.value) == message
+
+
+def test_images_outside_unit_range_are_refused_naming_the_split_range_and_fix() -> None:
+    """Issue 12, item 2: 0..255 images used to train silently into impossible NLLs (-1.4e6 nats)."""
+    raw = torch.arange(4 * 4, dtype=torch.float32).view(4, 1, 2, 2) * 17  # 0..255
+    with pytest.raises(ConfigError) as err:
+        data.Split(raw, torch.arange(4) % 3, "train")
+    assert str(err.value) == ("the train split has pixel values in [0, 255] (first outside [0, 1]: image 0); they "
+                              "must lie in [0, 1] (images in 0..255: divide by 255).")
+    with pytest.raises(ConfigError) as err:  # an unnamed split is named by its place in the Dataset
+        data.Dataset(_toy_split(), _toy_split(), data.Split(raw, torch.arange(4) % 3), TOY_INFO, None)
+    assert str(err.value) == ("the test split has pixel values in [0, 255] (first outside [0, 1]: image 0); they "
+                              "must lie in [0, 1] (images in 0..255: divide by 255).")
+    normalised = torch.linspace(-1, 1, 16).view(4, 1, 2, 2)  # e.g. Normalize((0.5,), (0.5,)): no "divide by 255"
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), data.Split(normalised, torch.arange(4) % 3), _toy_split(), TOY_INFO, None)
+    assert str(err.value) == ("the val split has pixel values in [-1, 1] (first outside [0, 1]: image 0); they must "
+                              "lie in [0, 1].")
+    assert data.Dataset(*(data.Split(raw / 255, torch.arange(4) % 3),) * 3, TOY_INFO, None).train.images.max() == 1
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_pixels_are_refused_naming_split_and_image(bad: float) -> None:
+    images = torch.full((5, 1, 2, 2), 0.5)
+    images[3, 0, 1, 0] = bad
+    with pytest.raises(ConfigError) as err:
+        data.Split(images, torch.arange(5) % 3, "val")
+    assert str(err.value) == (f"the val split has a non-finite pixel ({bad}) in image 3 (1 of 5 images hold NaN or "
+                              "±inf); drop or repair those images.")
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(data.Split(images, torch.arange(5) % 3), _toy_split(), _toy_split(), TOY_INFO, None)
+    assert str(err.value).startswith(f"the train split has a non-finite pixel ({bad}) in image 3 ")
+
+
+def test_dataset_checks_labels_against_its_classes_and_image_shape() -> None:
+    labels = torch.tensor([0, 1, 3, 2])
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), data.Split(torch.zeros(4, 1, 2, 2), labels), _toy_split(), TOY_INFO, None)
+    assert str(err.value) == ("the val split has label 3; labels must lie in [0, 3) for 'toy' (3 classes per its "
+                              "DatasetInfo.num_classes).")
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), _toy_split(), data.Split(torch.zeros(4, 1, 3, 3), labels % 3), TOY_INFO, None)
+    assert str(err.value) == ("the test split has images of shape (1, 3, 3) (C, H, W) but the dataset info says "
+                              "(1, 2, 2); make them agree.")
+    with pytest.raises(ConfigError) as err:
+        data.Dataset(_toy_split(), None, _toy_split(), TOY_INFO, None)
+    assert str(err.value) == "Dataset(val=...) must be an aestudy.data.Split; got NoneType."
+    empty = data.Split(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64), "val")
+    assert len(data.Dataset(_toy_split(), empty, _toy_split(), TOY_INFO, None).val) == 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"shape": (28, 28)}, "DatasetInfo shape=(28, 28) is invalid; it must be (C, H, W), three integers >= 1."),
+    ({"num_classes": -1}, "DatasetInfo num_classes=-1 is invalid; it must be an integer >= 0 (0 = unlabelled images)."),
+    ({"class_names": ("a", "b")},
+     "DatasetInfo class_names=('a', 'b') is invalid; it must hold one name per class (3)."),
+])
+def test_dataset_info_checks_shape_and_classes(kwargs, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(TOY_INFO, **kwargs)
+    assert str(err.value) == message
+    info = dataclasses.replace(TOY_INFO, shape=[np.int64(1), 2, 2], class_names=["a", "b", "c"])
+    assert info.shape == (1, 2, 2) and type(info.shape[0]) is int and info.class_names == ("a", "b", "c")
+
+
+def test_every_loaded_split_is_named_and_checked() -> None:
+    d = load_dataset("digits", limit=50, val_size=20, seed=0)
+    assert (d.train.name, d.val.name, d.test.name) == ("train", "val", "test")
+    assert all(s._pixels_checked for s in (d.train, d.val, d.test))
+    binarized = load_dataset("digits", limit=50, val_size=20, seed=0, binarize="static", upscale=False)
+    assert (binarized.train.name, binarized.test.name) == ("train", "test")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"val_size": -1}, "val_size=-1 is invalid; it must be an integer >= 0."),
+    ({"val_size": 2.0}, "val_size=2.0 is invalid; it must be an integer >= 0."),
+    ({"limit": "100"}, "limit='100' is invalid; it must be None (all images) or an integer."),
+    ({"seed": True}, "seed=True is invalid; it must be an integer >= 0."),
+    ({"upscale": "yes"}, "upscale='yes' is invalid; it must be True or False."),
+    ({"progress": None}, "progress=None is invalid; it must be True or False."),
+    ({"binarize": "otsu"}, "binarize='otsu' is not a binarization mode; valid values: None, 'static', 'dynamic'."),
+])
+def test_load_dataset_refuses_bad_arguments_before_reading_anything(kwargs, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_dataset("digits", **kwargs)
+    assert str(err.value) == message
+
+
+def test_bad_arguments_leave_the_data_folder_untouched(tmp_path: Path) -> None:
+    for kwargs in ({"val_size": -1}, {"limit": 1.5}, {"seed": np.float64(1.0)}, {"binarize": "yes"}):
+        with pytest.raises(ConfigError):
+            load_dataset("mnist", data_dir=tmp_path, progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_dataset_takes_numpy_integers_as_plain_ones() -> None:
+    grid = load_dataset("digits", limit=np.int64(50), val_size=np.int32(20), seed=np.int64(1))
+    plain = load_dataset("digits", limit=50, val_size=20, seed=1)
+    assert grid.fingerprint == plain.fingerprint and torch.equal(grid.train.images, plain.train.images)
 
 
 def test_split_sizes_scale_profiles_to_small_datasets() -> None:
@@ -543,5 +676,183 @@ def test_split_sizes_scale_profiles_to_small_datasets() -> None:
     sizes = split_sizes("digits", limit=2000, val_size=5000)
     data = load_dataset("digits", seed=0, **sizes)
     assert len(data.val) == 140 and len(data.train) == 1437 - 140
-    with pytest.raises(ConfigError, match=r"name='svhn' is not a dataset; valid names: fashion-mnist, mnist, digits"):
+    with pytest.raises(ConfigError, match=r"name='svhn' is not a dataset; valid names: fashion-mnist, mnist, digits, "
+                                          r"photo-patches-32, photo-patches-64, cifar-10, or a path"):
         split_sizes("svhn", limit=None, val_size=10)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Colour datasets: photo patches (offline) and CIFAR-10 (a generated fixture archive served from file://)
+
+
+def _cifar_batch(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """One pickled batch as upstream writes it: {b"data": (N, 3072) uint8, b"labels": [int]}, protocol 2."""
+    import pickle
+
+    return pickle.dumps({b"batch_label": b"fixture", b"data": images.reshape(len(images), -1),
+                         b"labels": [int(v) for v in labels]}, protocol=2)
+
+
+def _cifar_archive(path: Path, n_train: int = 20, n_test: int = 10, *, payloads: dict[str, bytes] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Write a tiny cifar-10-python.tar.gz (5 train batches + test batch) to `path`; the arrays written."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(7)
+    arrays = {"train-images": rng.integers(0, 256, (5 * n_train, 3, 32, 32), dtype=np.uint8),
+              "train-labels": np.arange(5 * n_train) % 10, "test-images": rng.integers(0, 256, (n_test, 3, 32, 32),
+                                                                                       dtype=np.uint8),
+              "test-labels": np.arange(n_test) % 10}
+    members = {f"data_batch_{i + 1}": _cifar_batch(arrays["train-images"][i * n_train:(i + 1) * n_train],
+                                                   arrays["train-labels"][i * n_train:(i + 1) * n_train])
+               for i in range(5)}
+    members["test_batch"] = _cifar_batch(arrays["test-images"], arrays["test-labels"])
+    members.update(payloads or {})
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return arrays
+
+
+@pytest.fixture()
+def cifar_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, np.ndarray]]:
+    """A fixture archive behind a file:// URL, with the CIFAR-10 spec's URL and SHA-256 swapped for it."""
+    source = tmp_path / "mirror" / "cifar-10-python.tar.gz"
+    source.parent.mkdir()
+    arrays = _cifar_archive(source)
+    spec = dataclasses.replace(data.ARCHIVE_SPECS["cifar-10"], urls=(source.as_uri(),),
+                               sha256=sha256(source.read_bytes()))
+    monkeypatch.setitem(data.ARCHIVE_SPECS, "cifar-10", spec)
+    return source, arrays
+
+
+def test_cifar10_spec_is_the_upstream_archive() -> None:
+    spec = data.ARCHIVE_SPECS["cifar-10"]
+    assert spec.urls == ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)
+    assert spec.sha256 == "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+    assert spec.filename == "cifar-10-python.tar.gz" and len(spec.class_names) == 10
+
+
+def test_cifar10_downloads_verifies_and_loads(cifar_mirror, tmp_path: Path) -> None:
+    source, arrays = cifar_mirror
+    root = tmp_path / "data"
+    ds = load_dataset("cifar-10", val_size=10, data_dir=root, progress=False)
+    assert (root / "cifar-10" / "cifar-10-python.tar.gz").read_bytes() == source.read_bytes()
+    assert ds.train.images.shape == (90, 3, 32, 32) and ds.test.images.shape == (10, 3, 32, 32)
+    assert ds.train.images.dtype == torch.float32 and ds.train.images.min() >= 0 and ds.train.images.max() <= 1
+    np.testing.assert_array_equal((ds.test.images.numpy() * 255).round().astype(np.uint8), arrays["test-images"])
+    np.testing.assert_array_equal(ds.test.labels.numpy(), arrays["test-labels"])
+    both = np.concatenate([(s.images.numpy() * 255).round().astype(np.uint8) for s in (ds.train, ds.val)])
+    assert row_keys(both) == row_keys(arrays["train-images"])  # val carved from train, nothing lost
+    assert ds.info.shape == (3, 32, 32) and ds.info.checksum == sha256(source.read_bytes())
+    assert ds.info.class_names[0] == "airplane" and ds.info.num_classes == 10
+    assert fetch_dataset("cifar-10", data_dir=root, progress=False) == root / "cifar-10"
+    assert {row.name: row for row in list_datasets(root)}["cifar-10"].available
+    assert not leftovers(root)
+
+
+def test_cifar10_bad_download_is_deleted(cifar_mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source, _ = cifar_mirror
+    monkeypatch.setitem(data.ARCHIVE_SPECS, "cifar-10",
+                        dataclasses.replace(data.ARCHIVE_SPECS["cifar-10"], sha256="0" * 64))
+    root = tmp_path / "data"
+    with pytest.raises(DataError) as err:
+        load_dataset("cifar-10", val_size=10, data_dir=root, progress=False)
+    got = sha256(source.read_bytes())
+    assert str(err.value) == (
+        f"cifar-10 is not available. Tried: (1) {root / 'cifar-10' / 'cifar-10-python.tar.gz'}: does not exist; "
+        f"(2) {source.as_uri()}: checksum mismatch (SHA-256 {got}, expected {'0' * 64}); the download was deleted. "
+        f"Fix: with internet access: aestudy data fetch cifar-10 (or copy cifar-10-python.tar.gz into "
+        f"{root / 'cifar-10'})")
+    assert not list((root / "cifar-10").iterdir())
+
+
+def test_cifar10_local_archive_is_checked(cifar_mirror, tmp_path: Path) -> None:
+    source, _ = cifar_mirror
+    folder = tmp_path / "data" / "cifar-10"
+    folder.mkdir(parents=True)
+    (folder / "cifar-10-python.tar.gz").write_bytes(source.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"cifar-10-python\.tar\.gz: checksum mismatch: SHA-256 [0-9a-f]{64}, "
+                                        r"expected [0-9a-f]{64}; delete it and re-fetch with `aestudy data fetch "
+                                        r"cifar-10`\.$"):
+        load_dataset("cifar-10", val_size=10, data_dir=tmp_path / "data", progress=False)
+
+
+def test_cifar10_archive_cannot_run_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    folder = tmp_path / "data" / "cifar-10"
+    folder.mkdir(parents=True)
+    path = folder / "cifar-10-python.tar.gz"
+    _cifar_archive(path, payloads={"data_batch_1": pickle.dumps(Evil(), protocol=2)})
+    monkeypatch.setitem(data.ARCHIVE_SPECS, "cifar-10",
+                        dataclasses.replace(data.ARCHIVE_SPECS["cifar-10"], sha256=sha256(path.read_bytes())))
+    with pytest.raises(DataError, match=r"not a readable CIFAR-10 python archive \(UnpicklingError: refusing to load "
+                                        r"(posix|os)\.system from a dataset file\)"):
+        load_dataset("cifar-10", val_size=10, data_dir=tmp_path / "data", progress=False)
+
+
+def _locate(patch: np.ndarray, photo: np.ndarray) -> list[tuple[int, int]]:
+    """Every (top, left) where `patch` (3, s, s) uint8 occurs in `photo` (H, W, 3)."""
+    side = patch.shape[1]
+    hwc = patch.transpose(1, 2, 0)
+    corner = np.all(photo[: photo.shape[0] - side + 1, : photo.shape[1] - side + 1] == hwc[0, 0], axis=-1)
+    return [(int(t), int(c)) for t, c in np.argwhere(corner) if np.array_equal(photo[t:t + side, c:c + side], hwc)]
+
+
+@pytest.mark.parametrize(("name", "side", "sizes"), [("photo-patches-32", 32, (9000, 1000, 2000)),
+                                                     ("photo-patches-64", 64, (3500, 500, 1000))])
+def test_photo_patches_shapes_and_disjoint_regions(name: str, side: int, sizes: tuple[int, int, int]) -> None:
+    from sklearn.datasets import load_sample_images
+
+    ds = load_dataset(name, val_size=data.default_val_size(name))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == sizes
+    assert ds.train.images.shape[1:] == (3, side, side) and ds.info.shape == (3, side, side)
+    assert ds.train.images.dtype == torch.float32 and ds.train.images.min() >= 0 and ds.train.images.max() <= 1
+    assert ds.info.class_names == ("china", "flower") and ds.info.licence == "CC BY 2.0"
+    assert torch.bincount(ds.test.labels).tolist() == [sizes[2] // 2] * 2
+    photos = load_sample_images().images
+    split_column = data.PHOTO_TEST_FROM_COLUMN
+    for split, inside in ((ds.test, lambda c: c >= split_column), (ds.train, lambda c: c + side <= split_column),
+                          (ds.val, lambda c: c + side <= split_column)):
+        for k in range(0, len(split), max(1, len(split) // 12)):  # a dozen patches per split
+            u8 = (split.images[k].numpy() * 255).round().astype(np.uint8)
+            spots = _locate(u8, photos[int(split.labels[k])])
+            assert spots and all(inside(c) for _, c in spots)  # the patch is real, and from its region only
+    again = load_dataset(name, val_size=data.default_val_size(name), seed=1)
+    assert torch.equal(again.test.images, ds.test.images) and again.info.checksum == ds.info.checksum
+    assert not torch.equal(again.val.images, ds.val.images)  # the seed moves only the val carve
+
+
+def test_photo_patches_cli_and_listing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "info", "photo-patches-32"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "splits:   train 9,000 / val 1,000 / test 2,000" in out and "shape:    3x32x32" in out
+    assert "classes:  2 (china, flower)" in out and "licence:  CC BY 2.0" in out
+    rows = {row.name: row for row in list_datasets()}
+    assert rows["photo-patches-64"].shape == (3, 64, 64) and rows["photo-patches-64"].available
+    assert data.split_sizes("photo-patches-64", limit=2000, val_size=5000) == {"limit": 2000, "val_size": 500}
+    with pytest.raises(ConfigError, match=r"^val_size=5000 is invalid for photo-patches-64: it must be in 0\.\.3999"):
+        load_dataset("photo-patches-64", val_size=5000)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_models_train_on_colour_patches(arch: str) -> None:
+    from aestudy.models import ModelConfig
+    from aestudy.train import TrainConfig, train_or_load
+
+    ds = load_dataset("photo-patches-32", val_size=100, limit=300, binarize="dynamic")
+    cfg = ModelConfig(kind="vae", arch=arch, input_shape=(3, 32, 32), latent_dim=8, hidden=(64,), channels=(8, 16))
+    result = train_or_load(cfg, TrainConfig(epochs=4, lr=3e-3, device="cpu", progress=False), ds)
+    history = result.history
+    assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]  # it learns the colour patches
+    recon = result.model.reconstruct(ds.test.images[:5])
+    assert recon.shape == (5, 3, 32, 32) and recon.min() >= 0 and recon.max() <= 1
+    assert result.model.sample(3).shape == (3, 3, 32, 32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
@@ -158,3 +159,16 @@ def test_unknown_likelihood_is_a_config_error_naming_valid_values():
     with pytest.raises(ConfigError, match=r"^likelihood='bce' is not a likelihood; valid values: "
                                           r"bernoulli, cbernoulli, gaussian\.$"):
         build_likelihood("bce")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"sigma": 0.0}, "sigma=0.0 is invalid; it must be None (learned) or a finite number > 0."),
+    ({"sigma": math.nan}, "sigma=nan is invalid; it must be None (learned) or a finite number > 0."),
+    ({"sigma": None, "init_sigma": 20.0}, "init_sigma=20.0 is invalid; it must be a finite number >= 0.001 and <= 10."),
+    ({"sigma": 0.1, "squash": 1}, "squash=1 is invalid; it must be True or False."),
+])
+def test_gaussian_likelihood_options_are_checked(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        GaussianLikelihood(**kwargs)
+    assert str(err.value) == message
+    assert type(GaussianLikelihood(np.float32(0.5)).fixed_sigma) is float

@@ -231,6 +231,19 @@ def test_evaluate_elbo_agrees_with_objectives(tiny_data):
     assert metrics.kl_per_dim(model, tiny_data, batch_size=9).sum().item() == pytest.approx(got["kl"], rel=1e-5)
 
 
+@pytest.mark.parametrize("evaluate", ["evaluate_elbo", "evaluate_is_nll", "reconstruction_metrics"])
+def test_likelihood_metrics_refuse_images_outside_unit_range(tiny_data, evaluate):
+    """Issue 12, item 2: 0..255 images gave a Bernoulli "NLL" of -1.4e6 nats and an IS-NLL of -4.8e5."""
+    with pytest.raises(ConfigError) as err:
+        getattr(metrics, evaluate)(_tiny(), tiny_data * 255)
+    inner = {"evaluate_elbo": "the image tensor given to elbo_per_image",
+             "reconstruction_metrics": "the inputs given to reconstruction_metrics"}.get(
+        evaluate, f"the image tensor given to {evaluate}")
+    low, high = (float(v) for v in (tiny_data * 255).aminmax())
+    assert str(err.value) == (f"{inner} has pixel values in [{low:g}, {high:g}] (first "
+                              "outside [0, 1]: image 0); they must lie in [0, 1] (images in 0..255: divide by 255).")
+
+
 def test_is_nll_is_below_negative_elbo(tiny_data):
     model = _tiny()
     nll = metrics.evaluate_is_nll(model, tiny_data, k=64, generator=torch.Generator().manual_seed(0))

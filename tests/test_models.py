@@ -212,6 +212,12 @@ def test_config_normalises_unused_widths_and_lists():
     ({"sigma": 0.1}, "sigma=0.1 is invalid; it must be None (learned) or a number > 0, "
                      "and only with likelihood='gaussian'."),
     ({"num_classes": -1}, "num_classes=-1 is invalid; it must be an integer >= 0 (0 = unconditional)."),
+    ({"latent_dim": True}, "latent_dim=True is invalid; it must be an integer >= 1."),
+    ({"hidden": (512, True)}, "hidden=(512, True) is invalid; it must be a non-empty tuple of integers >= 1 "
+                              "(layer widths) for arch='mlp'."),
+    ({"likelihood": "gaussian", "sigma": float("inf")}, "sigma=inf is invalid; it must be None (learned) or a "
+                                                        "number > 0, and only with likelihood='gaussian'."),
+    ({"kind": ["vae"]}, "kind=['vae'] is invalid; valid values: ae, vae."),
 ])
 def test_invalid_config_raises_config_error_naming_parameter_and_valid_values(kwargs, message):
     with pytest.raises(ConfigError) as err:

@@ -112,7 +112,8 @@ def test_annotations_describe_what_they_admit():
     ("device", "cuda:x", "device='cuda:x' is invalid; valid values: 'auto', 'cpu', 'cuda', 'mps' or 'cuda:N' "
                          "(a GPU index)."),
     ("profile", "None", "profile='None' is invalid; valid values: None, 'smoke', 'standard', 'full'."),
-    ("dataset", None, "dataset=None is invalid; valid values: 'fashion-mnist', 'mnist', 'digits'."),
+    ("dataset", None, "dataset=None is invalid; valid values: 'fashion-mnist', 'mnist', 'digits', "
+                      "'photo-patches-32', 'photo-patches-64', 'cifar-10'."),
 ])
 def test_each_rule_names_the_parameter_and_what_is_valid(name, value, message):
     with pytest.raises(ConfigError) as info:
@@ -126,16 +127,23 @@ def test_the_string_none_is_not_none():
         validate_parameters({"dataset": "fashion-mnist", "ood_dataset": "None"}, notebook="04_applications")
     assert str(info.value) == (
         "notebook 04_applications: ood_dataset='None' is invalid; valid values: None (digits, or fashion-mnist "
-        "when training on digits) or one of 'mnist', 'digits' (not the training dataset 'fashion-mnist').")
+        "when training on digits) or one of 'mnist', 'digits' (a dataset other than the training dataset "
+        "'fashion-mnist', with its image shape 1x28x28).")
     assert (info.value.parameter, info.value.notebook) == ("ood_dataset", "04_applications")
     assert validate_parameters({"ood_dataset": parse_text("None")}) == {"ood_dataset": None}
 
 
 def test_cross_checks_read_the_dataset():
-    with pytest.raises(ConfigError, match=r"^ood_dataset='mnist' is invalid; .* \(not the training dataset 'mnist'\)"):
+    with pytest.raises(ConfigError, match=r"^ood_dataset='mnist' is invalid; .* one of 'fashion-mnist', 'digits' "
+                                          r"\(a dataset other than the training dataset 'mnist', with its image "):
         validate_parameters({"ood_dataset": "mnist", "dataset": "mnist"})  # order of the mapping does not matter
     assert validate_parameters({"dataset": "mnist", "ood_dataset": "fashion-mnist"}) == {
         "dataset": "mnist", "ood_dataset": "fashion-mnist"}
+    # OOD images are scored by models of the training data, so they must share its image shape.
+    with pytest.raises(ConfigError, match=r"^ood_dataset='cifar-10' is invalid; .* with its image shape 1x28x28\)"):
+        validate_parameters({"dataset": "fashion-mnist", "ood_dataset": "cifar-10"})
+    with pytest.raises(ConfigError, match=r"^anomaly_class=2 is invalid; it must be an integer in \[0, 1\]\.$"):
+        validate_parameters({"dataset": "photo-patches-32", "anomaly_class": 2})  # a two-class dataset
 
 
 def test_an_ood_dataset_missing_on_this_machine_is_refused_up_front(monkeypatch):

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -215,8 +216,8 @@ SERIES = REPO / "notebooks"
                                                      "must be an integer in [0, 9]."),
     (["--only", "04", "-p", "ood_dataset", "fashion-mnist"],
      "notebook 04_applications: ood_dataset='fashion-mnist' is invalid; valid values: None (digits, or "
-     "fashion-mnist when training on digits) or one of 'mnist', 'digits' (not the training dataset "
-     "'fashion-mnist')."),
+     "fashion-mnist when training on digits) or one of 'mnist', 'digits' (a dataset other than the training "
+     "dataset 'fashion-mnist', with its image shape 1x28x28)."),
     (["--only", "03", "-p", "n_seeds", "0"], "notebook 03_ae_vs_vae_comparison: n_seeds=0 is invalid; it must be "
                                               "None (the profile's default) or an integer >= 1."),
     (["--only", "02", "-p", "beta", "none"], "notebook 02_vae_maths_elbo: beta='none' is invalid; it must be a "
@@ -318,22 +319,39 @@ def test_state_and_latest_link(series_run):
 
 
 @pytest.mark.slow
-def test_report_shows_claims_comparison_timings_and_figures(series_run):
-    md = (series_run.run_dir / "report.md").read_text()
+def test_report_shows_findings_claims_comparison_timings_and_figures(series_run):
+    run_dir = series_run.run_dir
+    md = (run_dir / "report.md").read_text()
     assert "Status: **complete** · profile `smoke`" in md
     assert "3 claims recorded: 2 hold, 1 do not (0 of those enforced)." in md
-    assert "| id | statement | kind | measured | verdict |" in md
-    assert "| toy-kl-scale | the toy KL grows linearly with beta | asserted | beta=4, kl=12 | holds |" in md
-    assert "| toy-beta-small | beta at most 1 (examined) | examined | beta=4 | does not hold |" in md
+    # the findings: one sentence per table row, from the ledger, each claim linked to its cell
+    assert ("- **toy KL** — **holds**: “the toy KL grows linearly with beta” holds "
+            "([toy-kl-scale](02_toy_beta.html#cell-id=cell-4): measured beta=4, kl=12; no interval recorded); "
+            "this run measured toy-kl-scale.") in md
+    assert "- **toy | pipes** — **does not hold**: “beta at most 1 (examined)” does not hold" in md
+    assert "| id | statement | kind | verdict |" in md
+    assert ("| [toy-kl-scale](02_toy_beta.html#cell-id=cell-4) | the toy KL grows linearly with beta | asserted | "
+            "Holds: measured beta=4, kl=12; no interval recorded. |") in md
+    assert ("| [toy-beta-small](02_toy_beta.html#cell-id=cell-4) | beta at most 1 (examined) | examined | "
+            "Does not hold: measured beta=4; no interval recorded. |") in md
+    assert "| [toy-triangle](01_toy_alpha.html#cell-id=cell-4) |" in md
     assert "| Aspect | AE | VAE | Evidence | Verdict |\n| --- | --- | --- | --- | --- |\n" in md
-    assert ("| toy KL | 0 | 12 | toy-kl-scale | VAE pays KL |\n"
-            "| toy \\| pipes | n/a | 4 | toy-beta-small | examined |") in md
-    assert re.search(r"\| 02_toy_beta \| done \| \d+\.\d \| 2 \| 1 \|", md)
-    assert "![02_toy_beta: toy_beta.png](figures/toy_beta.png)" in md
-    page = (series_run.run_dir / "report.html").read_text()
-    assert '<td class="fails">does not hold</td>' in page and "<th>Verdict</th>" in page
+    assert ("| toy KL | 0 | 12 | toy-kl-scale | Holds: “the toy KL grows linearly with beta” holds "
+            "([toy-kl-scale](02_toy_beta.html#cell-id=cell-4)). |") in md
+    assert re.search(r"\| 02_toy_beta \| done \| \d+\.\d \| 2 \| 1 \| 0 \|", md)
+    figure = "metrics/figures/02_toy_beta/toy_beta.png"
+    assert f"![02_toy_beta: toy KL against beta]({figure})" in md and (run_dir / figure).is_file()
+    assert md.count("<details>") == 3  # two notebooks' measurements, one configuration + environment section
+    assert md.index("<summary>Configuration and environment</summary>") > md.index("## Timings")
+    # the claim links resolve: the executed notebook rendered beside the report has the cell's anchor
+    assert 'id="cell-id=cell-4"' in (run_dir / "02_toy_beta.html").read_text()
+    page = (run_dir / "report.html").read_text()
+    assert '<ul id="findings">' in page and "<th>Verdict</th>" in page
+    assert ('<td class="fails">Does not hold: measured beta=4; no interval recorded.</td>'
+            in page)
+    assert '<a href="02_toy_beta.html#cell-id=cell-4">toy-kl-scale</a>' in page
     (png,) = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert base64.b64decode(png).startswith(b"\x89PNG")
+    assert base64.b64decode(png) == (run_dir / figure).read_bytes()
 
 
 # ------------------------------------------------------------------------------------------ report unit
@@ -358,6 +376,7 @@ def test_structured_metrics_become_tables():
 
 def test_verdict_names_enforcement_and_sanity():
     assert report.verdict({"holds": True}) == "holds"
+    assert report.verdict({"holds": False, "verdict": "inconclusive", "effect": 0.1}) == "inconclusive"
     assert report.verdict({"holds": False, "kind": "examined"}) == "does not hold"
     assert report.verdict({"holds": False, "enforced": True, "sanity": ["kl = nan is not finite"]}) == (
         "does not hold (enforced; kl = nan is not finite)")
@@ -658,3 +677,66 @@ def test_a_start_stopped_before_the_first_file_leaves_no_folder(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         run_study(NOTEBOOKS, out=out, profile="smoke", progress=False)
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ the run log
+
+
+TCP_WARNING = "Kernel is running over TCP without encryption"
+UNPARSABLE = "Unable to parse line"
+
+
+@pytest.mark.slow
+def test_run_log_is_clean_and_names_wall_time_and_claim_counts(tmp_path, capfd):
+    """No kernel TCP warning, no papermill complaint about a typed parameter whose comment holds a second `=`."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.read(str(NOTEBOOKS / f"{BETA}.ipynb"), as_version=4)
+    (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    params.source = params.source.replace("# weight of the KL term", "# KL weight (1 = the ELBO)")
+    assert "beta: float = 1.0  # KL weight (1 = the ELBO)" in params.source  # what made papermill warn
+    nbformat.write(nb, str(notebooks / f"{BETA}.ipynb"))
+    result = run_study(notebooks, out=tmp_path / "runs" / "log", profile="smoke", device="cpu", progress=True)
+    assert result.status == "complete"
+    log = capfd.readouterr()
+    # The kernel's own stdout/stderr go to the run's kernel log (kept off the terminal); check both.
+    text = log.out + log.err + (tmp_path / "runs" / "log" / "logs" / f"{BETA}.kernel.log").read_text()
+    assert TCP_WARNING not in text and UNPARSABLE not in text
+    assert "KeyboardInterrupt caught in kernel" not in text  # no SIGINT to an idle kernel before its shutdown
+    assert re.search(rf"^\[1/1\] {BETA}\.ipynb done in \d+\.\d s: 2 claims: 2 hold, 0 do not hold$", log.err,
+                     flags=re.M), log.err
+
+
+def test_papermill_really_warns_about_that_line_without_the_filter(caplog, monkeypatch):
+    """The filter drops exactly papermill's message (not every papermill warning)."""
+    import logging
+
+    from papermill.translators import PythonTranslator
+
+    from aestudy.run import _quiet_papermill_parameter_warnings
+
+    monkeypatch.setattr(logging.getLogger("papermill.translators"), "filters", [])  # as before any run
+    cell = nbformat.v4.new_code_cell("beta: float = 1.0  # KL weight (1 = the ELBO)\nseed: int = 0\n")
+    with caplog.at_level(logging.WARNING, logger="papermill.translators"):
+        PythonTranslator.inspect(cell)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Unable to parse line 1 'beta: float = 1.0  # KL weight (1 = the ELBO)'."]
+    caplog.clear()
+    _quiet_papermill_parameter_warnings()
+    with caplog.at_level(logging.WARNING, logger="papermill.translators"):
+        PythonTranslator.inspect(cell)
+        logging.getLogger("papermill.translators").warning("another warning")
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]
+
+
+def test_kernels_talk_over_private_unix_sockets_with_absolute_unique_paths():
+    import zmq
+
+    from aestudy.run import kernel_manager_class
+
+    if not zmq.has("ipc"):
+        pytest.skip("this ZeroMQ has no IPC transport (Windows): kernels use TCP")
+    first, second = kernel_manager_class()(), kernel_manager_class()()
+    assert first.transport == "ipc" and second.transport == "ipc"
+    # absolute (papermill changes the working directory) and distinct (parallel sweep points share a folder)
+    assert Path(first.ip).parent == Path(tempfile.gettempdir()) and first.ip != second.ip
