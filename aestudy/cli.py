@@ -1,4 +1,5 @@
-"""The `aestudy` command: `data list|fetch|info`, `run`, `sweep`, `report`, `compare` (one parser per group)."""
+"""The `aestudy` command: `data list|fetch|info`, `run`, `sweep`, `report`, `compare` (one parser per group; the
+options `run` and `sweep` share are defined once, in `_study_options`)."""
 
 from __future__ import annotations
 
@@ -100,21 +101,81 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_data_info)
 
 
+def _device(text: str) -> str:
+    """`--device`: the notebooks' own rule (auto, cpu, cuda, cuda:N, mps); argparse reports a refusal."""
+    from aestudy.parameters import validate_parameter
+
+    try:
+        return validate_parameter("device", text)
+    except AestudyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    """`--workers`: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; it must be an integer >= 1")
+    return value
+
+
+def _study_options(*, only_help: str) -> argparse.ArgumentParser:
+    """The options `aestudy run` and `aestudy sweep` share (a parent parser: defined once)."""
+    from aestudy.config import PROFILES
+    from aestudy.run import DEFAULT_KERNEL
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", choices=PROFILES, default=None,
+                        help="size of every computation (default: $AESTUDY_PROFILE or standard)")
+    common.add_argument("--device", type=_device, default=None, metavar="{auto,cpu,cuda,cuda:N,mps}",
+                        help="device for the notebooks that take one (default: auto = CUDA when present)")
+    common.add_argument("--only", metavar="NN,NN", default=None,
+                        help=only_help)
+    common.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                        dest="parameters", help="set a notebook parameter; VALUE is read as papermill's -p reads "
+                        "it (None, True, False, 3, 1e-3, else text); repeatable")
+    common.add_argument("--params", metavar="FILE.yaml", default=None,
+                        help="YAML mapping of parameters (None or null for None; -p wins over it)")
+    common.add_argument("--kernel", default=None, help=f"Jupyter kernel to execute with (default: {DEFAULT_KERNEL})")
+    common.add_argument("--notebooks-dir", metavar="DIR", default=None,
+                        help="folder holding the NN_*.ipynb series (default: the repository's notebooks/)")
+    common.add_argument("--quiet", action="store_true", help="no progress output (failures are still reported)")
+    return common
+
+
 def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy run`: execute the notebook series with papermill into runs/NAME, with a report."""
-    from aestudy.run import add_run_arguments, run_main
+    from aestudy.run import run_main
 
-    run = subparsers.add_parser("run", help="execute the notebook series into runs/NAME (metrics + report)")
-    add_run_arguments(run)
+    run = subparsers.add_parser("run", parents=[_study_options(only_help="run only these notebooks, by number prefix "
+                                                                       "(e.g. 01,03)")],
+                                help="execute the notebook series into runs/NAME (metrics + report)")
+    run.add_argument("--out", metavar="runs/NAME", default=None,
+                     help="run folder, new or empty (default: runs/<timestamp>)")
+    run.add_argument("--resume", metavar="runs/NAME", nargs="?", const="runs/latest", default=None,
+                     help="continue a failed or interrupted run (default: runs/latest) with its parameters; "
+                     "-p may change those of notebooks not yet done")
     run.set_defaults(func=run_main)
 
 
 def _add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy sweep NAME=V1,V2 ...`: one papermill execution per grid point, in parallel."""
-    from aestudy.sweep import add_sweep_arguments, sweep_main
+    from aestudy.sweep import sweep_main
 
-    sweep = subparsers.add_parser("sweep", help="run a parameter grid (process pool or Dask) into runs/NAME")
-    add_sweep_arguments(sweep)
+    sweep = subparsers.add_parser("sweep", parents=[_study_options(only_help="the notebooks each point runs, by number "
+                                                                           "prefix (e.g. 02)")],
+                                  help="run a parameter grid (process pool or Dask) into runs/NAME")
+    sweep.add_argument("grid", nargs="+", metavar="NAME=V1,V2,...",
+                       help="swept parameters; every combination is one point (values read as -p reads them)")
+    sweep.add_argument("--out", metavar="runs/NAME", default=None,
+                       help="sweep folder, new or empty (default: runs/sweep-<timestamp>)")
+    sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       help="run the points on this Dask cluster instead of local processes")
+    sweep.add_argument("--workers", type=_positive_int, default=None,
+                       help="local processes (default: one per CPU core, at most one per point)")
     sweep.set_defaults(func=sweep_main)
 
 

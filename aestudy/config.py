@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 
 import torch
 
-from aestudy.data import DATASET_NAMES as DATASETS
 from aestudy.errors import ConfigError, DeviceError
 
 PROFILES: tuple[str, ...] = ("smoke", "standard", "full")
@@ -57,14 +56,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _require(cond: bool, name: str, value: Any, valid: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}={value!r} is invalid; {valid}.")
-
-
 @dataclass(frozen=True)
 class StudyConfig:
-    """A notebook's parameters, validated at construction (profile resolved, values in range)."""
+    """A notebook's parameters, validated at construction by `aestudy.parameters` (profile resolved, plain values).
+
+    Raises:
+        ConfigError: naming the parameter, the value and what is valid (e.g. "epochs=0 is invalid; it must be
+            None (the profile's default) or an integer >= 1.").
+    """
 
     profile: str | None = None
     dataset: str = "fashion-mnist"
@@ -76,19 +75,13 @@ class StudyConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "profile", resolve_profile(self.profile))
-        _require(self.dataset in DATASETS, "dataset", self.dataset, f"valid values: {', '.join(DATASETS)}")
-        _require(isinstance(self.latent_dim, int) and self.latent_dim >= 1, "latent_dim", self.latent_dim,
-                 "it must be an integer >= 1")
-        _require(self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 0), "epochs",
-                 self.epochs, "it must be None (profile default) or an integer >= 0")
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size,
-                 "it must be an integer >= 1")
-        _require(isinstance(self.lr, (int, float)) and 0 < self.lr < 10, "lr", self.lr,
-                 "it must be a number in (0, 10)")
-        _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "it must be an integer >= 0")
-        _require(self.device in DEVICES or str(self.device).startswith("cuda:"), "device", self.device,
-                 f"valid values: {', '.join(DEVICES)}")
+        # One home for the rules: aestudy.parameters (the runner checks the same values before any kernel starts).
+        from aestudy.parameters import validate_parameters
+
+        values = validate_parameters(asdict(self))
+        values["profile"] = resolve_profile(values["profile"])
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def epochs_or(self, default: int) -> int:
         """The explicit `epochs` parameter, or the profile's default when it is None."""

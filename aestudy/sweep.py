@@ -29,19 +29,23 @@ import pandas as pd
 
 from aestudy.claims import load_metrics
 from aestudy.errors import ConfigError
+from aestudy.parameters import parse_text
 from aestudy.run import (
     DEFAULT_KERNEL,
     EXIT_INTERRUPTED,
     RUN_LEVEL,
+    check_new_folder,
+    claim_folder,
     collect_params,
     describe_failure,
     execute_notebook,
     format_failure,
+    kernel_log_path,
     notebook_env,
     notebook_key,
     parse_only,
-    parse_value,
     plan_run,
+    remove_unused_folder,
     route_parameters,
     write_json_atomic,
 )
@@ -51,7 +55,11 @@ TIDY_COLUMNS: tuple[str, ...] = ("point", "notebook", "metric", "value")
 
 
 def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
-    """`["latent_dim=2,8", "beta=0.5,1"]` -> `{"latent_dim": [2, 8], "beta": [0.5, 1]}` (values as YAML)."""
+    """`["latent_dim=2,8", "beta=0.5,1"]` -> `{"latent_dim": [2, 8], "beta": [0.5, 1]}`.
+
+    Each value is read as `-p` reads it (`parameters.parse_text`, papermill's rules: `None`, `True`, `1e-3`...).
+    Raises ConfigError for a malformed item, a name given twice, a run-level name, an empty or repeated value.
+    """
     grid: dict[str, list[Any]] = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
@@ -64,7 +72,15 @@ def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
         if name in RUN_LEVEL:
             raise ConfigError(f"grid parameter {name!r} cannot be swept; valid values: a notebook parameter "
                               f"(run one sweep per --{name}).")
-        grid[name] = [parse_value(v.strip()) for v in values.split(",")]
+        texts = [v.strip() for v in values.split(",")]
+        if "" in texts:
+            raise ConfigError(f"grid item {spec!r} has an empty value; valid values: NAME=V1,V2,... with no empty "
+                              "item (write None for None).")
+        repeated = sorted({t for t in texts if texts.count(t) > 1})
+        if repeated:
+            raise ConfigError(f"grid item {spec!r} repeats {', '.join(repeated)}; give each value once (a repeated "
+                              "value runs the same point twice).")
+        grid[name] = [parse_text(t) for t in texts]
     if not grid:
         raise ConfigError("the grid is empty; give at least one NAME=V1,V2,... item.")
     return grid
@@ -116,7 +132,7 @@ def execute_point(task: PointTask) -> PointResult:
             env.update({var: str(task.threads) for var in THREAD_VARS if var not in os.environ})
         try:
             execute_notebook(notebook, point_dir / notebook.name, parameters, kernel=task.kernel, env=env,
-                             progress=False)
+                             progress=False, kernel_log=kernel_log_path(point_dir, notebook))
         except Exception as exc:  # noqa: BLE001 - a failed point is data for the report, not a crash
             failed, error = notebook.name, describe_failure(exc)
             break
@@ -269,9 +285,20 @@ def run_sweep(grid: Mapping[str, Sequence[Any]], notebooks_dir: str | os.PathLik
     threads = None if scheduler else max(1, (os.cpu_count() or 1) // pool_size)
     tasks = plan_sweep(grid, notebooks_dir, only=only, params=params, profile=profile, device=device,
                        kernel=kernel, out_dir=out_dir, threads=threads)
-    if (out_dir / "sweep.json").exists():
-        raise ConfigError(f"--out {out_dir} already holds a sweep; valid values: a new folder.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = not out_dir.exists()
+    check_new_folder(out_dir, option="--out", marker="sweep.json", resume_hint=False, claimed=False)
+    try:
+        with claim_folder(out_dir, option="--out"):
+            check_new_folder(out_dir, option="--out", marker="sweep.json", resume_hint=False)
+            return _run_points(tasks, grid, out_dir, scheduler=scheduler, pool_size=pool_size, progress=progress)
+    except BaseException:  # refused (or Ctrl-C) before the first file: leave no empty folder behind
+        if created:
+            remove_unused_folder(out_dir)
+        raise
+
+
+def _run_points(tasks: Sequence[PointTask], grid: Mapping[str, Sequence[Any]], out_dir: Path, *,
+                scheduler: str | None, pool_size: int, progress: bool) -> SweepResult:
     where = f"Dask scheduler {scheduler}" if scheduler else f"{pool_size} local process(es)"
     if progress:
         print(f"sweep {out_dir}: {len(tasks)} point(s) on {where}", file=sys.stderr, flush=True)
@@ -306,36 +333,13 @@ def _write_outputs(out_dir: Path, grid: Mapping[str, Sequence[Any]], results: Se
     return SweepResult(out_dir, tuple(results), table)
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `aestudy sweep`."""
-    parser.add_argument("grid", nargs="+", metavar="NAME=V1,V2,...",
-                        help="swept parameters; every combination is one point (values parsed as YAML)")
-    parser.add_argument("--only", metavar="NN,NN", default=None, help="notebooks to run per point (e.g. 02)")
-    parser.add_argument("--profile", choices=("smoke", "standard", "full"), default=None,
-                        help="size of every computation (default: $AESTUDY_PROFILE or standard)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None,
-                        help="device for the notebooks that take one (default: auto)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                        dest="parameters", help="a fixed notebook parameter (VALUE parsed as YAML); repeatable")
-    parser.add_argument("--params", metavar="FILE.yaml", default=None, help="YAML mapping of fixed parameters")
-    parser.add_argument("--out", metavar="runs/NAME", default=None,
-                        help="sweep folder (default: runs/sweep-<timestamp>)")
-    parser.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default: {DEFAULT_KERNEL})")
-    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
-                        help="run the points on this Dask cluster instead of local processes")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="local processes (default: one per CPU core, at most one per point)")
-    parser.add_argument("--notebooks-dir", metavar="DIR", default=None,
-                        help="folder holding the NN_*.ipynb series (default: the repository's notebooks/)")
-    parser.add_argument("--quiet", action="store_true", help="report only failures")
-
-
 def sweep_main(args: argparse.Namespace) -> int:
     """`aestudy sweep`: 0 every point finished, 1 some failed, 130 interrupted (bad options raise ConfigError)."""
     try:
         result = run_sweep(parse_grid(args.grid), args.notebooks_dir, only=parse_only(args.only),
                            params=collect_params(args.parameters, args.params), profile=args.profile,
-                           device=args.device, kernel=args.kernel, out=args.out, scheduler=args.scheduler,
+                           device=args.device, kernel=args.kernel or DEFAULT_KERNEL, out=args.out,
+                           scheduler=args.scheduler,
                            workers=args.workers, progress=not args.quiet)
     except KeyboardInterrupt:
         print("\naestudy sweep: interrupted; finished points are kept in their points/<id>/ folders.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,18 +47,32 @@ def test_auto_and_cpu_devices() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("dataset", "cifar", r"dataset='cifar' is invalid; valid values: fashion-mnist, mnist, digits"),
-        ("latent_dim", 0, r"latent_dim=0 is invalid; it must be an integer >= 1"),
-        ("epochs", -1, r"epochs=-1 is invalid; it must be None \(profile default\) or an integer >= 0"),
-        ("batch_size", 0, r"batch_size=0 is invalid"),
-        ("lr", 0.0, r"lr=0.0 is invalid; it must be a number in \(0, 10\)"),
-        ("seed", -3, r"seed=-3 is invalid"),
-        ("device", "gpu", r"device='gpu' is invalid; valid values: auto, cpu, cuda, mps"),
+        ("dataset", "cifar", "dataset='cifar' is invalid; valid values: 'fashion-mnist', 'mnist', 'digits', "
+                             "'photo-patches-32', 'photo-patches-64', 'cifar-10'."),
+        ("latent_dim", 0, "latent_dim=0 is invalid; it must be an integer >= 1."),
+        ("epochs", 0, "epochs=0 is invalid; it must be None (the profile's default) or an integer >= 1."),
+        ("batch_size", 0, "batch_size=0 is invalid; it must be an integer >= 1."),
+        ("lr", 0.0, "lr=0.0 is invalid; it must be a finite number in (0, 10)."),
+        ("lr", float("nan"), "lr=nan is invalid; it must be a finite number in (0, 10)."),
+        ("seed", -3, "seed=-3 is invalid; it must be an integer >= 0."),
+        ("seed", 2**32, "seed=4294967296 is invalid; it must be an integer >= 0 and < 2**32."),
+        ("device", "gpu", "device='gpu' is invalid; valid values: 'auto', 'cpu', 'cuda', 'mps' or 'cuda:N' "
+                          "(a GPU index)."),
+        ("profile", "fast", "profile='fast' is invalid; valid values: None, 'smoke', 'standard', 'full'."),
     ],
 )
 def test_study_config_rejects_bad_values(field: str, value: object, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        StudyConfig(profile="smoke", **{field: value})
+    with pytest.raises(ConfigError) as info:
+        StudyConfig(**{"profile": "smoke", field: value})
+    assert str(info.value) == message
+
+
+def test_study_config_holds_plain_python_values() -> None:
+    # A numpy grid point is converted at construction, so it hashes and pickles like the plain value.
+    cfg = StudyConfig(profile="smoke", lr=np.float64(1e-3), latent_dim=np.int64(4), seed=np.int32(2))
+    assert (type(cfg.lr), type(cfg.latent_dim), type(cfg.seed)) == (float, int, int)
+    assert cfg == StudyConfig(profile="smoke", lr=1e-3, latent_dim=4, seed=2)
+    assert StudyConfig(profile="smoke", lr=1).lr == 1.0 and type(StudyConfig(profile="smoke", lr=1).lr) is float
 
 
 def test_study_config_resolves_profile_and_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,5 +80,5 @@ def test_study_config_resolves_profile_and_epochs(monkeypatch: pytest.MonkeyPatc
     cfg = StudyConfig()
     assert cfg.profile == "smoke"
     assert cfg.epochs_or(7) == 7
-    assert StudyConfig(epochs=0).epochs_or(7) == 0
+    assert StudyConfig(epochs=1).epochs_or(7) == 1
     assert cfg.to_dict()["dataset"] == "fashion-mnist"

@@ -25,12 +25,15 @@ from aestudy import report
 from aestudy.cli import main
 from aestudy.errors import ConfigError, DeviceError
 from aestudy.run import (
+    LOCK_FILE,
+    OWNER_FILE,
+    claim_folder,
     collect_params,
     discover_notebooks,
     kernel_python,
     load_state,
     notebook_parameters,
-    parse_value,
+    parse_only,
     plan_run,
     resume_study,
     route_parameters,
@@ -84,15 +87,29 @@ def test_discovers_the_series_in_order_and_selects_by_prefix():
 def test_parameters_cell_is_read_with_defaults_and_types():
     params = notebook_parameters(NOTEBOOKS / f"{ALPHA}.ipynb")
     assert list(params) == ["profile", "dataset", "latent_dim", "epochs", "batch_size", "lr", "seed", "device"]
-    assert params["lr"].default == 1e-3 and params["lr"].type_name() == "float"
-    assert params["epochs"].type_name() == "int or None"
-    assert params["epochs"].accepts(None) and params["epochs"].accepts(3) and not params["epochs"].accepts(2.5)
-    assert not params["latent_dim"].accepts(True)  # a bool is not an int here
+    assert params["lr"].default == 1e-3 and params["lr"].annotation.describe() == "a finite number"
+    assert params["epochs"].annotation.describe() == "an integer or None"
+    assert params["epochs"].declaration == "epochs: int | None = None"
+    epochs, latent_dim = params["epochs"].annotation, params["latent_dim"].annotation
+    assert epochs.convert(None)[0] and epochs.convert(3)[0] and not epochs.convert(2.5)[0]
+    assert not latent_dim.convert(True)[0]  # a bool is not an int here
 
 
-def test_values_are_parsed_as_yaml():
-    assert parse_value("3") == 3 and parse_value("1e-3") == 0.001 and parse_value("0.5") == 0.5
-    assert parse_value("null") is None and parse_value("mnist") == "mnist" and parse_value("[1, 2]") == [1, 2]
+def test_p_values_are_read_as_papermill_reads_them():
+    params = collect_params([["ood_dataset", "None"], ["lr", "1e-3"], ["beta", "3"], ["fail", "True"],
+                             ["dataset", "mnist"], ["name", "none"]])
+    assert params == {"ood_dataset": None, "lr": 0.001, "beta": 3, "fail": True, "dataset": "mnist", "name": "none"}
+    with pytest.raises(ConfigError) as info:
+        collect_params([["seed", "1"], ["seed", "2"]])
+    assert str(info.value) == "-p seed is given twice ('1', then '2'); give it once."
+
+
+def test_only_must_name_a_notebook():
+    assert parse_only(None) is None and parse_only(" 01, 03 ,") == ["01", "03"]
+    with pytest.raises(ConfigError) as info:
+        parse_only(" , ")
+    assert str(info.value) == ("--only ' , ' names no notebook; valid values: number prefixes such as 01,03 (or "
+                               "leave --only out to run every notebook).")
 
 
 def test_params_file_is_merged_with_p_pairs_which_win(tmp_path):
@@ -102,6 +119,19 @@ def test_params_file_is_merged_with_p_pairs_which_win(tmp_path):
     file.write_text("- not a mapping\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping of parameter names to values"):
         collect_params(None, file)
+    file.write_text("lr: 1e-3\nlr: 1e-2\n")
+    with pytest.raises(ConfigError) as info:
+        collect_params(None, file)
+    assert str(info.value) == (f"--params {file} is not valid YAML (key 'lr' is given twice (first on line 1) in "
+                               '"<unicode string>", line 2, column 1: lr: 1e-2 ^).')
+
+
+def test_params_file_values_are_read_as_users_expect(tmp_path):
+    file = tmp_path / "p.yaml"
+    file.write_text("lr: 1e-3\nood_dataset: None\nepochs: null\nseed: 010\ndataset: mnist\n")
+    params = collect_params(None, file)
+    assert params == {"lr": 0.001, "ood_dataset": None, "epochs": None, "seed": 10, "dataset": "mnist"}
+    assert type(params["lr"]) is float
 
 
 def test_unknown_parameter_is_rejected_with_the_valid_names():
@@ -122,12 +152,14 @@ def test_parameter_of_an_unselected_notebook_is_unknown():
 def test_wrong_type_is_rejected_naming_notebook_and_parameter():
     with pytest.raises(ConfigError) as info:
         route_parameters(discover_notebooks(NOTEBOOKS), {"beta": "big"})
-    assert str(info.value) == ("parameter 'beta' of notebook 02_toy_beta must be float (declared "
-                               "`beta: float = 1.0`), got 'big' (str).")
+    assert str(info.value) == "notebook 02_toy_beta: beta='big' is invalid; it must be a finite number >= 0."
     with pytest.raises(ConfigError) as info:
         route_parameters(discover_notebooks(NOTEBOOKS), collect_params([["latent_dim", "3.5"]]))
-    assert str(info.value) == ("parameter 'latent_dim' of notebook 01_toy_alpha must be int (declared "
-                               "`latent_dim: int = 16`), got 3.5 (float).")
+    assert str(info.value) == "notebook 01_toy_alpha: latent_dim=3.5 is invalid; it must be an integer >= 1."
+    with pytest.raises(ConfigError) as info:  # a parameter without a rule is checked by its annotation
+        route_parameters(discover_notebooks(NOTEBOOKS), collect_params([["fail", "yes"]]))
+    assert str(info.value) == ("notebook 02_toy_beta: fail='yes' is invalid; the notebook declares `fail: bool`, "
+                               "so it must be True or False.")
 
 
 def test_routing_gives_each_notebook_only_its_parameters():
@@ -161,8 +193,66 @@ def test_cli_rejects_bad_options_before_running(tmp_path, capsys):
     assert code == 2 and not out.exists()
     assert capsys.readouterr().err.startswith("aestudy: error: unknown parameter 'latnt_dim': not in the parameters")
     assert main(["run", "--resume", str(out), "-p", "seed", "1", "--only", "01"]) == 2
-    assert capsys.readouterr().err == ("aestudy: error: --resume continues with the run's saved parameters; "
-                                       "drop --only, -p.\n")
+    assert capsys.readouterr().err == ("aestudy: error: --resume continues with the run's saved settings; drop "
+                                       "--only (-p/--params may change parameters of the notebooks not yet "
+                                       "done).\n")
+
+
+SERIES = REPO / "notebooks"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    # Issue 12, item 6: values the notebooks' own rules refuse stop here, not inside notebook 01's kernel.
+    (["-p", "latent_dim", "0"], "notebook 01_autoencoder_basics: latent_dim=0 is invalid; it must be an integer "
+                                ">= 1."),
+    (["-p", "lr", "-1"], "notebook 01_autoencoder_basics: lr=-1 is invalid; it must be a finite number in "
+                         "(0, 10)."),
+    (["-p", "lr", "nan"], "notebook 01_autoencoder_basics: lr=nan is invalid; it must be a finite number in "
+                          "(0, 10)."),
+    # Item 7: epochs=0 would crash 03's convergence measurement; the rule admits only what every notebook handles.
+    (["-p", "epochs", "0"], "notebook 01_autoencoder_basics: epochs=0 is invalid; it must be None (the "
+                            "profile's default) or an integer >= 1."),
+    (["--only", "04", "-p", "anomaly_class", "10"], "notebook 04_applications: anomaly_class=10 is invalid; it "
+                                                     "must be an integer in [0, 9]."),
+    (["--only", "04", "-p", "ood_dataset", "fashion-mnist"],
+     "notebook 04_applications: ood_dataset='fashion-mnist' is invalid; valid values: None (digits, or "
+     "fashion-mnist when training on digits) or one of 'mnist', 'digits' (a dataset other than the training "
+     "dataset 'fashion-mnist', with its image shape 1x28x28)."),
+    (["--only", "03", "-p", "n_seeds", "0"], "notebook 03_ae_vs_vae_comparison: n_seeds=0 is invalid; it must be "
+                                              "None (the profile's default) or an integer >= 1."),
+    (["--only", "02", "-p", "beta", "none"], "notebook 02_vae_maths_elbo: beta='none' is invalid; it must be a "
+                                              "finite number >= 0."),
+])
+def test_every_value_is_checked_by_the_notebooks_rules_before_anything_exists(tmp_path, capsys, argv, message):
+    out = tmp_path / "runs" / "x"
+    code = main(["run", "--profile", "smoke", "--out", str(out), *argv])
+    assert code == 2 and not out.exists() and not (tmp_path / "runs").exists()
+    assert capsys.readouterr().err == f"aestudy: error: {message}\n"
+
+
+def test_p_none_reaches_the_notebook_as_none():
+    """Issue 12, item 4: `-p ood_dataset None` is None (as with papermill's -p), accepted by 04's rule."""
+    notebooks, routed, profile, _ = plan_run(SERIES, profile="smoke", only=["03", "04"],
+                                             params=collect_params([["ood_dataset", "None"], ["lr", "1e-3"],
+                                                                    ["beta_vae", "3"]]))
+    assert routed["04_applications"]["ood_dataset"] is None
+    assert routed["03_ae_vs_vae_comparison"]["beta_vae"] == 3.0  # an int given for a float parameter
+    assert type(routed["03_ae_vs_vae_comparison"]["beta_vae"]) is float
+    assert routed["03_ae_vs_vae_comparison"]["lr"] == routed["04_applications"]["lr"] == 0.001
+
+
+def test_out_must_be_a_new_or_empty_folder(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep me")
+    with pytest.raises(ConfigError) as info:
+        run_study(NOTEBOOKS, out=notes, profile="smoke", progress=False)
+    assert str(info.value) == (f"--out {notes} already holds other files (mine.txt); valid values: a new or empty "
+                               "folder (a run writes executed notebooks under their own names).")
+    assert sorted(p.name for p in notes.iterdir()) == ["mine.txt"]  # not even a lock file written into it
+    with pytest.raises(ConfigError, match=r"already holds other files \(01_toy_alpha.ipynb, 02_toy_beta.ipynb\)"):
+        run_study(NOTEBOOKS, out=NOTEBOOKS, profile="smoke", progress=False)  # would overwrite the sources
+    assert not (NOTEBOOKS / LOCK_FILE).exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
@@ -359,7 +449,19 @@ def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert f"interrupted during {ALPHA}.ipynb" in err
+    # Only the runner's message (issue 12, item 10): the kernel's own logging (its TCP warning, the ZMQError
+    # traceback as its sockets close) goes to the run's kernel log, not to the user's terminal.
+    assert err == (f"\ninterrupted during {ALPHA}.ipynb; completed notebooks are kept. Continue with: aestudy run "
+                   f"--resume {run_dir}\n")
+    assert (run_dir / "logs" / f"{ALPHA}.kernel.log").exists()
+    # The partial executed notebook says what it is (papermill's clean-up had marked unstarted cells completed).
+    partial = nbformat.read(str(run_dir / f"{ALPHA}.ipynb"), as_version=4)
+    assert partial.metadata["aestudy"]["status"] == "interrupted"
+    assert partial.cells[0].metadata["tags"] == ["aestudy-interrupted"]
+    assert partial.cells[0].source.startswith("**Interrupted** (Ctrl-C) at ")
+    assert all(c.metadata["papermill"]["status"] == "pending" for c in partial.cells[1:]
+               if c.metadata["papermill"]["end_time"] is None)
+    assert partial.cells[-1].metadata["papermill"]["status"] == "pending"  # the claim cell never ran
     state = load_state(run_dir)
     assert state["status"] == {f"{ALPHA}.ipynb": "pending"} and state["run_status"] == "interrupted"
 
@@ -369,6 +471,212 @@ def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
     metrics = _metrics(run_dir)
     assert metrics["run"] == "interrupted" and metrics["status"] == "complete"
     assert [c["id"] for c in metrics["notebooks"][ALPHA]["claims"]] == ["toy-triangle"]
+
+
+# ------------------------------------------------------------------------------------------ run-folder integrity
+# These drive the runner with papermill's execution replaced by a stand-in (no kernel): what they test is the
+# runner's bookkeeping around it: claims, state, resume and the advice it prints.
+
+
+def _fake_execution(monkeypatch, *, fail: str | None = None, ename: str = "RuntimeError", evalue: str = "boom"):
+    """Replace notebook execution; `fail` names a notebook that fails with `ename: evalue`. Returns the calls."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from aestudy import run as run_module
+
+    calls: list[tuple[str, dict]] = []
+
+    def execute(notebook, output, parameters, *, kernel, env, progress=True, kernel_log=None):
+        calls.append((notebook.name, dict(parameters)))
+        if notebook.name == fail:
+            raise PapermillExecutionError(3, 3, "cfg = StudyConfig(...)", ename, evalue, [])
+        output.write_text("{}")
+        return 0.01
+
+    monkeypatch.setattr(run_module, "execute_notebook", execute)
+    return calls
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_complete_run_changes_nothing(tmp_path, monkeypatch, capsys):
+    """Issue 12, item 10: no rewritten finish time, no touched file."""
+    _fake_execution(monkeypatch)
+    run_dir = tmp_path / "runs" / "done"
+    assert run_study(NOTEBOOKS, out=run_dir, profile="smoke", progress=False).status == "complete"
+    before = _snapshot(run_dir)
+    capsys.readouterr()
+    time.sleep(0.01)
+    result = resume_study(run_dir, progress=False)
+    assert (result.status, result.exit_code) == ("complete", 0)
+    assert capsys.readouterr().err == (f"nothing to resume: the run is complete ({run_dir}; report: "
+                                       f"{run_dir / 'report.md'}).\n")
+    assert _snapshot(run_dir) == before
+    assert main(["run", "--resume", str(run_dir)]) == 0 and _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ("{\"schema\": 1, \"notebooks\": [", "not valid JSON: Expecting value: line 1 column 29 (char 28)"),
+    ("[1, 2]", "not a JSON object"),
+    ("{\"schema\": 1, \"name\": \"x\"}", "'started' is missing or not a JSON str"),
+])
+def test_a_damaged_state_file_is_named_with_what_can_be_done(tmp_path, capsys, content, why):
+    run_dir = tmp_path / "runs" / "damaged"
+    run_dir.mkdir(parents=True)
+    (run_dir / "state.json").write_text(content)
+    before = _snapshot(run_dir)
+    assert main(["run", "--resume", str(run_dir)]) == 2
+    assert capsys.readouterr().err == (
+        f"aestudy: error: --resume {run_dir}: {run_dir / 'state.json'} is damaged ({why}), so this run cannot be "
+        "resumed. aestudy writes it atomically, so something else changed it: put back a copy if you have one, "
+        f"or start a new run (aestudy run ... --out NEW_FOLDER); the executed notebooks in {run_dir} are kept, "
+        "and trained models load from the model cache.\n")
+    assert _snapshot(run_dir) == before
+
+
+def test_a_saved_value_that_cannot_succeed_is_changed_on_resume(tmp_path, monkeypatch, capsys):
+    """Issue 12, item 4: a plain --resume would fail the same way; the error says how to change the value."""
+    _fake_execution(monkeypatch, fail=f"{BETA}.ipynb")
+    run_dir = tmp_path / "runs" / "r"
+    assert run_study(NOTEBOOKS, out=run_dir, profile="smoke", progress=False).status == "failed"
+    state = json.loads((run_dir / "state.json").read_text())
+    state["parameters"][f"{BETA}.ipynb"]["beta"] = "None"  # as saved by a runner that read -p beta None as text
+    (run_dir / "state.json").write_text(json.dumps(state))
+    before = _snapshot(run_dir)
+    with pytest.raises(ConfigError) as info:
+        resume_study(run_dir, progress=False)
+    assert str(info.value) == (
+        f"--resume {run_dir} cannot succeed: notebook {BETA}: beta='None' is invalid; it must be a finite number "
+        f">= 0. A plain --resume keeps the saved value; change it as you resume: aestudy run --resume {run_dir} "
+        "-p beta VALUE")
+    assert _snapshot(run_dir) == before  # refused before anything was written
+    # A parameter that a finished notebook used cannot change within the run: a new run is the way.
+    with pytest.raises(ConfigError) as info:
+        resume_study(run_dir, params={"latent_dim": 5}, progress=False)
+    assert str(info.value) == (
+        f"--resume {run_dir} -p latent_dim: cannot change 'latent_dim' within this run: {ALPHA} already ran with "
+        f"it, so start a new run with it changed: aestudy run --profile smoke --notebooks-dir {NOTEBOOKS} "
+        "-p latent_dim VALUE")
+
+    calls = _fake_execution(monkeypatch)
+    result = resume_study(run_dir, params=collect_params([["beta", "2"]]), progress=False)
+    assert result.status == "complete"
+    assert calls == [(f"{BETA}.ipynb", {"profile": "smoke", "beta": 2.0})]  # 01 kept, 02 with the new value
+    state = load_state(run_dir)
+    assert state["changed_on_resume"][0]["parameters"] == {"beta": 2}
+    assert state["environment"]["parameters"][BETA]["beta"] == 2.0
+
+
+def test_a_parameter_the_notebook_rejected_gets_advice_not_a_bare_resume(tmp_path, monkeypatch, capsys):
+    _fake_execution(monkeypatch, fail=f"{BETA}.ipynb", ename="ConfigError",
+                    evalue="beta=3.0 is too large for this toy; use beta <= 2")
+    run_dir = tmp_path / "runs" / "advice"
+    assert run_study(NOTEBOOKS, out=run_dir, profile="smoke", progress=False).status == "failed"
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"Completed notebooks and their metrics are kept; the notebook rejected its parameter 'beta', and a plain "
+        f"--resume keeps the saved value; change it as you resume: aestudy run --resume {run_dir} -p beta VALUE\n")
+
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from aestudy.run import claim_folder
+with claim_folder(Path(sys.argv[1]), option="--out"):
+    print("held", flush=True)
+    sys.stdin.read()  # hold until the test closes our stdin
+"""
+
+
+def test_a_claimed_run_folder_refuses_a_second_process(tmp_path, capsys):
+    """Issue 12, item 9: the loser exits non-zero before any work, naming the holder and what to do."""
+    out = tmp_path / "runs" / "shared"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        before = _snapshot(out)
+        code = main(["run", "--notebooks-dir", str(NOTEBOOKS), "--profile", "smoke", "--out", str(out)])
+        err = capsys.readouterr().err
+        owner = json.loads((out / OWNER_FILE).read_text())
+        assert owner["pid"] == holder.pid
+        assert code == 2 and err == (
+            f"aestudy: error: --out {out} is in use by another aestudy process (pid {holder.pid} on "
+            f"{owner['host']}, since {owner['since']}: {owner['command']}). Wait for it to finish (or stop it), "
+            "or choose another folder.\n")
+        assert _snapshot(out) == before  # nothing written by the loser
+        with (pytest.raises(ConfigError, match=r"^--resume .* is in use by another aestudy process"),
+              claim_folder(out, option="--resume")):
+            pass
+    finally:
+        holder.communicate("", timeout=30)
+    assert holder.returncode == 0 and not (out / OWNER_FILE).exists()
+    with claim_folder(out, option="--out"):  # released: free again
+        assert json.loads((out / OWNER_FILE).read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_out_one_wins_and_the_other_says_so(tmp_path):
+    out = tmp_path / "runs" / "x"
+    gate, reached = tmp_path / "gate", tmp_path / "reached"
+    env = {**os.environ, "TOY_GATE": str(gate), "TOY_GATE_REACHED": str(reached)}
+    command = [sys.executable, "-m", "aestudy.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--only", "01",
+               "--profile", "smoke", "--out", str(out), "--quiet"]
+    first = subprocess.Popen([*command, "-p", "seed", "1"], env=env, cwd=tmp_path, stderr=subprocess.PIPE,
+                             text=True)
+    _wait_for(reached.exists, first, "the first run to reach its gate cell")
+    second = subprocess.run([*command, "-p", "seed", "2"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    gate.touch()
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 2
+    assert second.stderr.startswith(f"aestudy: error: --out {out} is in use by another aestudy process (pid "
+                                    f"{first.pid} on ")
+    assert load_state(out)["parameters"][f"{ALPHA}.ipynb"]["seed"] == 1 and load_state(out)["run_status"] == (
+        "complete")
+
+
+def test_list_and_literal_parameters_reach_papermill_as_values(tmp_path):
+    """A list parameter (like 03's tune_lrs, were it a parameter) and a Literal one, end to end up to injection."""
+    from papermill.translators import PythonTranslator
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('lrs: tuple[float, ...] = (1e-3,)  # learning rates\n'
+                                     'mode: Literal["fast", "exact"] = "fast"  # how\n')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells.append(cell)
+    nbformat.write(nb, str(folder / "01_lists.ipynb"))
+    params = collect_params([["lrs", "[1e-3, 3e-3]"], ["mode", "exact"]])
+    routed = route_parameters(discover_notebooks(folder), params)
+    assert routed == {"01_lists": {"lrs": [0.001, 0.003], "mode": "exact"}}
+    # papermill writes a tuple as a string ("(0.001, 0.003)"); the runner hands it a list, written as a list.
+    assert "lrs = [0.001, 0.003]" in PythonTranslator.codify(routed["01_lists"])
+    assert routed == route_parameters(discover_notebooks(folder), {"lrs": (0.001, 0.003), "mode": "exact"})
+    with pytest.raises(ConfigError) as info:
+        route_parameters(discover_notebooks(folder), collect_params([["mode", "slow"]]))
+    assert str(info.value) == ("notebook 01_lists: mode='slow' is invalid; the notebook declares `mode: "
+                               "Literal['fast', 'exact']`, so it must be one of 'fast', 'exact'.")
+    with pytest.raises(ConfigError, match=r"lrs=\['a'\] is invalid; .* must be a list \(each item a finite "):
+        route_parameters(discover_notebooks(folder), {"lrs": ["a"]})
+
+
+def test_a_start_stopped_before_the_first_file_leaves_no_folder(tmp_path, monkeypatch):
+    from aestudy import run as run_module
+
+    def interrupted(**_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "environment", interrupted)  # Ctrl-C while the run records its environment
+    out = tmp_path / "runs" / "new"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(NOTEBOOKS, out=out, profile="smoke", progress=False)
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------------------ the run log
@@ -391,7 +699,8 @@ def test_run_log_is_clean_and_names_wall_time_and_claim_counts(tmp_path, capfd):
     result = run_study(notebooks, out=tmp_path / "runs" / "log", profile="smoke", device="cpu", progress=True)
     assert result.status == "complete"
     log = capfd.readouterr()
-    text = log.out + log.err  # the kernel writes to the inherited file descriptors, which capfd captures
+    # The kernel's own stdout/stderr go to the run's kernel log (kept off the terminal); check both.
+    text = log.out + log.err + (tmp_path / "runs" / "log" / "logs" / f"{BETA}.kernel.log").read_text()
     assert TCP_WARNING not in text and UNPARSABLE not in text
     assert "KeyboardInterrupt caught in kernel" not in text  # no SIGINT to an idle kernel before its shutdown
     assert re.search(rf"^\[1/1\] {BETA}\.ipynb done in \d+\.\d s: 2 claims: 2 hold, 0 do not hold$", log.err,
