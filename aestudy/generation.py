@@ -187,10 +187,27 @@ def conditional_samples(model: nn.Module, n_per_class: int, *, seed: int = 0) ->
 
 
 @torch.no_grad()
-def classifier_labelled_samples(model: nn.Module, classifier: nn.Module, n: int, *,
-                                seed: int = 0) -> tuple[Tensor, Tensor]:
-    """`n` prior samples of an unconditional model, labelled by the domain classifier's most probable class."""
-    images = model.sample(n, generator=generator_on(seed, model_device(model))).cpu()
+def classifier_labelled_samples(model: nn.Module, classifier: nn.Module, n: int, *, seed: int = 0,
+                                density: CodeDensity | None = None) -> tuple[Tensor, Tensor]:
+    """`n` samples of an unconditional model, labelled by the domain classifier's most probable class.
+
+    Codes come from the model's prior N(0, I) (a VAE) or from `density` (an ex-post density of the model's codes,
+    `fit_code_density`; Ghosh et al. 2020), then pass through the decoder mean. An AE has no prior: its codes
+    have an arbitrary scale, so decoding N(0, I) draws would test the wrong sampler (issue 14 (8)); it needs
+    `density`.
+
+    Raises:
+        ConfigError: for a deterministic model without `density`.
+    """
+    n = as_int(n, "n", low=1)
+    generator = generator_on(seed)
+    if density is not None:
+        images = decoder_fn(model)(density.sample(n, generator=generator))
+    elif getattr(model, "is_variational", False):
+        images = model.sample(n, generator=generator_on(seed, model_device(model))).cpu()
+    else:
+        raise ConfigError("classifier_labelled_samples: a deterministic AE has no prior to sample; pass "
+                          "density=fit_code_density(encode_means(ae, train_images)) (the fair AE + GMM sampler).")
     return images, classifier.predict_proba(images).argmax(dim=1)
 
 

@@ -164,16 +164,18 @@ def test_perturbed_dataset_sets_the_expected_share_of_pixels_to_0_or_1() -> None
 def test_likelihood_ratio_of_a_model_with_itself_is_zero() -> None:
     vae, other = _model(seed=0), _model(seed=1)
     x = torch.bernoulli(torch.full((8, 1, 4, 4), 0.5), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(anomaly.likelihood_ratio(vae, vae, x, n_samples=3), torch.zeros(8))
-    lr = anomaly.likelihood_ratio(vae, other, x, seed=2)
-    torch.testing.assert_close(lr, anomaly.neg_elbo(vae, x, seed=2) - anomaly.neg_elbo(other, x, seed=2))
+    assert torch.equal(anomaly.likelihood_ratio(vae, vae, x, k=3), torch.zeros(8))
+    lr = anomaly.likelihood_ratio(vae, other, x, k=5, seed=2)
+    nll = {m: anomaly.anomaly_scores(m, x, score="is_nll", k=5, generator=torch.Generator().manual_seed(2))
+           for m in (vae, other)}
+    torch.testing.assert_close(lr, nll[vae] - nll[other])
 
 
 def test_compressed_bits_and_complexity_score() -> None:
     flat = torch.zeros((1, 1, 28, 28))
     noise = torch.rand((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     bits = anomaly.compressed_bits(torch.cat([flat, noise]))
-    assert bits[0] < bits[1] and bits[1] > 8 * 784 * 0.9  # noise barely compresses
+    assert bits[0] < bits[1] and 8 * 784 * 0.9 < bits[1] <= 8 * 784 + 1  # grey noise barely compresses
     nll = torch.full((2,), 300.0)
     score = anomaly.complexity_corrected(nll, torch.cat([flat, noise]))
     torch.testing.assert_close(score, nll.double() / math.log(2) - bits)
@@ -204,6 +206,9 @@ def test_holdout_sweep_one_row_per_class_and_score() -> None:
                               k=5, progress=False)
     assert len(table) == 2 * 3 and set(table["class_name"]) == {"a", "c"}
     assert table["auroc"].between(0, 1).all()
+    binary = Dataset(data.train, data.val, Split(torch.bernoulli(data.test.images), data.test.labels), INFO, "dynamic")
+    with pytest.raises(ConfigError, match=r"needs grey_test= the grey-level test split"):
+        anomaly.holdout_sweep(binary, (0,), ae_cfg, vae_cfg, TrainConfig(epochs=1, progress=False), progress=False)
 
 
 # --- synthesis --------------------------------------------------------------------------------------------
@@ -236,8 +241,15 @@ class FixedClassifier(nn.Module):
 
 
 def test_classifier_labelled_samples_and_tstr_table() -> None:
-    images, labels = generation.classifier_labelled_samples(_model("ae"), FixedClassifier(), 7, seed=0)
+    ae = _model("ae")
+    density = generation.fit_code_density(torch.randn(50, 2) * 30, kind="gaussian")
+    images, labels = generation.classifier_labelled_samples(ae, FixedClassifier(), 7, seed=0, density=density)
     assert images.shape == (7, 1, 4, 4)
+    # The AE's samples are its decoder applied to the fitted density's codes, never to N(0, I) draws.
+    torch.testing.assert_close(images, generation.decoder_fn(ae)(density.sample(7, generator=torch.Generator()
+                                                                                .manual_seed(0))))
+    with pytest.raises(ConfigError, match=r"a deterministic AE has no prior to sample; pass density="):
+        generation.classifier_labelled_samples(ae, FixedClassifier(), 7)
     assert torch.equal(labels, (images.flatten(1).mean(dim=1) > 0.5).long())
     balanced = (torch.rand((9, 1, 4, 4)), torch.arange(9) % 3)
     single = (torch.rand((9, 1, 4, 4)), torch.zeros(9, dtype=torch.long))
