@@ -230,6 +230,24 @@ def synthetic_dataset(images: Tensor, labels: Tensor, test: Split, info: Dataset
     return Dataset(train, empty, test, synthetic_info, None)
 
 
+def tstr_results(sources: Mapping[str, tuple[Tensor, Tensor]], test: Split, info: DatasetInfo, *,
+                 classifier_fn: Callable[[Dataset], nn.Module]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """"Train on synthetic, test on real": `tstr_table` plus each classifier's per-image correctness on `test`.
+
+    Returns (table, {source: (M,) bool array, image i of `test` classified correctly}) — the per-image values
+    `aestudy.stats.compare_accuracy` pairs across sources (same test images, same order).
+    """
+    rows, correct = [], {}
+    for name, (images, labels) in sources.items():
+        classifier = classifier_fn(synthetic_dataset(images, labels, test, info, name=name))
+        share = torch.bincount(labels.long(), minlength=info.num_classes).double() / len(labels)
+        entropy = float(-(share[share > 0] * share[share > 0].log2()).sum())
+        rows.append({"source": name, "train_images": len(labels), "label_entropy_bits": entropy,
+                     "test_accuracy": float(classifier.test_accuracy)})
+        correct[name] = (classifier.predict_proba(test.images).argmax(dim=1) == test.labels).numpy()
+    return pd.DataFrame(rows).set_index("source"), correct
+
+
 def tstr_table(sources: Mapping[str, tuple[Tensor, Tensor]], test: Split, info: DatasetInfo, *,
                classifier_fn: Callable[[Dataset], nn.Module]) -> pd.DataFrame:
     """"Train on synthetic, test on real": accuracy on the real `test` split of a classifier trained on each source.
@@ -238,11 +256,4 @@ def tstr_table(sources: Mapping[str, tuple[Tensor, Tensor]], test: Split, info: 
     on `dataset.test` (e.g. aestudy.classifier.get_classifier). Columns: source, train_images,
     label_entropy_bits (log2 10 ≈ 3.32 = balanced classes), test_accuracy.
     """
-    rows = []
-    for name, (images, labels) in sources.items():
-        classifier = classifier_fn(synthetic_dataset(images, labels, test, info, name=name))
-        share = torch.bincount(labels.long(), minlength=info.num_classes).double() / len(labels)
-        entropy = float(-(share[share > 0] * share[share > 0].log2()).sum())
-        rows.append({"source": name, "train_images": len(labels), "label_entropy_bits": entropy,
-                     "test_accuracy": float(classifier.test_accuracy)})
-    return pd.DataFrame(rows).set_index("source")
+    return tstr_results(sources, test, info, classifier_fn=classifier_fn)[0]

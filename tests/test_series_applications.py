@@ -258,6 +258,10 @@ def test_classifier_labelled_samples_and_tstr_table() -> None:
     assert table.loc["balanced", "label_entropy_bits"] == pytest.approx(math.log2(3))
     assert table.loc["single", "label_entropy_bits"] == 0.0
     assert (table["test_accuracy"] == 0.75).all() and (table["train_images"] == 9).all()
+    test = _split(30, 2)
+    _, correct = generation.tstr_results({"balanced": balanced}, test, INFO, classifier_fn=lambda ds: FixedClassifier())
+    expected = (test.images.flatten(1).mean(dim=1) > 0.5).long() == test.labels
+    assert correct["balanced"].dtype == bool and (correct["balanced"] == expected.numpy()).all()
 
 
 def test_real_subset_draws_without_replacement() -> None:
@@ -281,12 +285,34 @@ def test_posterior_variance_matches_the_encoder() -> None:
 
 def test_uncertainty_table_columns_and_bounds() -> None:
     vae = _model()
-    sets = {"in": torch.bernoulli(torch.full((6, 1, 4, 4), 0.3)), "out": torch.bernoulli(torch.full((4, 1, 4, 4), 0.7))}
+    grey_in, grey_out = torch.full((6, 1, 4, 4), 0.3), torch.full((4, 1, 4, 4), 0.7)
+    sets = {"in": (grey_in, torch.bernoulli(grey_in)), "out": (grey_out, torch.bernoulli(grey_out))}
     table = s04.uncertainty_table(vae, sets)
     assert list(table.columns) == ["set", "posterior_var", "neg_elbo", "recon_mse"]
     assert table["set"].tolist() == ["in"] * 6 + ["out"] * 4
     assert (table["posterior_var"] > 0).all() and (table["neg_elbo"] > 0).all()
-    assert table["recon_mse"].between(0, 1).all()
+    # The error is against the grey levels the binarized images were drawn from (issue 14 (4)).
+    expected = torch.cat([anomaly.recon_error(vae, b, g) for g, b in sets.values()])
+    np.testing.assert_allclose(table["recon_mse"].to_numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_replicate_models_and_paired_probe_rows() -> None:
+    data = _toy()
+    ae_cfg = ModelConfig(kind="ae", arch="mlp", input_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    vae_cfg = ModelConfig(kind="vae", arch="mlp", input_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    reps = s04.replicate_models(data, ae_cfg, vae_cfg, TrainConfig(epochs=1, progress=False, device="cpu"),
+                                NoiseConfig("gaussian", 0.3), seeds=(0, 1))
+    assert list(reps) == [0, 1] and all(list(m) == ["AE", "DAE", "VAE", "DVAE"] for m in reps.values())
+    psnr = s04.replicate_denoising(reps, data.test.images, [NoiseConfig("gaussian", 0.1)])
+    assert len(psnr) == 2 * 5 and s04.per_seed(psnr, "psnr", model="DAE").shape == (2,)
+    pca = probes.pca_features(data.train.images, data.test.images, 2)
+    table = s04.replicate_probes(reps, data.train.images, data.train.labels, data.test.images, data.test.labels,
+                                 label_counts=(6, None), pca=pca)
+    assert len(table) == 2 * 2 * 4 and table["accuracy"].between(0, 1).all()
+    # Seed s probes PCA on the labelled draw of seed s: the same value the plain probe gives.
+    assert s04.per_seed(table, "accuracy", representation="PCA", labels=6)[1] == pytest.approx(
+        probes.linear_probe_accuracy(pca[0], data.train.labels, pca[1], data.test.labels, n_labels=6, seed=1,
+                                     max_iter=200))
 
 
 def test_spearman_table_monotone_pairs() -> None:
