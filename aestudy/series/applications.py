@@ -114,12 +114,14 @@ def replicate_denoising(replicates: Mapping[int, Mapping[str, nn.Module]], clean
 
 def replicate_probes(replicates: Mapping[int, Mapping[str, nn.Module]], train_images: Tensor, train_labels: Tensor,
                      test_images: Tensor, test_labels: Tensor, *, label_counts: Sequence[int | None],
-                     pca: tuple[Any, Any], max_iter: int = 200) -> pd.DataFrame:
+                     pca: tuple[Any, Any], max_iter: int = 200,
+                     representations: Sequence[str] = ("AE", "VAE", "PCA", "raw pixels")) -> pd.DataFrame:
     """Linear-probe accuracy per replicate seed of AE codes, VAE means (active units only), PCA and raw pixels.
 
     Seed s probes its own AE and VAE and — paired with them — PCA and raw pixels on the same labelled draw
-    (seed s), so `compare(..., paired=True)` sees the same labels in both arms. Columns: seed, labels,
-    representation, accuracy.
+    (seed s), so `compare(..., paired=True)` sees the same labels in both arms; `representations` picks which
+    are probed (a probe on raw pixels with every label is the slow one). Columns: seed, labels, representation,
+    accuracy.
     """
     rows = []
     raw = (train_images.flatten(1).numpy(), test_images.flatten(1).numpy())
@@ -128,6 +130,7 @@ def replicate_probes(replicates: Mapping[int, Mapping[str, nn.Module]], train_im
                                                  encode_means(models["VAE"], test_images))
         features = {"AE": (encode_means(models["AE"], train_images), encode_means(models["AE"], test_images)),
                     "VAE": (vae_train, vae_test), "PCA": pca, "raw pixels": raw}
+        features = {name: features[name] for name in representations}
         table = probe_table(features, train_labels, test_labels, label_counts=label_counts, repeats=1, seed=seed,
                             max_iter=max_iter)
         table = table[table["probe"] == "linear probe"]
