@@ -37,6 +37,7 @@ from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig
 from aestudy.objectives import is_nll
 from aestudy.progress import progress as progress_bar
+from aestudy.stats import Verdict, compare_auroc
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
 ArrayLike = Tensor | np.ndarray
@@ -50,7 +51,8 @@ LN2 = math.log(2.0)
 OOD_LAYOUTS: tuple[str, ...] = ("as loaded", "mnist")
 
 
-Scorer = Callable[[Tensor], Tensor]
+Scorer = Callable[[Tensor, Tensor], Tensor]  # (grey images, their binarization) -> per-image scores (N,)
+ImagePair = tuple[Tensor, Tensor]  # (grey levels (N, C, H, W), the same images binarized once (N, C, H, W))
 
 
 def _scores_and_labels(scores_normal: ArrayLike, scores_anomalous: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -158,26 +160,70 @@ def neg_elbo(model: nn.Module, images: Tensor, *, n_samples: int = 1, seed: int 
     return -elbo_per_image(model, images, n_samples=n_samples, generator=generator)["elbo"]
 
 
-def likelihood_ratio(model: nn.Module, background: nn.Module, images: Tensor, *, n_samples: int = 1,
-                     seed: int = 0) -> Tensor:
-    """The likelihood-ratio anomaly score (Ren et al. 2019) with ELBOs: −ELBO_model(x) − (−ELBO_background(x)).
+def recon_error(model: nn.Module, inputs: Tensor, targets: Tensor, *, batch_size: int = EVAL_BATCH) -> Tensor:
+    """Reconstruction error ‖targets − model(inputs)‖² / D per image (N,), intensity².
 
-    Higher = more anomalous: the model explains x no better than a model of perturbed data does, so what
-    it explains is background statistics (e.g. how many pixels are on), not the semantics of the class.
-    Both bounds use the same seeded draws, so identical models score exactly 0.
+    For a model trained on dynamically binarized images, `inputs` are the binarized images it sees and `targets`
+    their grey levels: the decoder's output estimates the grey level (the Bernoulli mean), so scoring it against
+    the binarized pixels would add each pixel's Bernoulli noise p(1 − p) — which tracks how much grey an image
+    has, not how unusual it is (issue 14 (4): Spearman 0.94 with Σ p(1 − p)).
+
+    Raises:
+        ConfigError: when inputs and targets differ in shape.
     """
-    return (neg_elbo(model, images, n_samples=n_samples, seed=seed)
-            - neg_elbo(background, images, n_samples=n_samples, seed=seed))
+    if inputs.shape != targets.shape:
+        raise ConfigError(f"recon_error: inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must be the "
+                          "same images (grey targets of the binarized inputs), so the same shape.")
+    return batched(model, lambda x, t: mse_per_image(t, model.reconstruct(x)), inputs, targets,
+                   batch_size=batch_size)
+
+
+def likelihood_ratio(model: nn.Module, background: nn.Module, images: Tensor, *, k: int = 100,
+                     seed: int = 0) -> Tensor:
+    """The likelihood-ratio anomaly score (Ren et al. 2019): NLL_model(x) − NLL_background(x), nats (N,).
+
+    Both NLLs are importance-sampled with `k` samples (−L_k, Burda et al. 2016). Higher = more anomalous: the
+    model explains x no better than a model of perturbed data does, so what it explains is background
+    statistics (e.g. how many pixels are on), not the semantics of the class. Single-sample ELBOs would leave
+    each model's own bound gap KL(q ‖ p(z|x)) in the difference, and the two gaps do not cancel (issue 14 (5));
+    −L_k's gap shrinks as k grows. Both estimates use the same seeded draws, so identical models score exactly 0.
+    """
+    def nll(m: nn.Module) -> Tensor:
+        return anomaly_scores(m, images, score="is_nll", k=k, generator=generator_on(seed, model_device(m)))
+
+    return nll(model).cpu() - nll(background).cpu()
+
+
+def _raw_deflate_bytes(payload: bytes, level: int) -> int:
+    """Length in bytes of `payload` compressed by raw DEFLATE (zlib without its 6-byte header and checksum)."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return len(packer.compress(payload) + packer.flush())
 
 
 def compressed_bits(images: Tensor, *, level: int = 9) -> Tensor:
-    """Length in bits of each image's 8-bit pixels compressed by zlib (Python's stdlib DEFLATE, as in PNG), (N,)."""
-    pixels = (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).flatten(1).numpy()
-    return torch.tensor([8.0 * len(zlib.compress(row.tobytes(), level)) for row in pixels], dtype=torch.float64)
+    """A lossless code length L(x) in bits of each image (N,), the complexity of Serrà et al. (2020).
+
+    Binary images (every pixel 0 or 1: what the Bernoulli models score) are bit-packed (8 pixels a byte,
+    numpy.packbits) and compressed by raw DEFLATE (zlib, PNG's compressor); other images are quantised to 8 bits
+    a pixel first. The code is two-part: 1 flag bit, then the smaller of the DEFLATE stream and the raw pixels
+    (D bits for a binary image, 8·D for a grey one), so L(x) ≤ D + 1 for a binary image — a code length for the
+    very object the model assigns a probability to. (Compressing a binary image stored as D bytes of 0/255 costs
+    more than D bits even for pure noise, issue 14 (11), so the old L was loose by a varying amount.)
+    """
+    flat = images.detach().cpu().flatten(1)
+    binary = bool(((flat == 0) | (flat == 1)).all())
+    if binary:
+        rows = np.packbits(flat.numpy().astype(np.uint8), axis=1)
+        raw_bits = flat.shape[1]
+    else:
+        rows = (flat.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        raw_bits = 8 * flat.shape[1]
+    return torch.tensor([1.0 + min(8.0 * _raw_deflate_bytes(row.tobytes(), level), raw_bits) for row in rows],
+                        dtype=torch.float64)
 
 
 def complexity_corrected(nll_nats: Tensor, images: Tensor) -> Tensor:
-    """Serrà et al. (2020)'s score S(x) = NLL(x) in bits − L(x), L = zlib-compressed size in bits, (N,).
+    """Serrà et al. (2020)'s score S(x) = NLL(x) in bits − L(x), L = `compressed_bits` of the same images, (N,).
 
     Higher = more anomalous: the model needs more bits than a generic compressor, which corrects for
     simple images (few strokes, flat background) getting a high likelihood under any model.
@@ -233,20 +279,28 @@ def ood_images(name: str, *, n: int, seed: int = 0, layout: str = "as loaded") -
 
 
 def model_scorers(ae: nn.Module, vae: nn.Module, *, k: int | None = 100, seed: int = 0) -> dict[str, Scorer]:
-    """The anomaly scores of section 3: AE reconstruction error, VAE −ELBO and (when k) VAE IS-NLL with k samples."""
+    """The anomaly scores of section 3, each taking (grey, binarized) images of models trained on binarized data.
+
+    AE reconstruction error of the binarized input against the grey levels (`recon_error`), VAE −ELBO and
+    (when k) VAE IS-NLL with k samples, both of the binarized images.
+    """
     scorers: dict[str, Scorer] = {
-        "AE recon error": lambda x: anomaly_scores(ae, x, score="recon"),
-        "VAE −ELBO": lambda x: neg_elbo(vae, x, seed=seed),
+        "AE recon error": lambda grey, binary: recon_error(ae, binary, grey),
+        "VAE −ELBO": lambda grey, binary: neg_elbo(vae, binary, seed=seed),
     }
     if k is not None:
-        scorers["VAE IS-NLL"] = lambda x: anomaly_scores(vae, x, score="is_nll", k=k,
-                                                         generator=generator_on(seed, model_device(vae)))
+        scorers["VAE IS-NLL"] = lambda grey, binary: anomaly_scores(
+            vae, binary, score="is_nll", k=k, generator=generator_on(seed, model_device(vae)))
     return scorers
 
 
-def score_sets(scorers: Mapping[str, Scorer], normal: Tensor, anomalous: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-    """Each scorer applied to the normal and the anomalous images: name -> (scores (N,), scores (M,))."""
-    return {name: (score(normal).detach().cpu(), score(anomalous).detach().cpu()) for name, score in scorers.items()}
+def score_sets(scorers: Mapping[str, Scorer], normal: ImagePair, anomalous: ImagePair
+               ) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each scorer applied to the normal and the anomalous (grey, binarized) images: name -> (scores (N,), (M,))."""
+    for name, pair in (("normal", normal), ("anomalous", anomalous)):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0].shape == pair[1].shape):
+            raise ConfigError(f"score_sets: {name} must be a (grey images, binarized images) pair of equal shapes.")
+    return {name: (score(*normal).detach().cpu(), score(*anomalous).detach().cpu()) for name, score in scorers.items()}
 
 
 def auroc_table(scores: Mapping[str, tuple[Tensor, Tensor]]) -> pd.DataFrame:
@@ -265,26 +319,75 @@ def roc_curves(scores: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[n
     return curves
 
 
-def ood_score_sets(*, vae: nn.Module, background: nn.Module, ae: nn.Module, inside: tuple[Tensor, Tensor],
-                   outside: tuple[Tensor, Tensor], k: int = 100, seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
+def ood_score_sets(*, vae: nn.Module, background: nn.Module, ae: nn.Module, inside: ImagePair,
+                   outside: ImagePair, k: int = 100, seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
     """Scores of in-distribution and OOD images, name -> (inside (N,), outside (M,)); higher = more anomalous.
 
     `inside` and `outside` are (grey, binarized) image pairs. The AE (a grey-level model) scores grey images
     by reconstruction error; the binarized-data VAE scores binarized ones by −ELBO and IS-NLL (k samples),
-    the likelihood ratio against `background` (Ren et al. 2019) and the complexity-corrected IS-NLL
-    (Serrà et al. 2020).
+    the likelihood ratio against `background` (Ren et al. 2019, both NLLs importance-sampled with k) and the
+    complexity-corrected IS-NLL (Serrà et al. 2020, L(x) of the binarized image).
     """
-    scores = {"AE recon error": (anomaly_scores(ae, inside[0], score="recon"),
-                                 anomaly_scores(ae, outside[0], score="recon"))}
+    scores = {"AE recon error": (recon_error(ae, inside[0], inside[0]), recon_error(ae, outside[0], outside[0]))}
     nll = {part: anomaly_scores(vae, x[1], score="is_nll", k=k, generator=generator_on(seed, model_device(vae)))
            for part, x in (("in", inside), ("out", outside))}
+    background_nll = {part: anomaly_scores(background, x[1], score="is_nll", k=k,
+                                           generator=generator_on(seed, model_device(background)))
+                      for part, x in (("in", inside), ("out", outside))}
     scores["VAE −ELBO"] = (neg_elbo(vae, inside[1], seed=seed), neg_elbo(vae, outside[1], seed=seed))
     scores["VAE IS-NLL"] = (nll["in"], nll["out"])
-    scores["likelihood ratio"] = (likelihood_ratio(vae, background, inside[1], seed=seed),
-                                  likelihood_ratio(vae, background, outside[1], seed=seed))
+    scores["likelihood ratio"] = (nll["in"].cpu() - background_nll["in"].cpu(),
+                                  nll["out"].cpu() - background_nll["out"].cpu())
     scores["complexity-corrected IS-NLL"] = (complexity_corrected(nll["in"], inside[1]),
                                              complexity_corrected(nll["out"], outside[1]))
     return {name: (a.detach().cpu(), b.detach().cpu()) for name, (a, b) in scores.items()}
+
+
+OOD_FIXES: tuple[str, ...] = ("likelihood ratio", "complexity-corrected IS-NLL")
+
+
+def ood_fix_table(scores_by_set: Mapping[str, Mapping[str, tuple[Tensor, Tensor]]], *, deciding: str,
+                  min_effect: float, baseline: str = "VAE IS-NLL", fixes: Sequence[str] = OOD_FIXES,
+                  alpha: float = 0.05) -> tuple[pd.DataFrame, dict[tuple[str, str], Verdict]]:
+    """Every OOD fix against the raw likelihood on every OOD set, the deciding set named in advance (issue 14 (6)).
+
+    Args:
+        scores_by_set: OOD set name -> `ood_score_sets` output (in-distribution vs that set).
+        deciding: the OOD set whose verdict the notebook's claim reports — named before the scores are seen; the
+            other sets are reported beside it, so a fix that helps on one set and hurts on another shows.
+        min_effect: smallest AUROC gain (AUROC units) that counts, fixed before measuring.
+        baseline, fixes: the score every fix is compared with, and the fixes (keys of each set's scores).
+        alpha: level of DeLong's test (`aestudy.stats.compare_auroc`).
+
+    Returns:
+        (table, verdicts): one row per (OOD set, fix) with columns ood_set, fix, deciding (bool), auroc_fix,
+        auroc_baseline, effect (= AUROC gain), ci_low, ci_high, p_value, verdict; and {(set, fix): Verdict}.
+
+    Raises:
+        ConfigError: when `deciding` is not one of the sets, or a set lacks the baseline or a fix.
+    """
+    if deciding not in scores_by_set:
+        raise ConfigError(f"deciding={deciding!r} is not one of the OOD sets scored; valid values: "
+                          f"{', '.join(map(repr, scores_by_set))}.")
+    rows, verdicts = [], {}
+    for set_name, scores in scores_by_set.items():
+        missing = [n for n in (baseline, *fixes) if n not in scores]
+        if missing:
+            raise ConfigError(f"the scores of OOD set {set_name!r} lack {missing}; they must hold the baseline and "
+                              f"every fix (keys: {', '.join(scores)}).")
+        inside, outside = scores[baseline]
+        labels = np.concatenate([np.zeros(len(inside)), np.ones(len(outside))])
+        base = np.concatenate([_as_numpy(inside), _as_numpy(outside)])
+        for fix in fixes:
+            fix_in, fix_out = scores[fix]
+            verdict = compare_auroc(labels, np.concatenate([_as_numpy(fix_in), _as_numpy(fix_out)]), base,
+                                    min_effect=min_effect, alpha=alpha)
+            verdicts[(set_name, fix)] = verdict
+            rows.append({"ood_set": set_name, "fix": fix, "deciding": set_name == deciding,
+                         "auroc_fix": verdict.mean_a, "auroc_baseline": verdict.mean_b, "effect": verdict.effect,
+                         "ci_low": verdict.ci_low, "ci_high": verdict.ci_high, "p_value": verdict.p_value,
+                         "verdict": verdict.verdict})
+    return pd.DataFrame(rows), verdicts
 
 
 @dataclass
@@ -304,17 +407,31 @@ def holdout_models(data: Dataset, anomaly_class: int, ae_cfg: ModelConfig, vae_c
 
 
 def holdout_sweep(data: Dataset, classes: Sequence[int], ae_cfg: ModelConfig, vae_cfg: ModelConfig,
-                  train_cfg: TrainConfig, *, k: int | None = None, seed: int = 0,
+                  train_cfg: TrainConfig, *, grey_test: Split | None = None, k: int | None = None, seed: int = 0,
                   progress: bool = True) -> pd.DataFrame:
     """AUROC of each score with each class held out in turn (models trained per class, on `data`'s test split).
 
-    Columns: anomaly_class, class_name, score, auroc.
+    `grey_test` holds the grey levels of `data.test` (same images, same order) when `data` is binarized: the
+    reconstruction error is scored against them (see `recon_error`). Columns: anomaly_class, class_name,
+    score, auroc.
+
+    Raises:
+        ConfigError: when `data` is binarized and `grey_test` is missing or does not match its test split.
     """
+    if grey_test is None:
+        if data.binarize is not None:
+            raise ConfigError("holdout_sweep on binarized data needs grey_test= the grey-level test split "
+                              "(load_dataset(..., binarize=None).test), to score reconstructions against grey levels.")
+        grey_test = data.test
+    if grey_test.images.shape != data.test.images.shape or not torch.equal(grey_test.labels, data.test.labels):
+        raise ConfigError("grey_test must hold the same test images as data.test (same shape, labels and order).")
     rows = []
     for c in progress_bar(classes, desc="held-out classes", enabled=progress):
         held = holdout_models(data, c, ae_cfg, vae_cfg, train_cfg)
-        normal, anomalous = split_by_class(data.test, c)
-        scores = score_sets(model_scorers(held.ae.model, held.vae.model, k=k, seed=seed), normal, anomalous)
+        (grey_normal, grey_anomalous), (normal, anomalous) = (split_by_class(grey_test, c),
+                                                              split_by_class(data.test, c))
+        scores = score_sets(model_scorers(held.ae.model, held.vae.model, k=k, seed=seed),
+                            (grey_normal, normal), (grey_anomalous, anomalous))
         rows += [{"anomaly_class": c, "class_name": data.info.class_names[c], "score": name, "auroc": row.auroc}
                  for name, row in auroc_table(scores).iterrows()]
     return pd.DataFrame(rows)

@@ -187,10 +187,27 @@ def conditional_samples(model: nn.Module, n_per_class: int, *, seed: int = 0) ->
 
 
 @torch.no_grad()
-def classifier_labelled_samples(model: nn.Module, classifier: nn.Module, n: int, *,
-                                seed: int = 0) -> tuple[Tensor, Tensor]:
-    """`n` prior samples of an unconditional model, labelled by the domain classifier's most probable class."""
-    images = model.sample(n, generator=generator_on(seed, model_device(model))).cpu()
+def classifier_labelled_samples(model: nn.Module, classifier: nn.Module, n: int, *, seed: int = 0,
+                                density: CodeDensity | None = None) -> tuple[Tensor, Tensor]:
+    """`n` samples of an unconditional model, labelled by the domain classifier's most probable class.
+
+    Codes come from the model's prior N(0, I) (a VAE) or from `density` (an ex-post density of the model's codes,
+    `fit_code_density`; Ghosh et al. 2020), then pass through the decoder mean. An AE has no prior: its codes
+    have an arbitrary scale, so decoding N(0, I) draws would test the wrong sampler (issue 14 (8)); it needs
+    `density`.
+
+    Raises:
+        ConfigError: for a deterministic model without `density`.
+    """
+    n = as_int(n, "n", low=1)
+    generator = generator_on(seed)
+    if density is not None:
+        images = decoder_fn(model)(density.sample(n, generator=generator))
+    elif getattr(model, "is_variational", False):
+        images = model.sample(n, generator=generator_on(seed, model_device(model))).cpu()
+    else:
+        raise ConfigError("classifier_labelled_samples: a deterministic AE has no prior to sample; pass "
+                          "density=fit_code_density(encode_means(ae, train_images)) (the fair AE + GMM sampler).")
     return images, classifier.predict_proba(images).argmax(dim=1)
 
 
@@ -213,6 +230,24 @@ def synthetic_dataset(images: Tensor, labels: Tensor, test: Split, info: Dataset
     return Dataset(train, empty, test, synthetic_info, None)
 
 
+def tstr_results(sources: Mapping[str, tuple[Tensor, Tensor]], test: Split, info: DatasetInfo, *,
+                 classifier_fn: Callable[[Dataset], nn.Module]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """"Train on synthetic, test on real": `tstr_table` plus each classifier's per-image correctness on `test`.
+
+    Returns (table, {source: (M,) bool array, image i of `test` classified correctly}) — the per-image values
+    `aestudy.stats.compare_accuracy` pairs across sources (same test images, same order).
+    """
+    rows, correct = [], {}
+    for name, (images, labels) in sources.items():
+        classifier = classifier_fn(synthetic_dataset(images, labels, test, info, name=name))
+        share = torch.bincount(labels.long(), minlength=info.num_classes).double() / len(labels)
+        entropy = float(-(share[share > 0] * share[share > 0].log2()).sum())
+        rows.append({"source": name, "train_images": len(labels), "label_entropy_bits": entropy,
+                     "test_accuracy": float(classifier.test_accuracy)})
+        correct[name] = (classifier.predict_proba(test.images).argmax(dim=1) == test.labels).numpy()
+    return pd.DataFrame(rows).set_index("source"), correct
+
+
 def tstr_table(sources: Mapping[str, tuple[Tensor, Tensor]], test: Split, info: DatasetInfo, *,
                classifier_fn: Callable[[Dataset], nn.Module]) -> pd.DataFrame:
     """"Train on synthetic, test on real": accuracy on the real `test` split of a classifier trained on each source.
@@ -221,11 +256,4 @@ def tstr_table(sources: Mapping[str, tuple[Tensor, Tensor]], test: Split, info: 
     on `dataset.test` (e.g. aestudy.classifier.get_classifier). Columns: source, train_images,
     label_entropy_bits (log2 10 ≈ 3.32 = balanced classes), test_accuracy.
     """
-    rows = []
-    for name, (images, labels) in sources.items():
-        classifier = classifier_fn(synthetic_dataset(images, labels, test, info, name=name))
-        share = torch.bincount(labels.long(), minlength=info.num_classes).double() / len(labels)
-        entropy = float(-(share[share > 0] * share[share > 0].log2()).sum())
-        rows.append({"source": name, "train_images": len(labels), "label_entropy_bits": entropy,
-                     "test_accuracy": float(classifier.test_accuracy)})
-    return pd.DataFrame(rows).set_index("source")
+    return tstr_results(sources, test, info, classifier_fn=classifier_fn)[0]

@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from aestudy.errors import ConfigError
+from aestudy.validate import as_float
 
 ArrayLike = Tensor | np.ndarray
 
@@ -69,6 +70,30 @@ def knn_accuracy(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test
     if not (isinstance(k, int) and 1 <= k <= len(y)):
         raise ConfigError(f"k={k!r} is invalid; it must be an integer in [1, {len(y)}] (the labelled set size).")
     return float(KNeighborsClassifier(n_neighbors=k).fit(x, y).score(_as_numpy(test_x), _as_numpy(test_y)))
+
+
+def active_features(train_x: ArrayLike, test_x: ArrayLike, *, threshold: float = 0.01
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """VAE posterior means restricted to the active units: (train (N, A), test (M, A), kept unit indices (A,)).
+
+    A unit is active when the variance of its mean over the *training* codes exceeds `threshold` (Burda et al.
+    2016's 0.01, as `aestudy.metrics.active_units`). Inactive units carry no information about x: their means
+    sit near 0 with a tiny input-dependent jitter. The linear probe standardises every feature, which blows that
+    jitter up to unit variance — 100 labels then have to learn to ignore several pure-noise features (issue 14
+    (9)). Dropping them keeps the probe on what the code actually carries. When no unit is active every unit is
+    kept (a collapsed model is then probed as it is). Meant for VAE means only: AE codes have no natural scale.
+
+    Raises:
+        ConfigError: for a threshold < 0 or features that are not 2-D with the same width.
+    """
+    threshold = as_float(threshold, "threshold", low=0.0)
+    train, test = _as_numpy(train_x), _as_numpy(test_x)
+    if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
+        raise ConfigError(f"active_features needs 2-D features of equal width; got {train.shape} and {test.shape}.")
+    keep = np.flatnonzero(train.astype(np.float64).var(axis=0, ddof=1) > threshold)
+    if keep.size == 0:
+        keep = np.arange(train.shape[1])
+    return train[:, keep], test[:, keep], keep
 
 
 def pca_features(train_images: Tensor, test_images: Tensor, dim: int, *,

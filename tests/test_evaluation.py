@@ -65,7 +65,7 @@ MEASUREMENTS = {
     "anomaly_scores recon": lambda ae, vae: anomaly.anomaly_scores(ae, x, score="recon"),
     "anomaly_scores is_nll": lambda ae, vae: anomaly.anomaly_scores(vae, x[:4], score="is_nll", k=8),
     "neg_elbo": lambda ae, vae: anomaly.neg_elbo(vae, x),
-    "likelihood_ratio": lambda ae, vae: anomaly.likelihood_ratio(vae, _model("vae"), x),
+    "likelihood_ratio": lambda ae, vae: anomaly.likelihood_ratio(vae, _model("vae"), x[:4], k=4),
     "decoder_fn": lambda ae, vae: generation.decoder_fn(ae)(torch.randn(5, 3)),
     "generation_sources": lambda ae, vae: generation.generation_sources(ae, 6, fit_inputs=x, n_components=2),
     "denoising_table": lambda ae, vae: denoising.denoising_table({"AE": ae}, x, [NoiseConfig("gaussian", 0.1)]),
@@ -73,7 +73,10 @@ MEASUREMENTS = {
     "gradient_variance": lambda ae, vae: s02.gradient_variance(vae, x[:1], (2,), repeats=3),
     "ae_distortion": lambda ae, vae: s02.ae_distortion(ae, x),
     "own_loss": lambda ae, vae: s03.own_loss(vae, x, TrainConfig(epochs=1, device="cpu")),
-    "uncertainty_table": lambda ae, vae: s04.uncertainty_table(vae, {"test": x}),
+    "uncertainty_table": lambda ae, vae: s04.uncertainty_table(vae, {"test": (x, x.bernoulli())}),
+    "recon_error": lambda ae, vae: anomaly.recon_error(ae, x.bernoulli(), x),
+    "iwae_gap_table": lambda ae, vae: s02.iwae_gap_table(vae, x[:4], torch.zeros(4), (1, 4), repeats=2),
+    "nll_protocol": lambda ae, vae: s02.nll_protocol(vae, x[:4], (1, 4)),
 }
 
 

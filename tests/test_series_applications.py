@@ -164,16 +164,18 @@ def test_perturbed_dataset_sets_the_expected_share_of_pixels_to_0_or_1() -> None
 def test_likelihood_ratio_of_a_model_with_itself_is_zero() -> None:
     vae, other = _model(seed=0), _model(seed=1)
     x = torch.bernoulli(torch.full((8, 1, 4, 4), 0.5), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(anomaly.likelihood_ratio(vae, vae, x, n_samples=3), torch.zeros(8))
-    lr = anomaly.likelihood_ratio(vae, other, x, seed=2)
-    torch.testing.assert_close(lr, anomaly.neg_elbo(vae, x, seed=2) - anomaly.neg_elbo(other, x, seed=2))
+    assert torch.equal(anomaly.likelihood_ratio(vae, vae, x, k=3), torch.zeros(8))
+    lr = anomaly.likelihood_ratio(vae, other, x, k=5, seed=2)
+    nll = {m: anomaly.anomaly_scores(m, x, score="is_nll", k=5, generator=torch.Generator().manual_seed(2))
+           for m in (vae, other)}
+    torch.testing.assert_close(lr, nll[vae] - nll[other])
 
 
 def test_compressed_bits_and_complexity_score() -> None:
     flat = torch.zeros((1, 1, 28, 28))
     noise = torch.rand((1, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     bits = anomaly.compressed_bits(torch.cat([flat, noise]))
-    assert bits[0] < bits[1] and bits[1] > 8 * 784 * 0.9  # noise barely compresses
+    assert bits[0] < bits[1] and 8 * 784 * 0.9 < bits[1] <= 8 * 784 + 1  # grey noise barely compresses
     nll = torch.full((2,), 300.0)
     score = anomaly.complexity_corrected(nll, torch.cat([flat, noise]))
     torch.testing.assert_close(score, nll.double() / math.log(2) - bits)
@@ -204,6 +206,9 @@ def test_holdout_sweep_one_row_per_class_and_score() -> None:
                               k=5, progress=False)
     assert len(table) == 2 * 3 and set(table["class_name"]) == {"a", "c"}
     assert table["auroc"].between(0, 1).all()
+    binary = Dataset(data.train, data.val, Split(torch.bernoulli(data.test.images), data.test.labels), INFO, "dynamic")
+    with pytest.raises(ConfigError, match=r"needs grey_test= the grey-level test split"):
+        anomaly.holdout_sweep(binary, (0,), ae_cfg, vae_cfg, TrainConfig(epochs=1, progress=False), progress=False)
 
 
 # --- synthesis --------------------------------------------------------------------------------------------
@@ -236,8 +241,15 @@ class FixedClassifier(nn.Module):
 
 
 def test_classifier_labelled_samples_and_tstr_table() -> None:
-    images, labels = generation.classifier_labelled_samples(_model("ae"), FixedClassifier(), 7, seed=0)
+    ae = _model("ae")
+    density = generation.fit_code_density(torch.randn(50, 2) * 30, kind="gaussian")
+    images, labels = generation.classifier_labelled_samples(ae, FixedClassifier(), 7, seed=0, density=density)
     assert images.shape == (7, 1, 4, 4)
+    # The AE's samples are its decoder applied to the fitted density's codes, never to N(0, I) draws.
+    torch.testing.assert_close(images, generation.decoder_fn(ae)(density.sample(7, generator=torch.Generator()
+                                                                                .manual_seed(0))))
+    with pytest.raises(ConfigError, match=r"a deterministic AE has no prior to sample; pass density="):
+        generation.classifier_labelled_samples(ae, FixedClassifier(), 7)
     assert torch.equal(labels, (images.flatten(1).mean(dim=1) > 0.5).long())
     balanced = (torch.rand((9, 1, 4, 4)), torch.arange(9) % 3)
     single = (torch.rand((9, 1, 4, 4)), torch.zeros(9, dtype=torch.long))
@@ -246,6 +258,10 @@ def test_classifier_labelled_samples_and_tstr_table() -> None:
     assert table.loc["balanced", "label_entropy_bits"] == pytest.approx(math.log2(3))
     assert table.loc["single", "label_entropy_bits"] == 0.0
     assert (table["test_accuracy"] == 0.75).all() and (table["train_images"] == 9).all()
+    test = _split(30, 2)
+    _, correct = generation.tstr_results({"balanced": balanced}, test, INFO, classifier_fn=lambda ds: FixedClassifier())
+    expected = (test.images.flatten(1).mean(dim=1) > 0.5).long() == test.labels
+    assert correct["balanced"].dtype == bool and (correct["balanced"] == expected.numpy()).all()
 
 
 def test_real_subset_draws_without_replacement() -> None:
@@ -269,12 +285,34 @@ def test_posterior_variance_matches_the_encoder() -> None:
 
 def test_uncertainty_table_columns_and_bounds() -> None:
     vae = _model()
-    sets = {"in": torch.bernoulli(torch.full((6, 1, 4, 4), 0.3)), "out": torch.bernoulli(torch.full((4, 1, 4, 4), 0.7))}
+    grey_in, grey_out = torch.full((6, 1, 4, 4), 0.3), torch.full((4, 1, 4, 4), 0.7)
+    sets = {"in": (grey_in, torch.bernoulli(grey_in)), "out": (grey_out, torch.bernoulli(grey_out))}
     table = s04.uncertainty_table(vae, sets)
     assert list(table.columns) == ["set", "posterior_var", "neg_elbo", "recon_mse"]
     assert table["set"].tolist() == ["in"] * 6 + ["out"] * 4
     assert (table["posterior_var"] > 0).all() and (table["neg_elbo"] > 0).all()
-    assert table["recon_mse"].between(0, 1).all()
+    # The error is against the grey levels the binarized images were drawn from (issue 14 (4)).
+    expected = torch.cat([anomaly.recon_error(vae, b, g) for g, b in sets.values()])
+    np.testing.assert_allclose(table["recon_mse"].to_numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_replicate_models_and_paired_probe_rows() -> None:
+    data = _toy()
+    ae_cfg = ModelConfig(kind="ae", arch="mlp", input_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    vae_cfg = ModelConfig(kind="vae", arch="mlp", input_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    reps = s04.replicate_models(data, ae_cfg, vae_cfg, TrainConfig(epochs=1, progress=False, device="cpu"),
+                                NoiseConfig("gaussian", 0.3), seeds=(0, 1))
+    assert list(reps) == [0, 1] and all(list(m) == ["AE", "DAE", "VAE", "DVAE"] for m in reps.values())
+    psnr = s04.replicate_denoising(reps, data.test.images, [NoiseConfig("gaussian", 0.1)])
+    assert len(psnr) == 2 * 5 and s04.per_seed(psnr, "psnr", model="DAE").shape == (2,)
+    pca = probes.pca_features(data.train.images, data.test.images, 2)
+    table = s04.replicate_probes(reps, data.train.images, data.train.labels, data.test.images, data.test.labels,
+                                 label_counts=(6, None), pca=pca)
+    assert len(table) == 2 * 2 * 4 and table["accuracy"].between(0, 1).all()
+    # Seed s probes PCA on the labelled draw of seed s: the same value the plain probe gives.
+    assert s04.per_seed(table, "accuracy", representation="PCA", labels=6)[1] == pytest.approx(
+        probes.linear_probe_accuracy(pca[0], data.train.labels, pca[1], data.test.labels, n_labels=6, seed=1,
+                                     max_iter=200))
 
 
 def test_spearman_table_monotone_pairs() -> None:

@@ -4,20 +4,25 @@ notebook needs (the reusable ones live in `denoising`, `probes`, `anomaly`, `gen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from aestudy.anomaly import check_class, neg_elbo, unavailable_reason
-from aestudy.data import DATASET_NAMES, DatasetInfo
-from aestudy.denoising import denoising_noise
+from aestudy.anomaly import check_class, neg_elbo, recon_error, unavailable_reason
+from aestudy.data import DATASET_NAMES, Dataset, DatasetInfo
+from aestudy.denoising import denoising_noise, denoising_table
 from aestudy.errors import ConfigError
-from aestudy.evaluation import reconstruct
+from aestudy.evaluation import encode_means
 from aestudy.latent import posterior_variance
-from aestudy.metrics import mse_per_image
+from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig
+from aestudy.probes import active_features, probe_table
 from aestudy.study import Study
+from aestudy.train import TrainConfig, train_or_load
 
 SIZES = {  # knob: (smoke, standard, full)
     "limit": (2000, None, None),  # training images (None = all 55,000)
@@ -34,6 +39,9 @@ SIZES = {  # knob: (smoke, standard, full)
     "table_epochs": (0, 3, 30),  # 0 = no table over held-out classes
     "background_rate": (0.2, 0.2, 0.2),  # share of pixels randomised in the background model's data (Ren et al. 2019)
     "n_per_class": (50, 500, 1000),  # synthetic images per class
+    "n_seeds": (2, 5, 10),  # training seeds of the replicate models behind the comparative claims
+    "seed_limit": (2000, 10000, None),  # training images of each replicate (None = all)
+    "seed_epochs": (1, 3, 10),  # epochs of each replicate
 }
 
 
@@ -61,18 +69,79 @@ def check_parameters(study: Study, info: DatasetInfo) -> tuple[NoiseConfig, int,
     return noise, anomaly_class, ood_name
 
 
-def uncertainty_table(model: nn.Module, sets: Mapping[str, Tensor], *, dims: Tensor | None = None,
+def uncertainty_table(model: nn.Module, sets: Mapping[str, tuple[Tensor, Tensor]], *, dims: Tensor | None = None,
                       seed: int = 0, n_samples: int = 1) -> pd.DataFrame:
-    """Per image of each named set: posterior variance, −ELBO (nats) and reconstruction MSE (intensity²).
+    """Per image of each named (grey, binarized) set: posterior variance, −ELBO (nats) and reconstruction MSE.
 
-    Columns: set, posterior_var, neg_elbo, recon_mse.
+    The model (trained on binarized images) sees the binarized images; its reconstruction is scored against the
+    grey levels (`anomaly.recon_error`: against the binarized pixels the error would mostly be Bernoulli noise).
+    Columns: set, posterior_var (latent units²), neg_elbo (nats), recon_mse (intensity²).
     """
     frames = []
-    for name, x in sets.items():
+    for name, (grey, binary) in sets.items():
         frames.append(pd.DataFrame({
             "set": name,
-            "posterior_var": posterior_variance(model, x, dims=dims).numpy(),
-            "neg_elbo": neg_elbo(model, x, n_samples=n_samples, seed=seed).numpy(),
-            "recon_mse": mse_per_image(x, reconstruct(model, x)).numpy(),
+            "posterior_var": posterior_variance(model, binary, dims=dims).numpy(),
+            "neg_elbo": neg_elbo(model, binary, n_samples=n_samples, seed=seed).numpy(),
+            "recon_mse": recon_error(model, binary, grey).numpy(),
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def replicate_models(data: Dataset, ae_cfg: ModelConfig, vae_cfg: ModelConfig, train_cfg: TrainConfig,
+                     noise: NoiseConfig, seeds: Sequence[int]) -> dict[int, dict[str, nn.Module]]:
+    """Section 1's four models (AE, DAE, VAE, DVAE) trained once per seed: {seed: {name: model on the CPU}}.
+
+    The replicates behind the comparative claims (`aestudy.stats.compare` needs one value per training seed);
+    `data` and `train_cfg` set their (smaller) training budget, the same for every model and seed.
+    """
+    out = {}
+    for seed in seeds:
+        cfg = replace(train_cfg, seed=int(seed), progress=False)
+        runs = {"AE": (ae_cfg, cfg), "DAE": (ae_cfg, replace(cfg, noise=noise)), "VAE": (vae_cfg, cfg),
+                "DVAE": (vae_cfg, replace(cfg, noise=noise))}
+        out[int(seed)] = {name: train_or_load(m, t, data).model.cpu().eval() for name, (m, t) in runs.items()}
+    return out
+
+
+def replicate_denoising(replicates: Mapping[int, Mapping[str, nn.Module]], clean: Tensor,
+                        noises: Sequence[NoiseConfig]) -> pd.DataFrame:
+    """PSNR of every replicate model on every noise: columns seed, model, noise, level, psnr (dB)."""
+    frames = [denoising_table(models, clean, noises, seed=seed).assign(seed=seed)
+              for seed, models in replicates.items()]
+    return pd.concat(frames, ignore_index=True)[["seed", "model", "noise", "level", "psnr"]]
+
+
+def replicate_probes(replicates: Mapping[int, Mapping[str, nn.Module]], train_images: Tensor, train_labels: Tensor,
+                     test_images: Tensor, test_labels: Tensor, *, label_counts: Sequence[int | None],
+                     pca: tuple[Any, Any], max_iter: int = 200,
+                     representations: Sequence[str] = ("AE", "VAE", "PCA", "raw pixels")) -> pd.DataFrame:
+    """Linear-probe accuracy per replicate seed of AE codes, VAE means (active units only), PCA and raw pixels.
+
+    Seed s probes its own AE and VAE and — paired with them — PCA and raw pixels on the same labelled draw
+    (seed s), so `compare(..., paired=True)` sees the same labels in both arms; `representations` picks which
+    are probed (a probe on raw pixels with every label is the slow one). Columns: seed, labels, representation,
+    accuracy.
+    """
+    rows = []
+    raw = (train_images.flatten(1).numpy(), test_images.flatten(1).numpy())
+    for seed, models in replicates.items():
+        vae_train, vae_test, _ = active_features(encode_means(models["VAE"], train_images),
+                                                 encode_means(models["VAE"], test_images))
+        features = {"AE": (encode_means(models["AE"], train_images), encode_means(models["AE"], test_images)),
+                    "VAE": (vae_train, vae_test), "PCA": pca, "raw pixels": raw}
+        features = {name: features[name] for name in representations}
+        table = probe_table(features, train_labels, test_labels, label_counts=label_counts, repeats=1, seed=seed,
+                            max_iter=max_iter)
+        table = table[table["probe"] == "linear probe"]
+        rows += [{"seed": seed, "labels": int(r.labels), "representation": r.representation, "accuracy": r.accuracy}
+                 for r in table.itertuples()]
+    return pd.DataFrame(rows)
+
+
+def per_seed(table: pd.DataFrame, value: str, **where: Any) -> np.ndarray:
+    """The `value` column of the rows matching `where` (column=value), one per seed in seed order."""
+    rows = table
+    for column, wanted in where.items():
+        rows = rows[rows[column] == wanted]
+    return rows.sort_values("seed")[value].to_numpy()

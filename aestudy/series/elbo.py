@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -15,7 +17,7 @@ from aestudy.ensemble import fit_many
 from aestudy.evaluation import batched, evaluating, generator_on, model_device
 from aestudy.metrics import active_units, evaluate_elbo
 from aestudy.models import ModelConfig
-from aestudy.objectives import gaussian_kl, iwae_bound, mc_kl
+from aestudy.objectives import bits_per_dim, gaussian_kl, is_nll, iwae_bound, mc_kl
 from aestudy.series import shared
 from aestudy.train import TrainConfig, TrainResult
 
@@ -26,12 +28,17 @@ SIZES = {  # knob: (smoke, standard, full)
     "sweep_epochs": (1, 5, 30),  # the β sweep and the linear VAE
     "betas": ((0.5, 4.0), (0.1, 0.5, 1.0, 2.0, 4.0, 8.0), (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)),
     "warmup_beta": (4.0, 4.0, 8.0),
-    "nll_k": (50, 1000, 5000),  # importance samples of the IS-NLL
-    "nll_images": (200, 1000, 10000),  # test images of the IS-NLL
+    "nll_k": (50, 1000, 5000),  # importance samples of the IS-NLL (the protocol's k)
+    "nll_ks": ((1, 10, 50), (1, 10, 100, 1000), (1, 10, 100, 1000, 5000)),  # its k-dependence, same images
+    "nll_images": (200, 10000, 10000),  # test images of the IS-NLL (None-free: capped at the test set's size)
     "iwae_ks": ((1, 10, 100), (1, 10, 100, 1000), (1, 10, 100, 1000, 5000)),
     "exact_images": (200, 1000, 2000),  # test images of the exact (pPCA) checks
     "grad_repeats": (50, 300, 1000),  # independent estimates per gradient estimator
+    "n_seeds": (2, 5, 10),  # training seeds of the β / warm-up replicates behind the examined claims
+    "seed_limit": (2000, 10000, None),  # training images of each replicate (None = all)
 }
+
+MC_Z = 4.0  # a Monte-Carlo check fails only beyond 4 standard errors (two-sided p ≈ 6e-5 per check)
 
 
 
@@ -62,35 +69,46 @@ def iwae_curve(model: nn.Module, images: Tensor, ks: Sequence[int], *, repeats: 
     return pd.DataFrame(rows)
 
 
+def _gradient_draws(model: nn.Module, x: Tensor, n: int, repeats: int, gen: torch.Generator
+                    ) -> dict[str, Tensor]:
+    """`repeats` independent estimates (repeats, d) of ∇_μ E_q[log p(x|z)] per estimator, n draws each."""
+    device = model_device(model)
+    with evaluating(model):
+        post = model.encode(x[:1])
+    mu0, std = post.mu.detach(), torch.exp(0.5 * post.logvar.detach())
+    reparam, score = [], []
+    for _ in range(repeats):
+        eps = torch.randn((n, mu0.shape[1]), generator=gen, device=device)
+        mu = mu0.clone().requires_grad_(True)
+        with evaluating(model, grad=True):
+            logp = model.likelihood.log_prob(x[:1].expand(n, *x.shape[1:]), model.decode(mu + std * eps))
+            (grad,) = torch.autograd.grad(logp.mean(), mu)
+        reparam.append(grad.squeeze(0))
+        score.append((logp.detach()[:, None] * eps / std).mean(dim=0))
+    return {"reparameterised": torch.stack(reparam).cpu().double(), "score function": torch.stack(score).cpu().double()}
+
+
 def gradient_variance(model: nn.Module, x: Tensor, sample_sizes: Sequence[int], *, repeats: int = 200,
                       seed: int = 0) -> pd.DataFrame:
     """Variance of two estimators of ∇_μ E_q[log p(x|z)] for one image: reparameterised vs score function.
 
     Reparameterised: mean over n draws of ∇_μ log p(x | μ + σε). Score function (REINFORCE): mean over n
     draws of log p(x|z) ∇_μ log q(z|x) = log p(x|z) (z − μ)/σ². Both are unbiased; variance is summed over
-    latent dimensions and measured over `repeats` independent estimates.
+    latent dimensions and measured over `repeats` independent estimates. Column max_mean_z: the largest
+    |difference of the two mean gradients| / its standard error over latent dimensions — both estimate the same
+    gradient, so it stays within a few units (an implementation check; Mohamed et al. 2020, §4–5).
     """
-    device = model_device(model)
-    gen = generator_on(seed, device)
-    x = x.to(device)
-    with evaluating(model):
-        post = model.encode(x[:1])
-    mu0, std = post.mu.detach(), torch.exp(0.5 * post.logvar.detach())
+    gen = generator_on(seed, model_device(model))
+    x = x.to(model_device(model))
     rows = []
     for n in sample_sizes:
-        reparam, score = [], []
-        for _ in range(repeats):
-            eps = torch.randn((n, mu0.shape[1]), generator=gen, device=device)
-            mu = mu0.clone().requires_grad_(True)
-            with evaluating(model, grad=True):
-                logp = model.likelihood.log_prob(x[:1].expand(n, *x.shape[1:]), model.decode(mu + std * eps))
-                (grad,) = torch.autograd.grad(logp.mean(), mu)
-            reparam.append(grad.squeeze(0))
-            score.append((logp.detach()[:, None] * eps / std).mean(dim=0))
-        for name, grads in (("reparameterised", reparam), ("score function", score)):
-            g = torch.stack(grads).cpu()
+        draws = _gradient_draws(model, x, n, repeats, gen)
+        r, f = draws["reparameterised"], draws["score function"]
+        se = torch.sqrt(r.var(dim=0) / len(r) + f.var(dim=0) / len(f))
+        max_z = float(((r.mean(dim=0) - f.mean(dim=0)).abs() / se.clamp_min(1e-300)).max())
+        for name, g in draws.items():
             rows.append({"estimator": name, "n_samples": n, "variance": float(g.var(dim=0).sum()),
-                         "mean_norm": float(g.mean(dim=0).norm())})
+                         "mean_norm": float(g.mean(dim=0).norm()), "max_mean_z": max_z})
     return pd.DataFrame(rows)
 
 
@@ -120,3 +138,123 @@ def beta_sweep(data: Dataset, betas: Sequence[float], model_cfg: ModelConfig, tr
         rows.append({"beta": float(beta), "warmup_epochs": warmup_epochs, "model": "β-VAE",
                      **rate_distortion_point(res, data.test.images)})
     return pd.DataFrame(rows), results
+
+
+# --- Monte-Carlo checks of the bounds (issue 14 (10)) ---------------------------------------------------------------
+
+def iwae_gap_table(model: nn.Module, images: Tensor, log_px: Tensor, ks: Sequence[int], *, repeats: int = 3,
+                   seed: int = 0, chunk_size: int = 100) -> pd.DataFrame:
+    """The IWAE bound against an exact log p(x), with Monte-Carlo error: one row per k.
+
+    For each image i, d_i = log p(x_i) − (mean of `repeats` estimates of L_k(x_i)); E[d_i] = log p(x_i) − L_k(x_i)
+    ≥ 0 (Burda et al. 2016, Theorem 1), but a single estimate can cross log p(x). Columns: k, iwae (mean
+    estimate, nats), gap (mean d_i), gap_sem (sd(d_i)/√n: it also counts how the true gap varies between
+    images, so it is conservative). `images` (N, C, H, W), `log_px` (N,) nats.
+    """
+    log_px = log_px.detach().cpu().double()
+    device = model_device(model)
+    gen = generator_on(seed, device)
+    rows = []
+    with evaluating(model):
+        for k in ks:
+            draws = torch.stack([iwae_bound(model, images.to(device), k, chunk_size=chunk_size,
+                                            generator=gen).double().cpu() for _ in range(repeats)])
+            d = log_px - draws.mean(dim=0)
+            rows.append({"k": int(k), "iwae": float(draws.mean()), "gap": float(d.mean()),
+                         "gap_sem": float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf})
+    return pd.DataFrame(rows)
+
+
+def within_mc_error(table: pd.DataFrame, *, z: float = MC_Z) -> dict[str, float | bool]:
+    """The IWAE ordering ELBO ≤ L_k ≤ L_{k+1} ≤ log p(x), checked in expectation within `z` standard errors.
+
+    From `iwae_gap_table`: the bound holds when every gap ≥ −z·sem; the order in k when each gap_{k'} ≤ gap_k +
+    z·√(sem_k² + sem_{k'}²) for consecutive k < k'. Returns below_log_px, monotone (bools) and the worst
+    standardised violations min_gap_z, max_increase_z (<= 0 is no violation at all).
+    """
+    gap, sem = table["gap"].to_numpy(), table["gap_sem"].to_numpy()
+    gap_z = gap / sem
+    rise = gap[1:] - gap[:-1]
+    rise_z = rise / np.sqrt(sem[1:] ** 2 + sem[:-1] ** 2) if len(gap) > 1 else np.zeros(0)
+    return {"below_log_px": bool((gap_z >= -z).all()), "monotone": bool((rise_z <= z).all()),
+            "min_gap_z": float(gap_z.min()), "max_increase_z": float(rise_z.max()) if len(rise_z) else 0.0}
+
+
+def bound_order(neg_elbo: Tensor, nll: Tensor, *, z: float = MC_Z) -> dict[str, float | bool]:
+    """"IS-NLL ≤ −ELBO" in expectation, per image, within `z` standard errors (issue 14 (10)).
+
+    d_i = −ELBO(x_i) − IS-NLL(x_i) (nats, (N,) each, same images) has E[d_i] = L_k(x_i) − L_1(x_i) ≥ 0; single
+    estimates can cross. Returns mean_diff, sem, z_score and holds = mean_diff ≥ −z·sem.
+    """
+    d = neg_elbo.detach().cpu().double() - nll.detach().cpu().double()
+    sem = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    mean = float(d.mean())
+    return {"mean_diff": mean, "sem": sem, "z_score": mean / sem if sem > 0 else math.inf, "holds": mean >= -z * sem}
+
+
+# --- the likelihood protocol (issue 14 item 5) ------------------------------------------------------------------------
+
+def bernoulli_entropy_floor(grey: Tensor) -> dict[str, float]:
+    """The data's own floor for dynamically binarized images: E_x Σ_i H_b(x_i), nats per image and bits/dim.
+
+    Each pixel of a dynamically binarized image is Bernoulli(grey level x_i), so no model's expected NLL on it
+    can be below the entropy Σ_i H_b(x_i) (Shannon's source coding bound; ≈ 189.9 nats on the Fashion-MNIST
+    test set). `grey` (N, C, H, W) in [0, 1]. Returns nats, sem (over images) and bits_per_dim.
+    """
+    p = grey.detach().cpu().double().flatten(1).clamp(0, 1)
+    h = -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p)).sum(dim=1)
+    return {"nats": float(h.mean()), "sem": float(h.std() / math.sqrt(len(h))) if len(h) > 1 else 0.0,
+            "bits_per_dim": float(bits_per_dim(h.mean(), p.shape[1]))}
+
+
+def nll_protocol(model: nn.Module, images: Tensor, ks: Sequence[int], *, seed: int = 0,
+                 progress: bool = False) -> tuple[pd.DataFrame, Tensor]:
+    """IS-NLL −L_k on the same images for every k: its k-dependence with standard errors (Burda et al. 2016).
+
+    Returns (table, per-image NLL at the largest k (N,)). Table columns: k, nll (mean nats per image), sem (over
+    images), bits_per_dim, images. k = 1 is the single-sample −ELBO estimate. Costs Σk forward passes per image.
+    """
+    device = model_device(model)
+    rows, last = [], None
+    with evaluating(model):
+        for k in sorted(ks):
+            nll = is_nll(model, images, k=int(k), generator=generator_on(seed, device), progress=progress).double()
+            rows.append({"k": int(k), "nll": float(nll.mean()), "sem": float(nll.std() / math.sqrt(len(nll))),
+                         "bits_per_dim": float(bits_per_dim(nll.mean(), math.prod(images.shape[1:]))),
+                         "images": len(nll)})
+            last = nll
+    return pd.DataFrame(rows), last
+
+
+def dequantised_nll(log_prob: Callable[[Tensor], Tensor], grey: Tensor, *, seed: int = 0) -> Tensor:
+    """A continuous density's NLL made comparable with discrete 8-bit NLLs: −log p(y) + D log 256, nats (N,).
+
+    y = (x·255 + u)/256 with u ~ U(0, 1) per pixel (uniform dequantisation; Theis et al. 2016, "A note on the
+    evaluation of generative models", §3.1): E_u[−log p(y)] + D log 256 is an upper bound on the NLL of the
+    256-level image under the discretised density. `log_prob` maps flat images (N, D) to (N,) nats; `grey`
+    (N, C, H, W) holds 8-bit grey levels / 255.
+    """
+    x = grey.detach().cpu().double().flatten(1)
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    y = ((x * 255).round() + u) / 256
+    return -log_prob(y).double().cpu() + x.shape[1] * math.log(256)
+
+
+# --- seed replicates of the β claims --------------------------------------------------------------------------------
+
+def beta_replicates(data: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, *, betas: Sequence[float],
+                    warmup_beta: float, warmup_epochs: float, seeds: Sequence[int]) -> pd.DataFrame:
+    """Rate, distortion and active units of β-VAEs per training seed: each β in `betas`, plus `warmup_beta` with
+    KL warm-up, for every seed (the per-seed values `aestudy.stats.compare` needs).
+
+    Columns: seed, beta, warmup (bool), rate, distortion, elbo, active_units.
+    """
+    rows = []
+    for seed in seeds:
+        runs = [(float(b), 0.0) for b in betas] + [(float(warmup_beta), float(warmup_epochs))]
+        for beta, warm in runs:
+            res = train_or_load(model_cfg, replace(train_cfg, beta=beta, warmup_epochs=warm, seed=int(seed),
+                                                   progress=False), data)
+            rows.append({"seed": int(seed), "beta": beta, "warmup": warm > 0,
+                         **rate_distortion_point(res, data.test.images)})
+    return pd.DataFrame(rows)
