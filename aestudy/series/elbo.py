@@ -19,7 +19,7 @@ from aestudy.metrics import active_units, evaluate_elbo
 from aestudy.models import ModelConfig
 from aestudy.objectives import bits_per_dim, gaussian_kl, is_nll, iwae_bound, mc_kl
 from aestudy.series import shared
-from aestudy.train import TrainConfig, TrainResult
+from aestudy.train import TrainConfig, TrainResult, train_or_load
 
 SIZES = {  # knob: (smoke, standard, full)
     "limit": (2000, None, None),  # training images (None = all 55,000)
