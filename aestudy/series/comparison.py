@@ -39,7 +39,7 @@ from aestudy.models import ModelConfig, build_model, count_parameters
 from aestudy.noise import NoiseConfig, corrupt
 from aestudy.objectives import loss_terms
 from aestudy.series import shared
-from aestudy.stats import per_seed
+from aestudy.stats import Verdict, holm, per_seed
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 from aestudy.validate import as_float, as_int
 
@@ -547,3 +547,48 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def tuning_spread_per_seed(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, seed) of a `tuning_grid`: relative test-MSE spread (worst − best) / best over its learning rates.
+
+    One value per tuning seed, so the spreads of AE and VAE can be compared across seeds (`stats.compare`).
+    Diverged runs (NaN MSE) are left out of the spread and counted in `diverged`.
+    """
+    lr_runs = grid[grid["varied"] == "lr"]
+    rows = []
+    for (name, seed), g in lr_runs.groupby(["model", "seed"], sort=False):
+        mse = g["test_mse"].dropna()
+        spread = float((mse.max() - mse.min()) / mse.min()) if len(mse) else math.nan
+        rows.append({"model": name, "seed": seed, "relative_spread": spread, "diverged": int(g["diverged"].sum())})
+    return pd.DataFrame(rows)
+
+
+def seed_intervals(df: pd.DataFrame, by: Sequence[str], value: str, *, level: float = 0.95) -> pd.DataFrame:
+    """Mean of `value` per group with its two-sided t interval over seeds (columns mean, low, high, n).
+
+    The interval is mean ± t_{n−1} · sd / √n (Student); NaN bounds for a group with one seed.
+    """
+    from scipy.stats import t as student_t
+
+    rows = []
+    for key, g in df.groupby(list(by), sort=False):
+        x = g[value].to_numpy(dtype=float)
+        half = (float(student_t.ppf(0.5 + level / 2, x.size - 1)) * x.std(ddof=1) / math.sqrt(x.size)
+                if x.size > 1 else math.nan)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
+                     "mean": float(x.mean()), "low": float(x.mean()) - half, "high": float(x.mean()) + half,
+                     "n": x.size})
+    return pd.DataFrame(rows)
+
+
+def holm_summary(verdicts: Mapping[str, Verdict], *, alpha: float = 0.05) -> str:
+    """One markdown line: how many comparative claims were tested and which "holds" survive Holm–Bonferroni."""
+    survives = holm(verdicts, alpha=alpha)
+    held = [key for key, v in verdicts.items() if v.holds]
+    kept = [key for key, ok in survives.items() if ok]
+    lost = [key for key in held if key not in kept]
+    return (f"**Holm–Bonferroni** over the {len(verdicts)} comparative claims of this notebook (family-wise "
+            f"α = {alpha:g}): {len(held)} hold, {len(kept)} survive the correction"
+            + (f" ({', '.join(kept)})" if kept else "")
+            + (f"; not surviving: {', '.join(lost)}" if lost else "") + ".")
