@@ -553,3 +553,37 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
     with pytest.raises(ConfigError, match="no rows for model='VAE'"):
         s03.collect_facts(recon=recon[recon["model"] != "VAE"], generation=gen, fid_data=2.0, latent=per_model,
                           gaps=per_model, cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
+
+
+# --- per-seed summaries for the claims --------------------------------------------------------------------
+
+def test_tuning_spread_per_seed_is_worst_over_best_minus_one_per_model_and_seed():
+    grid = pd.DataFrame({"model": ["AE"] * 4 + ["VAE"] * 3, "varied": ["lr"] * 6 + ["beta"],
+                         "seed": [0, 0, 1, 1, 0, 0, 0], "test_mse": [0.01, 0.012, 0.02, 0.02, 0.01, math.nan, 0.5],
+                         "diverged": [False] * 5 + [True, False]})
+    out = s03.tuning_spread_per_seed(grid).set_index(["model", "seed"])
+    assert out.loc[("AE", 0), "relative_spread"] == pytest.approx(0.2)
+    assert out.loc[("AE", 1), "relative_spread"] == 0.0
+    # the VAE's β run is not an lr run; its diverged run is counted, not spread
+    assert out.loc[("VAE", 0), ["relative_spread", "diverged"]].tolist() == [0.0, 1]
+
+
+def test_seed_intervals_are_student_t_intervals():
+    from scipy import stats as sps
+    df = pd.DataFrame({"m": ["a"] * 5 + ["b"], "v": [1.0, 2.0, 3.0, 4.0, 6.0, 7.0]})
+    out = s03.seed_intervals(df, ["m"], "v").set_index("m")
+    low, high = sps.t.interval(0.95, 4, loc=3.2, scale=sps.sem([1.0, 2.0, 3.0, 4.0, 6.0]))
+    assert out.loc["a", ["mean", "low", "high", "n"]].tolist() == pytest.approx([3.2, low, high, 5])
+    assert math.isnan(out.loc["b", "low"]) and out.loc["b", "mean"] == 7.0
+
+
+def test_holm_summary_names_the_claims_that_survive():
+    def verdict(p, verdict):
+        return stats.Verdict(effect=1.0, ci_low=0.1, ci_high=2.0, p_value=p, n_seeds=(5, 5), test="t", min_effect=0.5,
+                             alpha=0.05, verdict=verdict, higher_is_better=True, mean_a=1.0, mean_b=0.0)
+
+    line = s03.holm_summary({"x": verdict(0.001, "holds"), "y": verdict(0.04, "holds"),
+                             "z": verdict(0.5, "inconclusive")})
+    # Holm: 0.001 < 0.05/3 survives; 0.04 > 0.05/2 does not
+    assert line == ("**Holm–Bonferroni** over the 3 comparative claims of this notebook (family-wise α = 0.05): "
+                    "2 hold, 1 survive the correction (x); not surviving: y.")

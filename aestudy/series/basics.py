@@ -31,8 +31,8 @@ SIZES = {  # knob: (smoke, standard, full)
     "n_samples": (500, 5000, 10000),  # images per source for FID-style scores
     "n_seeds": (2, 5, 10),  # seed replicates behind each comparative claim
     "rep_subset": (1000, 10000, None),  # training images of the seed replicates (None = all)
-    "rep_epochs": (1, 3, 30),  # epochs of the seed replicates (the `epochs` parameter does not override)
-    "gap_rep_budget": (2000, 60_000, 1_000_000),  # training samples per replicate of the overfitting claim
+    "rep_epochs": (1, 5, 30),  # epochs of the seed replicates (the `epochs` parameter does not override)
+    "gap_rep_budget": (2000, 30_000, 1_000_000),  # training samples per replicate of the overfitting claim
     "gap_rep_latent": (16, 16, 16),  # latent size of the overfitting replicates
 }
 
@@ -71,7 +71,9 @@ def subset(data: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
     `data` itself when `n` is None or not smaller than its training split."""
     if n is None or n >= len(data.train):
         return data
-    return load_dataset(data.info.name, val_size=len(data.val), limit=n, binarize=data.binarize, seed=seed)
+    # digits come at 8×8 or upscaled to 28×28; the subset keeps the images' size
+    upscale = {"upscale": data.info.shape[-1] != 8} if data.info.name == "digits" else {}
+    return load_dataset(data.info.name, val_size=len(data.val), limit=n, binarize=data.binarize, seed=seed, **upscale)
 
 
 def latent_size_sweep(data: Dataset, latent_sizes: Sequence[int], train_cfg: TrainConfig, *,
