@@ -16,8 +16,9 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 
 from aestudy.errors import ConfigError
-from aestudy.evaluation import EVAL_BATCH, batched, batches, evaluating, model_device
-from aestudy.validate import as_int
+from aestudy.evaluation import EVAL_BATCH, batched, batches, encode_means, evaluating, model_device
+from aestudy.metrics import mmd, prior_bandwidths
+from aestudy.validate import as_float, as_int
 
 
 def aggregate_posterior_sample(model: nn.Module, images: Tensor, *, generator: torch.Generator | None = None,
@@ -33,6 +34,46 @@ def aggregate_posterior_sample(model: nn.Module, images: Tensor, *, generator: t
                 eps = torch.randn(post.mu.shape, generator=generator, dtype=post.mu.dtype)
                 parts.append(post.mu.cpu() + torch.exp(0.5 * post.logvar.cpu()) * eps)
     return torch.cat(parts)
+
+
+def mmd_to_prior(codes: Tensor, *, generator: torch.Generator | None = None) -> float:
+    """MMD²_u between codes (N, D) and N draws of the prior N(0, I_D), dimensionless, with the prior's fixed kernel.
+
+    The RBF bandwidths come from the prior alone (`metrics.prior_bandwidths(D)`), never from the codes, so the
+    value of every model is the same statistic: an AE's codes of arbitrary scale and a VAE's aggregated
+    posterior are measured with one kernel (notebook 03, section 3). ≈ 0 when the codes follow N(0, I).
+    """
+    if codes.dim() != 2 or codes.shape[0] < 2:
+        raise ConfigError(f"mmd_to_prior needs codes (N, D) with N >= 2; got shape {tuple(codes.shape)}.")
+    prior = torch.randn(codes.shape, generator=generator, dtype=torch.float64)
+    return mmd(codes.double(), prior, bandwidths=prior_bandwidths(codes.shape[1]))
+
+
+def relative_activity(model: nn.Module, images: Tensor, *, batch_size: int = EVAL_BATCH) -> Tensor:
+    """Each unit's activity relative to the code's most active unit, scale-free: Var_x(E_q[z_d|x]) / max_d' (…), (D,).
+
+    Burda et al. (2016) call a VAE unit active when Var_x(E_q[z_d|x]) > 0.01, a threshold in the prior's units
+    (a unit that follows the prior has variance ≈ 1). An AE's code has no prior and an arbitrary scale: scaling
+    the encoder's output by c (and the decoder's input by 1/c) changes nothing the AE computes but multiplies
+    every variance by c², so the absolute threshold counts an AE's units as active or not by its scale alone.
+    Relative to the most active unit the count ignores that scale, does not depend on the latent size (as a
+    share of the total variance would), and for a VAE whose most active unit follows the prior (variance ≈ 1)
+    it is Burda's criterion.
+    """
+    variances = encode_means(model, images, batch_size=batch_size).double().var(dim=0)  # (D,)
+    top = variances.max()
+    return variances / top if top > 0 else torch.zeros_like(variances)
+
+
+def relative_active_units(model: nn.Module, images: Tensor, *, threshold: float = 0.01,
+                          batch_size: int = EVAL_BATCH) -> int:
+    """Units whose `relative_activity` exceeds `threshold` (0.01): an activity count that ignores the code's scale.
+
+    Used for the collapse criterion of notebook 03, section 6 (a run with at most one such unit has collapsed),
+    which must mean the same for AE and VAE codes.
+    """
+    threshold = as_float(threshold, "threshold", low=0.0, meaning="the relative variance threshold")
+    return int((relative_activity(model, images, batch_size=batch_size) > threshold).sum())
 
 
 def project_codes(codes: Tensor) -> np.ndarray:
@@ -93,6 +134,46 @@ def interpolation_smoothness(model: nn.Module, x_a: Tensor, x_b: Tensor, *, step
     roughness = second.pow(2).flatten(2).sum(dim=2).mean(dim=1)  # (N,)
     span = (images[:, -1] - images[:, 0]).pow(2).flatten(1).sum(dim=1)  # (N,)
     return float((roughness / span.clamp_min(1e-12)).mean())
+
+
+def off_manifold_distance(path_features: Tensor, reference: Tensor, *, scale: float) -> float:
+    """Mean distance of a path's interior points to their nearest reference point, over `scale`, dimensionless.
+
+    path_features: (N, S + 1, F) features of N paths of S + 1 points each (ends included, left out here);
+    reference: (M, F) features of real held-out images; scale: the data's own nearest-neighbour distance
+    (`reference_scale`), so 1 ≈ "as close to the data as a real image is". Lower = the path passes through
+    images like real ones. A pixel cross-fade (1 − t)·x_a + t·x_b is a ghost of two images, far from every real
+    image midway, so it scores worse than a path through real-looking images — the opposite of pixel roughness,
+    which gives a cross-fade its best score (0). Source: the k-NN manifold view of Kynkäänniemi et al. 2019.
+    """
+    if path_features.dim() != 3 or path_features.shape[1] < 3:
+        raise ConfigError(f"path_features must be (N, S + 1, F) with S >= 2; got {tuple(path_features.shape)}.")
+    scale = as_float(scale, "scale", low=0.0, low_open=True, meaning="the data's nearest-neighbour distance")
+    interior = path_features[:, 1:-1].reshape(-1, path_features.shape[-1]).double()
+    ref = reference.double()
+    nearest = torch.cat([torch.cdist(chunk, ref).min(dim=1).values for chunk in interior.split(1024)])
+    return float(nearest.mean()) / scale
+
+
+def reference_scale(reference: Tensor, held_out: Tensor) -> float:
+    """The data's own nearest-neighbour scale: mean distance of held-out real features (K, F) to `reference` (M, F)."""
+    near = torch.cat([torch.cdist(chunk.double(), reference.double()).min(dim=1).values
+                      for chunk in held_out.split(1024)])
+    return float(near.mean())
+
+
+def path_off_manifold(model: nn.Module, embed: Any, x_a: Tensor, x_b: Tensor, reference: Tensor, *, scale: float,
+                      steps: int = 10) -> float:
+    """`off_manifold_distance` of decoded straight latent paths between x_a and x_b (N each), in `embed`'s features.
+
+    embed: images (K, C, H, W) -> features (K, F), e.g. the domain classifier's `embed`; reference: (M, F)
+    features of real held-out images; scale: `reference_scale` of the same features. Lower = more realistic.
+    """
+    images = latent_path_images(model, x_a, x_b, steps=steps)  # (N, S + 1, C, H, W)
+    if images.dim() == 4:
+        images = images[None]
+    features = embed(images.flatten(0, 1)).view(images.shape[0], images.shape[1], -1)
+    return off_manifold_distance(features, reference, scale=scale)
 
 
 def path_realism(model: nn.Module, classifier: Any, x_a: Tensor, x_b: Tensor, *, steps: int = 10) -> float:

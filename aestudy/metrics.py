@@ -21,6 +21,7 @@ from aestudy.data import check_image_values
 from aestudy.errors import ConfigError
 from aestudy.evaluation import EVAL_BATCH, batched, batches, encode_means, evaluating, model_device
 from aestudy.objectives import bits_per_dim, elbo_terms, gaussian_kl_per_dim, is_nll
+from aestudy.validate import as_int
 
 ArrayLike = Tensor | np.ndarray
 
@@ -222,13 +223,30 @@ def active_units(model: nn.Module, images: Tensor, *, threshold: float = 0.01, b
     return int((variances > threshold).sum()), variances.float()
 
 
+def prior_bandwidths(dim: int) -> tuple[float, float, float]:
+    """RBF bandwidths h·(½, 1, 2) fixed by the prior N(0, I_dim): h = √(2·dim), the typical distance of two prior draws.
+
+    ‖a − b‖² of two independent N(0, I_D) points is 2·χ²_D, mean 2D, so √(2D) is the prior's own length scale.
+    Every MMD² to the prior that uses these bandwidths is one statistic (one kernel) whatever the codes' scale,
+    so the MMD² of an AE's codes and of a VAE's aggregated posterior can be compared (Gretton et al. 2012,
+    JMLR 13, §3: MMD² is a distance between distributions only for one fixed kernel).
+
+    Raises:
+        ConfigError: when `dim` is not an integer >= 1.
+    """
+    h = math.sqrt(2.0 * as_int(dim, "dim", low=1, meaning="the latent size"))
+    return (0.5 * h, h, 2.0 * h)
+
+
 def mmd(x: ArrayLike, y: ArrayLike, *, bandwidths: tuple[float, ...] | None = None,
         chunk_size: int = 1024) -> float:
     """Unbiased squared maximum mean discrepancy MMD²_u between samples x (m, D) and y (n, D), dimensionless.
 
     Kernel: the mean of RBF kernels exp(−‖a − b‖² / (2h²)) over `bandwidths` h; None uses h·(½, 1, 2) with
     h the median pairwise distance of (up to 1,000 of) the pooled points. ≈ 0 (may dip slightly below)
-    when x and y come from one distribution, > 0 otherwise. Used for aggregated posterior vs prior.
+    when x and y come from one distribution, > 0 otherwise. The default kernel depends on the samples, so
+    two MMD² values are one statistic only with the same `bandwidths`: to compare several samples against
+    one reference (codes of different models against the prior), pass fixed ones (`prior_bandwidths`).
     """
     a, b = _as_float64(x, "x"), _as_float64(y, "y")
     if a.shape[1] != b.shape[1] or a.shape[0] < 2 or b.shape[0] < 2:

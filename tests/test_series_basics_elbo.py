@@ -111,3 +111,37 @@ def test_ae_distortion_is_the_reconstruction_nll() -> None:
         logits = ae.decode(ae.encode(x).mu)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 5
     assert s02.ae_distortion(ae, x) == pytest.approx(float(expected), rel=1e-5)
+
+
+# --- notebook 01's seed replicates ----------------------------------------------------------------------------
+
+def test_replicate_table_has_one_row_per_size_and_seed_with_pca_on_the_same_images(tmp_path, monkeypatch) -> None:
+    from aestudy.classifier import DomainClassifier
+    from aestudy.data import load_dataset
+    from aestudy.train import TrainConfig
+
+    monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path))
+    data = load_dataset("digits", val_size=20, limit=120, upscale=False, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=40, device="cpu", progress=False)
+    table = s01.replicate_table(data, (2, 4), cfg, (0, 1), classifier=DomainClassifier((1, 8, 8), 10).eval(),
+                                n_gen=30, gen_latent=4, reference=data.test.images[:30])
+    assert table[["latent_dim", "seed"]].values.tolist() == [[2, 0], [2, 1], [4, 0], [4, 1]]
+    for k in (2, 4):  # PCA has no seed: every replicate carries PCA's one value on the same training images
+        assert (table.loc[table["latent_dim"] == k, "pca_mse"] == s01.pca_mse(data.train.images, data.test.images, k)
+                ).all()
+    assert table.loc[table["latent_dim"] == 2, "ae_mse"].nunique() == 2  # the seeds differ
+    assert table.loc[table["latent_dim"] == 4, ["fid_encoded", "fid_prior"]].notna().all().all()
+    assert table.loc[table["latent_dim"] == 2, "fid_prior"].isna().all()
+
+
+def test_gap_replicates_repeat_the_gaps_once_per_seed(tmp_path, monkeypatch) -> None:
+    from aestudy.data import load_dataset
+    from aestudy.train import TrainConfig
+
+    monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path))
+    data = load_dataset("digits", val_size=20, limit=120, upscale=False, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=40, device="cpu", progress=False)
+    table = s01.gap_replicates(data, 40, 2, cfg, (0, 1), samples_budget=120)
+    assert table[["seed", "train_size"]].values.tolist() == [[0, 40], [0, 120], [1, 40], [1, 120]]
+    np.testing.assert_allclose(table["gap"], table["val_mse"] - table["train_mse"])
+    assert table["epochs"].tolist() == [3, 1, 3, 1]  # equal sample budget

@@ -243,9 +243,27 @@ def test_generalisation_gaps_are_test_minus_train():
     x_train, x_test = (_images(20, 1) > 0.5).float(), (_images(20, 2) > 0.5).float()
     table = s03.generalisation_table(results, specs, train_inputs=x_train, train_targets=_images(20, 1),
                                      test_inputs=x_test, test_targets=_images(20, 2))
-    for what in ("mse", "loss"):
+    for what in ("mse", "loss", "recon"):
         np.testing.assert_allclose(table[f"{what}_gap"], table[f"test_{what}"] - table[f"train_{what}"])
         np.testing.assert_allclose(table[f"{what}_gap_rel"], table[f"{what}_gap"] / table[f"train_{what}"].abs())
+
+
+def test_the_like_for_like_gap_leaves_the_vaes_kl_out():
+    """Issue 14 (3): the VAE's own loss holds its KL term; the reconstruction NLL is the AE's loss and the VAE's
+    loss minus its KL, so its gap compares fit with fit."""
+    results = _results(seeds=(0,))
+    specs = _protocol().specs(TrainConfig(epochs=1))
+    x_train, x_test = (_images(20, 1) > 0.5).float(), (_images(20, 2) > 0.5).float()
+    table = s03.generalisation_table(results, specs, train_inputs=x_train, train_targets=_images(20, 1),
+                                     test_inputs=x_test, test_targets=_images(20, 2)).set_index("model")
+    np.testing.assert_allclose(table.loc["AE", ["train_recon", "test_recon"]],
+                               table.loc["AE", ["train_loss", "test_loss"]])
+    vae = results[("VAE", 0)].model
+    for part, x in (("train", x_train), ("test", x_test)):
+        with torch.no_grad():
+            post = vae.encode(x)
+        kl = float(gaussian_kl(post.mu, post.logvar).mean())
+        assert table.loc["VAE", f"{part}_loss"] - table.loc["VAE", f"{part}_recon"] == pytest.approx(kl, rel=1e-4)
 
 
 def test_aggregate_posterior_sample_is_the_code_for_an_ae_and_q_for_a_vae():
@@ -288,6 +306,37 @@ def test_latent_and_generation_tables_cover_every_model_seed_and_source():
     assert per_model == {"AE": ["GMM ex post", "Gaussian ex post", "prior N(0, I)"], "VAE": ["prior N(0, I)"]}
     assert len(gen) == 2 * (3 + 1)
     assert gen[["precision", "recall", "confidence"]].stack().between(0, 1).all()
+
+
+def test_latent_table_measures_every_models_codes_with_one_kernel(monkeypatch):
+    """Issue 14 (1): the MMD² of AE codes and of the VAE's q(z) are one statistic, the prior's kernel."""
+    seen = []
+    real_mmd = latent.mmd
+
+    def spy(x, y, *, bandwidths=None, **kw):
+        seen.append(bandwidths)
+        return real_mmd(x, y, bandwidths=bandwidths, **kw)
+
+    monkeypatch.setattr(latent, "mmd", spy)
+    results = _results()
+    for res in results.values():  # an AE code of a very different scale must not change the kernel
+        if not res.model.is_variational:
+            with torch.no_grad():
+                res.model.encoder.head.weight.mul_(100.0)
+    table = s03.latent_table(results, _images(30), DomainClassifier(SHAPE, 10).eval(), n=20, n_pairs=4, steps=4)
+    assert len(seen) == len(results) == len(table)
+    assert all(bw == metrics.prior_bandwidths(3) for bw in seen)
+    assert (table["off_manifold"] > 0).all() and table["active_units"].between(0, 3).all()
+
+
+def test_generation_table_gives_the_vae_the_same_ex_post_control():
+    """Issue 14 (8): the ex-post GMM is fitted to the VAE's codes too (EX_POST), so AE + GMM has its control."""
+    results = _results(seeds=(0,))
+    x = _images(30)
+    gen = generation.generation_table(results, DomainClassifier(SHAPE, 10).eval(), x, n=20, fit_inputs=x,
+                                      n_components=2, ex_post=s03.EX_POST)
+    sources = gen.groupby("model")["source"].apply(lambda s: sorted(set(s))).to_dict()
+    assert sources["VAE"] == sources["AE"] == ["GMM ex post", "Gaussian ex post", "prior N(0, I)"]
 
 
 def test_sharpness_table_has_data_and_two_sources_per_model():
@@ -480,11 +529,12 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
 
     recon = rows(model=["AE", "AE", "VAE", "VAE", "DAE", "β-VAE"], seed=two * 2 + [0, 0],
                  mse=[0.01, 0.03, 0.04, 0.04, 0.02, 0.05], ssim=[0.8, 0.9, 0.7, 0.7, 0.8, 0.6])
-    gen = rows(model=["AE", "AE", "AE", "VAE", "β-VAE"],
-               source=[generation.PRIOR, "Gaussian ex post", "GMM ex post", generation.PRIOR, generation.PRIOR],
-               fid=[100.0, 70.0, 40.0, 20.0, 30.0])
+    gen = rows(model=["AE", "AE", "AE", "VAE", "VAE", "β-VAE"],
+               source=[generation.PRIOR, "Gaussian ex post", "GMM ex post", generation.PRIOR, "GMM ex post",
+                       generation.PRIOR],
+               fid=[100.0, 70.0, 40.0, 20.0, 15.0, 30.0])
     per_model = rows(model=["AE", "VAE"], mmd=[0.5, 0.01], holes=[0.4, 0.1], roughness=[0.02, 0.01],
-                     path_realism=[0.9, 0.95],
+                     off_manifold=[1.8, 1.3], path_realism=[0.9, 0.95], recon_gap=[0.7, 0.2],
                      parameters=[10, 12], loss_gap_rel=[0.02, 0.01], mse_gap_rel=[0.03, 0.02])
     timing = rows(model=["AE", "VAE", "AE", "VAE"], seconds_per_step=[1.0, 1.5, 1.0, 1.1])
     tuning = pd.DataFrame({"runs": [6, 10], "relative_spread": [0.1, 0.3], "collapsed": [0, 2]}, index=["AE", "VAE"])
@@ -495,6 +545,7 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
     assert isinstance(facts, s03.Facts)
     assert facts.mse_ae == pytest.approx(0.02) and facts.ssim_vae == pytest.approx(0.7)
     assert facts.gap_closed_gmm == pytest.approx(0.75)  # (100 − 40) / (100 − 20)
+    assert facts.fid_vae_gmm == 15.0 and facts.off_vae == 1.3 and facts.recon_gap_ae == 0.7
     assert facts.step_ratio == pytest.approx(1.3)
     assert facts.collapsed_vae == 2 and facts.runs_vae == 10
     table = s03.comparison_table(facts, _records())
@@ -502,3 +553,37 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
     with pytest.raises(ConfigError, match="no rows for model='VAE'"):
         s03.collect_facts(recon=recon[recon["model"] != "VAE"], generation=gen, fid_data=2.0, latent=per_model,
                           gaps=per_model, cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
+
+
+# --- per-seed summaries for the claims --------------------------------------------------------------------
+
+def test_tuning_spread_per_seed_is_worst_over_best_minus_one_per_model_and_seed():
+    grid = pd.DataFrame({"model": ["AE"] * 4 + ["VAE"] * 3, "varied": ["lr"] * 6 + ["beta"],
+                         "seed": [0, 0, 1, 1, 0, 0, 0], "test_mse": [0.01, 0.012, 0.02, 0.02, 0.01, math.nan, 0.5],
+                         "diverged": [False] * 5 + [True, False]})
+    out = s03.tuning_spread_per_seed(grid).set_index(["model", "seed"])
+    assert out.loc[("AE", 0), "relative_spread"] == pytest.approx(0.2)
+    assert out.loc[("AE", 1), "relative_spread"] == 0.0
+    # the VAE's β run is not an lr run; its diverged run is counted, not spread
+    assert out.loc[("VAE", 0), ["relative_spread", "diverged"]].tolist() == [0.0, 1]
+
+
+def test_seed_intervals_are_student_t_intervals():
+    from scipy import stats as sps
+    df = pd.DataFrame({"m": ["a"] * 5 + ["b"], "v": [1.0, 2.0, 3.0, 4.0, 6.0, 7.0]})
+    out = s03.seed_intervals(df, ["m"], "v").set_index("m")
+    low, high = sps.t.interval(0.95, 4, loc=3.2, scale=sps.sem([1.0, 2.0, 3.0, 4.0, 6.0]))
+    assert out.loc["a", ["mean", "low", "high", "n"]].tolist() == pytest.approx([3.2, low, high, 5])
+    assert math.isnan(out.loc["b", "low"]) and out.loc["b", "mean"] == 7.0
+
+
+def test_holm_summary_names_the_claims_that_survive():
+    def verdict(p, verdict):
+        return stats.Verdict(effect=1.0, ci_low=0.1, ci_high=2.0, p_value=p, n_seeds=(5, 5), test="t", min_effect=0.5,
+                             alpha=0.05, verdict=verdict, higher_is_better=True, mean_a=1.0, mean_b=0.0)
+
+    line = s03.holm_summary({"x": verdict(0.001, "holds"), "y": verdict(0.04, "holds"),
+                             "z": verdict(0.5, "inconclusive")})
+    # Holm: 0.001 < 0.05/3 survives; 0.04 > 0.05/2 does not
+    assert line == ("**Holm–Bonferroni** over the 3 comparative claims of this notebook (family-wise α = 0.05): "
+                    "2 hold, 1 survive the correction (x); not surviving: y.")

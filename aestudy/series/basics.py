@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 from torch import Tensor
 
+from aestudy import generation
 from aestudy.data import Dataset, load_dataset
 from aestudy.metrics import reconstruction_metrics
 from aestudy.models import ModelConfig
@@ -28,6 +29,11 @@ SIZES = {  # knob: (smoke, standard, full)
     "gap_latents": ((2, 16), (2, 16, 64), (2, 8, 16, 32, 64)),
     "gap_budget": (2000, 120_000, 1_000_000),  # training samples seen per model (equal budget)
     "n_samples": (500, 5000, 10000),  # images per source for FID-style scores
+    "n_seeds": (2, 5, 10),  # seed replicates behind each comparative claim
+    "rep_subset": (1000, 10000, None),  # training images of the seed replicates (None = all)
+    "rep_epochs": (1, 5, 30),  # epochs of the seed replicates (the `epochs` parameter does not override)
+    "gap_rep_budget": (2000, 30_000, 1_000_000),  # training samples per replicate of the overfitting claim
+    "gap_rep_latent": (16, 16, 16),  # latent size of the overfitting replicates
 }
 
 
@@ -65,7 +71,9 @@ def subset(data: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
     `data` itself when `n` is None or not smaller than its training split."""
     if n is None or n >= len(data.train):
         return data
-    return load_dataset(data.info.name, val_size=len(data.val), limit=n, binarize=data.binarize, seed=seed)
+    # digits come at 8×8 or upscaled to 28×28; the subset keeps the images' size
+    upscale = {"upscale": data.info.shape[-1] != 8} if data.info.name == "digits" else {}
+    return load_dataset(data.info.name, val_size=len(data.val), limit=n, binarize=data.binarize, seed=seed, **upscale)
 
 
 def latent_size_sweep(data: Dataset, latent_sizes: Sequence[int], train_cfg: TrainConfig, *,
@@ -101,3 +109,39 @@ def generalisation_gaps(data: Dataset, train_sizes: Sequence[int], latent_sizes:
             rows.append({"train_size": len(part.train), "latent_dim": k, "epochs": epochs, "train_mse": train_mse,
                          "val_mse": val_mse, "gap": val_mse - train_mse})
     return pd.DataFrame(rows)
+
+
+def replicate_table(data: Dataset, latent_sizes: Sequence[int], train_cfg: TrainConfig, seeds: Sequence[int], *,
+                    classifier: object | None = None, n_gen: int = 0, gen_latent: int | None = None,
+                    reference: Tensor | None = None) -> pd.DataFrame:
+    """Seed replicates of the MLP AE: per (latent_dim, seed), test MSE per pixel and the MSE of PCA at that size.
+
+    PCA is fitted once per size on the same training images (it has no seed: its replicates are all equal, so a
+    comparison across seeds is a one-sample test of the AE's seeds against PCA's value). For the latent size
+    `gen_latent`, given a `classifier` and `n_gen` > 0, also FID-FMNIST of decoded real codes ("fid_encoded")
+    and of decoded z ~ N(0, I) ("fid_prior") against `reference` images (notebook 01, section 4).
+    """
+    pca = {k: pca_mse(data.train.images, data.test.images, k) for k in latent_sizes}
+    rows = []
+    for k in latent_sizes:
+        for seed in seeds:
+            res = train_or_load(ae_config("mlp", k, input_shape=data.info.shape), replace(train_cfg, seed=seed), data)
+            row = {"latent_dim": k, "seed": seed, "ae_mse": reconstruction_metrics(res.model, data.test.images)["mse"],
+                   "pca_mse": pca[k]}
+            if k == gen_latent and classifier is not None and n_gen > 0:
+                model = res.model.cpu()
+                sources = generation.decoded_sources(model, data.test.images, n_gen, seed=seed)
+                scores = generation.source_table(classifier, reference,
+                                                 {s: sources[s] for s in ("encoded real images", "z ~ N(0, I)")})
+                row |= {"fid_encoded": scores.loc["encoded real images", "fid"],
+                        "fid_prior": scores.loc["z ~ N(0, I)", "fid"]}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def gap_replicates(data: Dataset, small_set: int, latent_dim: int, train_cfg: TrainConfig, seeds: Sequence[int], *,
+                   samples_budget: int) -> pd.DataFrame:
+    """`generalisation_gaps` once per seed at one latent size, with a `seed` column (the seed also draws the subset)."""
+    parts = [generalisation_gaps(data, (small_set, len(data.train)), (latent_dim,), replace(train_cfg, seed=seed),
+                                 samples_budget=samples_budget).assign(seed=seed) for seed in seeds]
+    return pd.concat(parts, ignore_index=True)

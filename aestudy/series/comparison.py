@@ -24,13 +24,23 @@ from aestudy.ensemble import fit_many
 from aestudy.errors import ConfigError, TrainingDivergedError
 from aestudy.evaluation import EVAL_BATCH, batched, generator_on, model_device, reconstruct
 from aestudy.generation import PRIOR, gap_closed
-from aestudy.latent import aggregate_posterior_sample, interpolation_smoothness, path_realism, prior_holes, random_pairs
-from aestudy.metrics import active_units, mmd, reconstruction_metrics, sharpness
+from aestudy.latent import (
+    aggregate_posterior_sample,
+    interpolation_smoothness,
+    mmd_to_prior,
+    path_off_manifold,
+    path_realism,
+    prior_holes,
+    random_pairs,
+    reference_scale,
+    relative_active_units,
+)
+from aestudy.metrics import reconstruction_metrics, sharpness
 from aestudy.models import ModelConfig, build_model, count_parameters
 from aestudy.noise import NoiseConfig, corrupt
 from aestudy.objectives import loss_terms
 from aestudy.series import shared
-from aestudy.stats import per_seed
+from aestudy.stats import Verdict, holm, per_seed
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 from aestudy.validate import as_float, as_int
 
@@ -38,7 +48,8 @@ MODEL_NAMES: tuple[str, ...] = ("AE", "VAE", "DAE", "β-VAE")
 TABLE_ASPECTS: tuple[str, ...] = ("Purpose", "Architecture", "Latent space", "Loss function", "Output",
                                   "Use cases", "Advantages", "Limitations")
 TABLE_COLUMNS: tuple[str, ...] = ("Aspect", "AE", "VAE", "Evidence", "Verdict")
-COLLAPSED_MAX_UNITS = 1  # a run whose code keeps at most this many active units has collapsed
+COLLAPSED_MAX_UNITS = 1  # a run whose code keeps at most this many (relatively) active units has collapsed
+EX_POST: tuple[str, ...] = ("AE", "VAE")  # models that also get ex-post code densities (the VAE: the control)
 Results = Mapping[tuple[str, int], TrainResult]
 Spec = tuple[ModelConfig, TrainConfig]
 
@@ -46,17 +57,21 @@ SIZES = {  # knob: (smoke, standard, full)
     "limit": (2000, None, None),  # training images (None = all 55,000)
     "val_size": (500, 5000, 5000),
     "epochs": shared.SIZES["vae_epochs"],  # every compared model: its VAE is the reference VAE
-    "n_seeds": (1, 2, 5),  # training seeds per model (the `n_seeds` parameter overrides)
-    "n_eval": (1000, 5000, 10000),  # test (and train) images scored
-    "n_gen": (500, 5000, 10000),  # samples per source for FID-FMNIST
+    "n_seeds": (2, 5, 10),  # seed replicates per model behind every claim (the `n_seeds` parameter overrides)
+    "rep_epochs": (1, 4, 50),  # epochs of the seed replicates, trained on the `subset` training images
+    # Every seed and model scores the same images, so image noise is shared by all replicates and the seed-to-seed
+    # spread, not the image count, limits a claim: 2,000 keep the standard profile's evaluation of 20 replicates
+    # affordable (FID with precision/recall costs O(n²); FID's bias at n = 2,000 is the same for every source).
+    "n_eval": (1000, 2000, 10000),  # test (and train) images scored
+    "n_gen": (500, 2000, 10000),  # samples per source for FID-FMNIST
     "n_latent": (500, 2000, 5000),  # codes for MMD, prior samples for holes and blur
     "n_pairs": (20, 200, 500),  # image pairs for interpolation smoothness
-    "subset": (1000, 10000, None),  # training images for the 2-D models and the tuning grid
+    "subset": (1000, 10000, None),  # training images of the seed replicates, the 2-D models and the tuning grid
     "latent2_epochs": (1, 5, 30),
     "tune_epochs": (1, 2, 10),
     "tune_lrs": ((1e-3, 3e-3), (3e-4, 1e-3, 3e-3), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
     "tune_betas": ((4.0,), (2.0, 8.0), (0.5, 2.0, 4.0, 8.0, 16.0)),
-    "tune_seeds": (1, 2, 3),
+    "tune_seeds": (2, 5, 10),  # seeds of the tuning grid (each seed gives one spread per model)
     "timing_rounds": (2, 20, 40),  # interleaved rounds of step timing (sign test)
     "timing_steps": (3, 5, 10),  # training steps per model and round
 }
@@ -143,49 +158,80 @@ def reconstruction_table(results: Results, inputs: Tensor, targets: Tensor) -> p
 
 
 def latent_table(results: Results, images: Tensor, classifier: Any, *, n: int, n_pairs: int, steps: int = 10,
-                 seed: int = 0) -> pd.DataFrame:
-    """Per (model, seed): MMD² of q(z) vs N(0, I), prior holes, path roughness and realism, active units."""
+                 seed: int = 0, real: Tensor | None = None, held_out: Tensor | None = None) -> pd.DataFrame:
+    """Per (model, seed): MMD² of q(z) vs N(0, I), prior holes, path roughness, off-manifold distance and realism
+    of latent paths, relatively active units.
+
+    mmd: `latent.mmd_to_prior`, one kernel fixed by the prior for every model; off_manifold:
+    `latent.path_off_manifold` in the classifier's features against `real` images (grey, held out), scaled by the
+    distance of `held_out` real images to them (both default to halves of `images`); active_units:
+    `latent.relative_active_units` (scale-free, so AE and VAE codes count alike).
+    """
     rows = []
     a, b = random_pairs(len(images), n_pairs, seed=seed)
+    if real is None or held_out is None:
+        half = len(images) // 2
+        real, held_out = images[:half], images[half:]
+    reference = classifier.embed(real)
+    scale = reference_scale(reference, classifier.embed(held_out))
     for (name, model_seed), res in results.items():
         model = res.model
         gen = torch.Generator().manual_seed(seed + model_seed)
         q = aggregate_posterior_sample(model, images[:n], generator=gen)
-        prior = torch.randn(q.shape, generator=gen)
-        n_active, _ = active_units(model, images)
-        rows.append({"model": name, "seed": model_seed, "mmd": mmd(q, prior),
+        rows.append({"model": name, "seed": model_seed, "mmd": mmd_to_prior(q, generator=gen),
                      "holes": prior_holes(model, classifier, n=n, generator=gen),
                      "roughness": interpolation_smoothness(model, images[a], images[b], steps=steps),
+                     "off_manifold": path_off_manifold(model, classifier.embed, images[a], images[b], reference,
+                                                       scale=scale, steps=steps),
                      "path_realism": path_realism(model, classifier, images[a], images[b], steps=steps),
-                     "active_units": n_active})
+                     "active_units": relative_active_units(model, images)})
     return pd.DataFrame(rows)
+
+
+def objective_parts(model: nn.Module, images: Tensor, train_cfg: TrainConfig, *, seed: int = 0,
+                    batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """The model's training objective and its reconstruction term on `images`, nats per image, fixed randomness.
+
+    "loss": the objective as trained (β, input noise); "recon": its reconstruction NLL −log p(x|z) alone, one
+    z ~ q(z|x) per image for a VAE (the term the objective averages), the decoded code for an AE. The recon term
+    is the like-for-like measure of fit across AE and VAE: the VAE's loss also holds its KL term, which is not a
+    fit to the images and dilutes a train→test gap.
+    """
+    gen = generator_on(seed, model_device(model))
+
+    def batch_parts(x: Tensor) -> Tensor:  # (1, 2): the batch's summed loss and recon
+        inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
+        loss, parts = loss_terms(model, inputs, beta=train_cfg.beta, target=x, generator=gen)
+        return torch.stack([loss.double(), parts["recon"].double()]).reshape(1, 2) * len(x)
+
+    total = batched(model, batch_parts, images, batch_size=batch_size).sum(dim=0) / len(images)
+    return {"loss": float(total[0]), "recon": float(total[1])}
 
 
 def own_loss(model: nn.Module, images: Tensor, train_cfg: TrainConfig, *, seed: int = 0,
              batch_size: int = EVAL_BATCH) -> float:
     """The model's training objective on `images`, nats per image, with fixed randomness (β, input noise as trained)."""
-    gen = generator_on(seed, model_device(model))
-
-    def batch_loss(x: Tensor) -> Tensor:  # (1,): the batch's summed loss
-        inputs = x if train_cfg.noise is None else corrupt(x, train_cfg.noise, generator=gen)
-        loss, _ = loss_terms(model, inputs, beta=train_cfg.beta, target=x, generator=gen)
-        return (loss.double() * len(x)).reshape(1)
-
-    return float(batched(model, batch_loss, images, batch_size=batch_size).sum()) / len(images)
+    return objective_parts(model, images, train_cfg, seed=seed, batch_size=batch_size)["loss"]
 
 
 def generalisation_table(results: Results, specs: Mapping[str, Spec], *, train_inputs: Tensor,
                          train_targets: Tensor, test_inputs: Tensor, test_targets: Tensor,
                          seed: int = 0) -> pd.DataFrame:
-    """Per (model, seed): train and test reconstruction MSE and own loss, gaps (test − train) and relative gaps."""
+    """Per (model, seed): train and test reconstruction MSE, own loss and its reconstruction NLL term ("recon",
+    nats per image), gaps (test − train) and relative gaps. `train_inputs` must be images the models trained on.
+
+    The like-for-like gap across AE and VAE is `recon_gap` (nats per image): the VAE's `loss_gap` also holds the
+    KL term's gap, which is not a fit to the images (issue 14, item 3).
+    """
     rows = []
     for (name, model_seed), res in results.items():
         train_cfg = specs[name][1]
         row: dict[str, Any] = {"model": name, "seed": model_seed}
         for part, inputs, targets in (("train", train_inputs, train_targets), ("test", test_inputs, test_targets)):
             row[f"{part}_mse"] = reconstruction_metrics(res.model, inputs, targets=targets)["mse"]
-            row[f"{part}_loss"] = own_loss(res.model, inputs, train_cfg, seed=seed)
-        for what in ("mse", "loss"):
+            parts = objective_parts(res.model, inputs, train_cfg, seed=seed)
+            row[f"{part}_loss"], row[f"{part}_recon"] = parts["loss"], parts["recon"]
+        for what in ("mse", "loss", "recon"):
             row[f"{what}_gap"] = row[f"test_{what}"] - row[f"train_{what}"]
             row[f"{what}_gap_rel"] = row[f"{what}_gap"] / abs(row[f"train_{what}"])
         rows.append(row)
@@ -245,12 +291,16 @@ def step_timing(specs: Mapping[str, Spec], batch: Tensor, *, rounds: int = 5, st
 
 def _grid_run(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, test_inputs: Tensor,
               test_targets: Tensor) -> dict[str, Any]:
-    """Train one grid point and score it; a diverged run is recorded (test_mse NaN), not raised."""
+    """Train one grid point and score it; a diverged run is recorded (test_mse NaN), not raised.
+
+    active_units counts relatively active units (`latent.relative_active_units`): an AE's code has no scale of
+    its own, so Burda's absolute 0.01 would call its collapse by the code's scale, not by what it carries.
+    """
     try:
         res = train_or_load(model_cfg, train_cfg, data)
     except TrainingDivergedError:
         return {"test_mse": math.nan, "active_units": 0, "diverged": True}
-    n_active, _ = active_units(res.model, test_inputs)
+    n_active = relative_active_units(res.model, test_inputs)
     return {"test_mse": reconstruction_metrics(res.model, test_inputs, targets=test_targets)["mse"],
             "active_units": n_active, "diverged": False}
 
@@ -260,8 +310,8 @@ def tuning_grid(protocol: Protocol, train_cfg: TrainConfig, data: Dataset, *, lr
                 test_targets: Tensor) -> pd.DataFrame:
     """AE and VAE over learning rates × seeds (β = 1), and the VAE over β × seeds (at `train_cfg.lr`).
 
-    Columns: model, varied ("lr" or "beta"), lr, beta, seed, test_mse, active_units, diverged, collapsed
-    (active units ≤ COLLAPSED_MAX_UNITS).
+    Columns: model, varied ("lr" or "beta"), lr, beta, seed, test_mse, active_units (relatively active, scale-free),
+    diverged, collapsed (active units ≤ COLLAPSED_MAX_UNITS).
     """
     points = [(name, kind, "lr", lr, 1.0, s) for name, kind in (("AE", "ae"), ("VAE", "vae"))
               for lr in lrs for s in seeds]
@@ -337,6 +387,7 @@ class Facts:
     fid_ae_gauss: float  # … from a Gaussian fitted to its codes ex post
     fid_ae_gmm: float  # … from a 10-component GMM fitted ex post
     fid_vae: float
+    fid_vae_gmm: float  # the control: the same ex-post GMM fitted to the VAE's codes
     fid_bvae: float
     fid_data: float  # held-out real images
     gap_closed_gmm: float  # share of the AE→VAE FID gap the GMM closes
@@ -346,12 +397,16 @@ class Facts:
     holes_vae: float
     rough_ae: float
     rough_vae: float
+    off_ae: float  # off-manifold distance of latent paths' interiors (1 ≈ a real image's)
+    off_vae: float
     real_ae: float  # realism kept along latent paths
     real_vae: float
     params_ae: float
     params_vae: float
     loss_gap_rel_ae: float  # (test − train) / train of the own objective
     loss_gap_rel_vae: float
+    recon_gap_ae: float  # test − train reconstruction NLL [nats / image], like for like
+    recon_gap_vae: float
     mse_gap_rel_ae: float
     mse_gap_rel_vae: float
     step_ratio: float  # VAE / AE time per training step
@@ -375,11 +430,13 @@ def collect_facts(*, recon: pd.DataFrame, generation: pd.DataFrame, fid_data: fl
 
     fid = {key: mean(generation, model, "fid", source=source) for key, model, source in (
         ("fid_ae_prior", "AE", PRIOR), ("fid_ae_gauss", "AE", "Gaussian ex post"), ("fid_ae_gmm", "AE", "GMM ex post"),
-        ("fid_vae", "VAE", PRIOR), ("fid_bvae", "β-VAE", PRIOR))}
+        ("fid_vae", "VAE", PRIOR), ("fid_vae_gmm", "VAE", "GMM ex post"), ("fid_bvae", "β-VAE", PRIOR))}
     per_model = {}
     for key, model in (("ae", "AE"), ("vae", "VAE")):
         per_model |= {f"mmd_{key}": mean(latent, model, "mmd"), f"holes_{key}": mean(latent, model, "holes"),
                       f"rough_{key}": mean(latent, model, "roughness"),
+                      f"off_{key}": mean(latent, model, "off_manifold"),
+                      f"recon_gap_{key}": mean(gaps, model, "recon_gap"),
                       f"real_{key}": mean(latent, model, "path_realism"),
                       f"params_{key}": mean(cost, model, "parameters"),
                       f"loss_gap_rel_{key}": mean(gaps, model, "loss_gap_rel"),
@@ -434,12 +491,14 @@ def _evidence(f: Facts) -> dict[str, str]:
         "Architecture": (f"same MLP backbone: AE {f.params_ae:,.0f} vs VAE {f.params_vae:,.0f} parameters "
                          "(the VAE's head outputs μ and log σ²)"),
         "Latent space": (f"MMD² to N(0, I): AE {f.mmd_ae:.3f} vs VAE {f.mmd_vae:.3f}; prior holes AE "
-                         f"{f.holes_ae:.0%} vs VAE {f.holes_vae:.0%}; interpolation roughness AE "
-                         f"{f.rough_ae:.4f} vs VAE {f.rough_vae:.4f}; realism kept midway AE "
+                         f"{f.holes_ae:.0%} vs VAE {f.holes_vae:.0%}; off-manifold distance of latent paths AE "
+                         f"{f.off_ae:.2f} vs VAE {f.off_vae:.2f} (1 ≈ a real image; pixel roughness AE "
+                         f"{f.rough_ae:.4f} vs VAE {f.rough_vae:.4f}); realism kept midway AE "
                          f"{f.real_ae:.0%} vs VAE {f.real_vae:.0%}"),
-        "Loss function": (f"relative train→test gap of own loss: AE {f.loss_gap_rel_ae:+.2%} vs VAE "
-                          f"{f.loss_gap_rel_vae:+.2%}; of MSE: AE {f.mse_gap_rel_ae:+.2%} vs VAE "
-                          f"{f.mse_gap_rel_vae:+.2%}"),
+        "Loss function": (f"train→test gap of the reconstruction NLL: AE {f.recon_gap_ae:+.2f} vs VAE "
+                          f"{f.recon_gap_vae:+.2f} nats/image; relative gap of own loss (VAE's holds its KL): AE "
+                          f"{f.loss_gap_rel_ae:+.2%} vs VAE {f.loss_gap_rel_vae:+.2%}; of MSE: AE "
+                          f"{f.mse_gap_rel_ae:+.2%} vs VAE {f.mse_gap_rel_vae:+.2%}"),
         "Output": (f"sharpness (Laplacian variance): data {f.sharp_data:.4f}, AE recon {f.sharp_ae_recon:.4f}, "
                    f"VAE recon {f.sharp_vae_recon:.4f}, VAE samples {f.sharp_vae_samples:.4f}"),
         "Use cases": (f"DAE test MSE {f.mse_dae:.4f} (clean inputs); β-VAE FID {f.fid_bvae:.1f}, MSE "
@@ -447,7 +506,8 @@ def _evidence(f: Facts) -> dict[str, str]:
         "Advantages": (f"VAE/AE time per training step {f.step_ratio:.2f}×; SSIM AE {f.ssim_ae:.3f} vs VAE "
                        f"{f.ssim_vae:.3f}; VAE FID {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f}"),
         "Limitations": (f"AE + GMM ex post: FID {f.fid_ae_gmm:.1f} (Gaussian {f.fid_ae_gauss:.1f}), closing "
-                        f"{f.gap_closed_gmm:.0%} of the AE→VAE gap; MSE spread over lr×seed AE "
+                        f"{f.gap_closed_gmm:.0%} of the AE→VAE gap; VAE + the same GMM {f.fid_vae_gmm:.1f}; "
+                        "MSE spread over lr×seed AE "
                         f"{f.spread_ae:.1%} vs VAE {f.spread_vae:.1%}; collapsed VAE runs "
                         f"{f.collapsed_vae:.0f}/{f.runs_vae:.0f} (AE {f.collapsed_ae:.0f})"),
     }
@@ -463,7 +523,7 @@ ROW_VERDICTS: dict[str, tuple[tuple[str, int], ...]] = {
     "Output": (("vae-outputs-blurrier", 1),),
     "Use cases": (("vae-samples-beat-ae-prior", 1),),
     "Advantages": (("ae-faster-per-epoch", 1), ("ae-reconstructs-better", 1), ("vae-samples-beat-ae-prior", 1),
-                   ("vae-latent-matches-prior", 1)),
+                   ("vae-latent-matches-prior", 1), ("vae-gmm-beats-ae-gmm", 1)),
     "Limitations": (("ex-post-density-closes-gap", -1), ("vae-outputs-blurrier", 1), ("vae-needs-careful-tuning", 1)),
 }
 
@@ -494,3 +554,48 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def tuning_spread_per_seed(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, seed) of a `tuning_grid`: relative test-MSE spread (worst − best) / best over its learning rates.
+
+    One value per tuning seed, so the spreads of AE and VAE can be compared across seeds (`stats.compare`).
+    Diverged runs (NaN MSE) are left out of the spread and counted in `diverged`.
+    """
+    lr_runs = grid[grid["varied"] == "lr"]
+    rows = []
+    for (name, seed), g in lr_runs.groupby(["model", "seed"], sort=False):
+        mse = g["test_mse"].dropna()
+        spread = float((mse.max() - mse.min()) / mse.min()) if len(mse) else math.nan
+        rows.append({"model": name, "seed": seed, "relative_spread": spread, "diverged": int(g["diverged"].sum())})
+    return pd.DataFrame(rows)
+
+
+def seed_intervals(df: pd.DataFrame, by: Sequence[str], value: str, *, level: float = 0.95) -> pd.DataFrame:
+    """Mean of `value` per group with its two-sided t interval over seeds (columns mean, low, high, n).
+
+    The interval is mean ± t_{n−1} · sd / √n (Student); NaN bounds for a group with one seed.
+    """
+    from scipy.stats import t as student_t
+
+    rows = []
+    for key, g in df.groupby(list(by), sort=False):
+        x = g[value].to_numpy(dtype=float)
+        half = (float(student_t.ppf(0.5 + level / 2, x.size - 1)) * x.std(ddof=1) / math.sqrt(x.size)
+                if x.size > 1 else math.nan)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
+                     "mean": float(x.mean()), "low": float(x.mean()) - half, "high": float(x.mean()) + half,
+                     "n": x.size})
+    return pd.DataFrame(rows)
+
+
+def holm_summary(verdicts: Mapping[str, Verdict], *, alpha: float = 0.05) -> str:
+    """One markdown line: how many comparative claims were tested and which "holds" survive Holm–Bonferroni."""
+    survives = holm(verdicts, alpha=alpha)
+    held = [key for key, v in verdicts.items() if v.holds]
+    kept = [key for key, ok in survives.items() if ok]
+    lost = [key for key in held if key not in kept]
+    return (f"**Holm–Bonferroni** over the {len(verdicts)} comparative claims of this notebook (family-wise "
+            f"α = {alpha:g}): {len(held)} hold, {len(kept)} survive the correction"
+            + (f" ({', '.join(kept)})" if kept else "")
+            + (f"; not surviving: {', '.join(lost)}" if lost else "") + ".")
