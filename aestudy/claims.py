@@ -375,7 +375,7 @@ def record_figure(name: str, fig: Any, *, notebook: str | None = None, path: str
     The file is `<ledger folder>/figures/<notebook>/<name>.png` (written atomically, 100 dpi, tight bounding
     box); the entry gets `{"name", "path" (relative to the ledger folder, POSIX), "caption"}`, replacing an
     earlier figure of the same name in place. `fig` is a matplotlib Figure, an Axes (its figure is saved) or
-    anything with `savefig(file, format=...)` (e.g. a seaborn grid). The report embeds these (aestudy.report).
+    anything with `savefig(file, format=...)` (e.g. a seaborn grid). The report embeds these (aestudy.runner.report).
 
     Raises ConfigError for a name that is not a plain file stem (letters, digits, `.`, `_`, `-`; at most 80)
     or an object that cannot be saved as a figure. Returns the PNG's path.

@@ -40,7 +40,7 @@ INTERRUPT_GRACE_S = 30.0  # after Ctrl-C the runner writes metrics.json and the 
 EPOCH_TARGET_S = 0.050  # issue 18: one VAE epoch on 60k images
 SEEDS_TARGET = 3.0  # issue 18: 5 batched seeds >= 3x faster than 5 sequential fits
 SERIES_TARGET_S = 300.0  # issue 18: the full series <= 5 min
-RUNNER_MODULES = ("aestudy.runner.cli", "aestudy.cli")  # the layout refactor moves cli.py into aestudy/runner/
+RUNNER_MODULES = ("aestudy.runner.cli", "aestudy.runner.cli")  # the layout refactor moves cli.py into aestudy/runner/
 
 
 # ----------------------------------------------------------------------------------------------- small helpers

@@ -16,14 +16,14 @@ RUNNER_MISSING = "not run (runner missing)"
 
 
 def runner_available() -> bool:
-    """Whether `aestudy run` exists (aestudy.run and aestudy.cli importable)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("aestudy.run", "aestudy.cli"))
+    """Whether `aestudy run` exists (aestudy.runner.run and aestudy.runner.cli importable)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("aestudy.runner.run", "aestudy.runner.cli"))
 
 
 def _one_run(profile: str, out: Path, cache: Path, threads: int, timeout_s: float) -> dict[str, Any]:
     """One `aestudy run` into `out` with $AESTUDY_CACHE=`cache`: status, total and per-notebook seconds."""
     env = {**os.environ, "AESTUDY_CACHE": str(cache), "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "aestudy.cli", "run", "--profile", profile, "--out", str(out), "--quiet"]
+    command = [sys.executable, "-m", "aestudy.runner.cli", "run", "--profile", profile, "--out", str(out), "--quiet"]
     start = time.perf_counter()
     try:
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)

@@ -28,7 +28,6 @@ from idx_fixtures import (
 )
 
 from aestudy import data
-from aestudy.cli import main
 from aestudy.data import (
     DATASET_NAMES,
     IDX_SPECS,
@@ -41,6 +40,7 @@ from aestudy.data import (
     stratified_subset,
 )
 from aestudy.errors import ConfigError, DataError
+from aestudy.runner.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 FMNIST = IDX_SPECS["fashion-mnist"]

@@ -27,7 +27,6 @@ from aestudy.ae_features import (
 )
 from aestudy.anomaly import anomaly_scores
 from aestudy.classifier import get_classifier
-from aestudy.cli import main
 from aestudy.data import UNLABELLED, default_val_size, load_dataset, split_sizes
 from aestudy.errors import ConfigError, DataError
 from aestudy.generation import generation_scores
@@ -43,6 +42,7 @@ from aestudy.metrics import (
 )
 from aestudy.models import ModelConfig, build_model
 from aestudy.objectives import loss_terms
+from aestudy.runner.cli import main
 from aestudy.train import TrainConfig, train_or_load
 
 FIX_MIXED_MODES = ("Pass channels=3 (grey read as RGB) or channels=1 (colour converted to grey), or convert the "

@@ -17,12 +17,12 @@ import nbformat
 import pytest
 from matplotlib.figure import Figure
 
-from aestudy import report
 from aestudy.claims import check_claim, load_metrics, record_figure, record_metric
-from aestudy.cli import main
-from aestudy.compare_runs import compare_runs, write_comparison
 from aestudy.errors import ConfigError
-from aestudy.run import merge_metrics
+from aestudy.runner import report
+from aestudy.runner.cli import main
+from aestudy.runner.compare_runs import compare_runs, write_comparison
+from aestudy.runner.run import merge_metrics
 
 matplotlib.use("Agg")
 

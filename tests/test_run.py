@@ -21,24 +21,13 @@ import nbformat
 import pytest
 import torch
 
-from aestudy import report
-from aestudy.cli import main
 from aestudy.errors import ConfigError, DeviceError
-from aestudy.run import (
-    LOCK_FILE,
-    OWNER_FILE,
-    claim_folder,
-    collect_params,
-    discover_notebooks,
-    kernel_python,
-    load_state,
-    notebook_parameters,
-    parse_only,
-    plan_run,
-    resume_study,
-    route_parameters,
-    run_study,
-)
+from aestudy.runner import report
+from aestudy.runner.cli import main
+from aestudy.runner.environment import kernel_python
+from aestudy.runner.folders import LOCK_FILE, OWNER_FILE, claim_folder, load_state
+from aestudy.runner.params import collect_params, discover_notebooks, parse_only, route_parameters
+from aestudy.runner.run import notebook_parameters, plan_run, resume_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "tests" / "fixtures" / "notebooks"
@@ -434,7 +423,7 @@ def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
     reached = tmp_path / "reached"
     env = {**os.environ, "TOY_GATE": str(tmp_path / "never"), "TOY_GATE_REACHED": str(reached)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aestudy.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--only", "01",
+        [sys.executable, "-m", "aestudy.runner.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--only", "01",
          "--profile", "smoke", "--out", str(run_dir), "--quiet"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=_default_sigint,
@@ -482,7 +471,7 @@ def _fake_execution(monkeypatch, *, fail: str | None = None, ename: str = "Runti
     """Replace notebook execution; `fail` names a notebook that fails with `ename: evalue`. Returns the calls."""
     from papermill.exceptions import PapermillExecutionError
 
-    from aestudy import run as run_module
+    from aestudy.runner import run as run_module
 
     calls: list[tuple[str, dict]] = []
 
@@ -584,7 +573,7 @@ def test_a_parameter_the_notebook_rejected_gets_advice_not_a_bare_resume(tmp_pat
 _HOLDER = """
 import sys
 from pathlib import Path
-from aestudy.run import claim_folder
+from aestudy.runner.folders import claim_folder
 with claim_folder(Path(sys.argv[1]), option="--out"):
     print("held", flush=True)
     sys.stdin.read()  # hold until the test closes our stdin
@@ -623,7 +612,7 @@ def test_two_runs_into_one_out_one_wins_and_the_other_says_so(tmp_path):
     out = tmp_path / "runs" / "x"
     gate, reached = tmp_path / "gate", tmp_path / "reached"
     env = {**os.environ, "TOY_GATE": str(gate), "TOY_GATE_REACHED": str(reached)}
-    command = [sys.executable, "-m", "aestudy.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--only", "01",
+    command = [sys.executable, "-m", "aestudy.runner.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--only", "01",
                "--profile", "smoke", "--out", str(out), "--quiet"]
     first = subprocess.Popen([*command, "-p", "seed", "1"], env=env, cwd=tmp_path, stderr=subprocess.PIPE,
                              text=True)
@@ -667,7 +656,7 @@ def test_list_and_literal_parameters_reach_papermill_as_values(tmp_path):
 
 
 def test_a_start_stopped_before_the_first_file_leaves_no_folder(tmp_path, monkeypatch):
-    from aestudy import run as run_module
+    from aestudy.runner import run as run_module
 
     def interrupted(**_kwargs):
         raise KeyboardInterrupt
@@ -713,7 +702,7 @@ def test_papermill_really_warns_about_that_line_without_the_filter(caplog, monke
 
     from papermill.translators import PythonTranslator
 
-    from aestudy.run import _quiet_papermill_parameter_warnings
+    from aestudy.runner.kernel import _quiet_papermill_parameter_warnings
 
     monkeypatch.setattr(logging.getLogger("papermill.translators"), "filters", [])  # as before any run
     cell = nbformat.v4.new_code_cell("beta: float = 1.0  # KL weight (1 = the ELBO)\nseed: int = 0\n")
@@ -732,7 +721,7 @@ def test_papermill_really_warns_about_that_line_without_the_filter(caplog, monke
 def test_kernels_talk_over_private_unix_sockets_with_absolute_unique_paths():
     import zmq
 
-    from aestudy.run import kernel_manager_class
+    from aestudy.runner.kernel import kernel_manager_class
 
     if not zmq.has("ipc"):
         pytest.skip("this ZeroMQ has no IPC transport (Windows): kernels use TCP")

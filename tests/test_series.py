@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aestudy.cli import main
+from aestudy.runner.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aestudy.cli import main
 from aestudy.errors import ConfigError
-from aestudy.sweep import (
+from aestudy.runner.cli import main
+from aestudy.runner.sweep import (
     PointResult,
     PointTask,
     _run_local,
@@ -95,7 +95,7 @@ def test_every_point_is_validated_before_anything_runs(tmp_path, capsys):
 
 
 def test_a_sweep_folder_is_claimed_and_must_be_new(tmp_path, capsys):
-    from aestudy.run import claim_folder
+    from aestudy.runner.folders import claim_folder
 
     out = tmp_path / "s"
     with claim_folder(out, option="--out"):  # as if a sweep were running there (this process holds it)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aestudy.run import run_study
+from aestudy.runner.run import run_study
 
 from .conftest import REPO
 

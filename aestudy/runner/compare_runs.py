@@ -5,7 +5,7 @@ Three tables, read from each run's `metrics.json`:
 * **parameters that differ**: every notebook's effective parameters, plus the run-level settings (profile,
   device, git commit, package versions);
 * **verdicts that flipped**: claims whose verdict (holds / does not hold / inconclusive, see
-  `aestudy.report.claim_verdict`) differs, and claims recorded in one run only;
+  `aestudy.runner.report.claim_verdict`) differs, and claims recorded in one run only;
 * **metrics with their change**: every number the notebooks recorded (scalars, and the numeric cells of
   table and dict metrics), each claim's effect when it has one, and each notebook's wall time, with B − A and
   the relative change; numbers equal in both runs are counted, not listed.
@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from aestudy.report import (
+from aestudy.runner.report import (
     COMPARISON_METRIC,
     CONFIG_METRICS,
     FIGURES_METRIC,
@@ -184,7 +184,7 @@ def compare_runs(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str]) -
 
 
 def comparison_blocks(comparison: RunComparison) -> list[Block]:
-    """The comparison as report blocks (rendered by aestudy.report's markdown and HTML renderers)."""
+    """The comparison as report blocks (rendered by aestudy.runner.report's markdown and HTML renderers)."""
     c = comparison
     blocks = [
         Block("h1", f"Comparing runs {c.run_a.name} and {c.run_b.name}"),
@@ -214,13 +214,4 @@ def write_comparison(comparison: RunComparison, out: str | os.PathLike[str]) -> 
     return md, page
 
 
-def compare_main(args: Any) -> int:
-    """`aestudy compare RUN_A RUN_B [--out DIR]`: markdown to stdout, or compare.md + compare.html in DIR."""
-    comparison = compare_runs(args.run_a, args.run_b)
-    if args.out is None:
-        print(render_markdown(comparison_blocks(comparison), Path.cwd()), end="")
-    else:
-        for path in write_comparison(comparison, args.out):
-            print(path)
-    return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aestudy.errors import AestudyError
 
@@ -125,7 +126,7 @@ def _positive_int(text: str) -> int:
 def _study_options(*, only_help: str) -> argparse.ArgumentParser:
     """The options `aestudy run` and `aestudy sweep` share (a parent parser: defined once)."""
     from aestudy.config import PROFILES
-    from aestudy.run import DEFAULT_KERNEL
+    from aestudy.runner.kernel import DEFAULT_KERNEL
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", choices=PROFILES, default=None,
@@ -148,7 +149,6 @@ def _study_options(*, only_help: str) -> argparse.ArgumentParser:
 
 def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy run`: execute the notebook series with papermill into runs/NAME, with a report."""
-    from aestudy.run import run_main
 
     run = subparsers.add_parser("run", parents=[_study_options(only_help="run only these notebooks, by number prefix "
                                                                        "(e.g. 01,03)")],
@@ -163,7 +163,6 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy sweep NAME=V1,V2 ...`: one papermill execution per grid point, in parallel."""
-    from aestudy.sweep import sweep_main
 
     sweep = subparsers.add_parser("sweep", parents=[_study_options(only_help="the notebooks each point runs, by number "
                                                                            "prefix (e.g. 02)")],
@@ -181,7 +180,6 @@ def _add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy report RUN`: rebuild a run's report from its metrics.json."""
-    from aestudy.report import report_main
 
     report = subparsers.add_parser("report", help="rebuild report.md / report.html of a run folder")
     report.add_argument("run", metavar="RUN", help="a run folder (e.g. runs/latest)")
@@ -192,7 +190,6 @@ def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     """`aestudy compare RUN_A RUN_B`: parameters, verdicts and metrics that changed between two runs."""
-    from aestudy.compare_runs import compare_main
 
     compare = subparsers.add_parser("compare", help="what changed between two runs (markdown and HTML)")
     compare.add_argument("run_a", metavar="RUN_A", help="the first run folder")
@@ -233,6 +230,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AestudyError as exc:
         print(f"aestudy: error: {exc}", file=sys.stderr)
         return 2
+
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """`aestudy run`: 0 complete, 1 a notebook failed, 130 interrupted (invalid options raise ConfigError)."""
+    from aestudy.errors import ConfigError
+    from aestudy.runner.kernel import DEFAULT_KERNEL
+    from aestudy.runner.params import collect_params, parse_only
+    from aestudy.runner.run import EXIT_INTERRUPTED, resume_study, run_study  # papermill: imported when used
+
+    try:
+        params = collect_params(args.parameters, args.params)
+        if args.resume is not None:
+            given = [flag for flag, value in (("--profile", args.profile), ("--device", args.device),
+                                              ("--only", args.only), ("--out", args.out),
+                                              ("--notebooks-dir", args.notebooks_dir)) if value]
+            if given:
+                raise ConfigError(f"--resume continues with the run's saved settings; drop {', '.join(given)} "
+                                  "(-p/--params may change parameters of the notebooks not yet done).")
+            result = resume_study(args.resume, kernel=args.kernel, params=params, progress=not args.quiet)
+        else:
+            result = run_study(args.notebooks_dir, out=args.out, profile=args.profile, device=args.device,
+                               only=parse_only(args.only), params=params,
+                               kernel=args.kernel or DEFAULT_KERNEL, progress=not args.quiet)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return result.exit_code
+
+
+def sweep_main(args: argparse.Namespace) -> int:
+    """`aestudy sweep`: 0 every point finished, 1 some failed, 130 interrupted (bad options raise ConfigError)."""
+    from aestudy.runner.kernel import DEFAULT_KERNEL
+    from aestudy.runner.params import collect_params, parse_only
+    from aestudy.runner.run import EXIT_INTERRUPTED
+    from aestudy.runner.sweep import parse_grid, run_sweep
+
+    try:
+        result = run_sweep(parse_grid(args.grid), args.notebooks_dir, only=parse_only(args.only),
+                           params=collect_params(args.parameters, args.params), profile=args.profile,
+                           device=args.device, kernel=args.kernel or DEFAULT_KERNEL, out=args.out,
+                           scheduler=args.scheduler,
+                           workers=args.workers, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\naestudy sweep: interrupted; finished points are kept in their points/<id>/ folders.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return result.exit_code
+
+
+def report_main(args: argparse.Namespace) -> int:
+    """`aestudy report RUN [--no-notebooks]`: rebuild report.md / report.html (and the notebooks' pages)."""
+    from aestudy.runner.report import write_report
+
+    for path in write_report(args.run, render_notebooks=not args.no_notebooks):
+        print(path)
+    return 0
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """`aestudy compare RUN_A RUN_B [--out DIR]`: markdown to stdout, or compare.md + compare.html in DIR."""
+    from aestudy.runner.compare_runs import compare_runs, comparison_blocks, write_comparison
+    from aestudy.runner.report import render_markdown
+
+    comparison = compare_runs(args.run_a, args.run_b)
+    if args.out is None:
+        print(render_markdown(comparison_blocks(comparison), Path.cwd()), end="")
+    else:
+        for path in write_comparison(comparison, args.out):
+            print(path)
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ metric against each swept parameter, mean ± sd over the other parameters).
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import itertools
 import multiprocessing
@@ -30,25 +29,17 @@ import pandas as pd
 from aestudy.claims import load_metrics
 from aestudy.errors import ConfigError
 from aestudy.parameters import parse_text
-from aestudy.run import (
+from aestudy.runner.folders import check_new_folder, claim_folder, remove_unused_folder, write_json_atomic
+from aestudy.runner.kernel import (
     DEFAULT_KERNEL,
-    EXIT_INTERRUPTED,
-    RUN_LEVEL,
-    check_new_folder,
-    claim_folder,
-    collect_params,
     describe_failure,
     execute_notebook,
     format_failure,
     kernel_log_path,
     notebook_env,
-    notebook_key,
-    parse_only,
-    plan_run,
-    remove_unused_folder,
-    route_parameters,
-    write_json_atomic,
 )
+from aestudy.runner.params import RUN_LEVEL, notebook_key, route_parameters
+from aestudy.runner.run import plan_run
 
 THREAD_VARS: tuple[str, ...] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 TIDY_COLUMNS: tuple[str, ...] = ("point", "notebook", "metric", "value")
@@ -333,16 +324,3 @@ def _write_outputs(out_dir: Path, grid: Mapping[str, Sequence[Any]], results: Se
     return SweepResult(out_dir, tuple(results), table)
 
 
-def sweep_main(args: argparse.Namespace) -> int:
-    """`aestudy sweep`: 0 every point finished, 1 some failed, 130 interrupted (bad options raise ConfigError)."""
-    try:
-        result = run_sweep(parse_grid(args.grid), args.notebooks_dir, only=parse_only(args.only),
-                           params=collect_params(args.parameters, args.params), profile=args.profile,
-                           device=args.device, kernel=args.kernel or DEFAULT_KERNEL, out=args.out,
-                           scheduler=args.scheduler,
-                           workers=args.workers, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("\naestudy sweep: interrupted; finished points are kept in their points/<id>/ folders.",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return result.exit_code

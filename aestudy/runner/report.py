@@ -748,8 +748,3 @@ def write_report(run_dir: str | os.PathLike[str], *, render_notebooks: bool = Tr
     return md, page
 
 
-def report_main(args: Any) -> int:
-    """`aestudy report RUN [--no-notebooks]`: rebuild report.md / report.html (and the notebooks' pages)."""
-    for path in write_report(args.run, render_notebooks=not args.no_notebooks):
-        print(path)
-    return 0
