@@ -27,7 +27,7 @@ RUN_LEVEL: tuple[str, ...] = ("profile", "device")
 
 def default_notebooks_dir() -> Path:
     """The repository's `notebooks/` folder."""
-    return Path(__file__).resolve().parents[1] / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"  # aestudy/runner/params.py -> the checkout
 
 
 def notebook_key(notebook: str | os.PathLike[str]) -> str:
