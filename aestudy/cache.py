@@ -226,31 +226,51 @@ class Checkpoint:
     history: pd.DataFrame
 
 
+def load_cached(key: str, load: Callable[[dict[str, Any], Path], T], *, what: str = "",
+                cache_dir: str | os.PathLike[str] | None = None) -> T | None:
+    """The artefact of `key`'s verified checkpoint made by `load(record, path)`, or None when there is none.
+
+    Call it while holding `lock(checkpoint_path(key, cache_dir))`. A checkpoint that is damaged, refused or does
+    not fit (`load` raising CheckpointError, or RuntimeError from `load_state_dict`) is reported in a warning
+    naming the file and what was done with it (`discard`: deleted, or moved aside), and None is returned so the
+    caller rebuilds it.
+    """
+    path = checkpoint_path(key, cache_dir)
+    if not path.exists():
+        return None
+    try:
+        record = load_checkpoint(path, version=aestudy.__version__, key=key)
+        try:
+            return load(record, path)
+        except RuntimeError as err:  # shapes/names differ: the file does not belong to this artefact
+            raise CheckpointError(f"checkpoint {path} does not match what it was loaded for: "
+                                  f"{str(err).rstrip('.')}.") from err
+    except CheckpointError as err:
+        rebuilding = "and retraining" + (f" {what}" if what else "") + "."
+        warnings.warn(f"{err} {discard(path, err)} {rebuilding}", stacklevel=3)
+        return None
+
+
+def store(key: str, stored: Checkpoint, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Write `stored` as `key`'s checkpoint for this aestudy version (atomically; hold the key's lock)."""
+    return save_checkpoint(checkpoint_path(key, cache_dir), state_dict=dict(stored.state_dict),
+                           config=dict(stored.config), history=stored.history, version=aestudy.__version__, key=key)
+
+
 def load_or_build(key: str, *, load: Callable[[dict[str, Any], Path], T], build: Callable[[], tuple[T, Checkpoint]],
                   what: str = "", cache_dir: str | os.PathLike[str] | None = None) -> tuple[T, bool]:
     """The one load-or-build of every cached artefact (autoencoders, the domain classifier, the GAN, M2).
 
     Under the key's inter-process lock (a second process building the same key waits, then loads): a verified
-    checkpoint is turned into the artefact by `load(record, path)`; one that is damaged, refused or does not
-    fit (`load` raising CheckpointError, or RuntimeError from `load_state_dict`) is reported in a warning naming
-    the file and what was done with it (`discard`), then rebuilt. `build()` returns the artefact and the
-    `Checkpoint` to store, written atomically for this aestudy version; when it raises (e.g. a diverged
-    training) nothing is stored. Returns (artefact, loaded from the cache).
+    checkpoint is turned into the artefact by `load(record, path)` (see `load_cached` for a damaged one);
+    otherwise `build()` returns the artefact and the `Checkpoint` to store, written atomically for this aestudy
+    version; when it raises (e.g. a diverged training) nothing is stored. `ensemble.fit_many` holds several keys'
+    locks at once and uses `load_cached` and `store` directly. Returns (artefact, loaded from the cache).
     """
-    path = checkpoint_path(key, cache_dir)
-    with lock(path):
-        if path.exists():
-            try:
-                record = load_checkpoint(path, version=aestudy.__version__, key=key)
-                try:
-                    return load(record, path), True
-                except RuntimeError as err:  # shapes/names differ: the file does not belong to this artefact
-                    raise CheckpointError(f"checkpoint {path} does not match what it was loaded for: "
-                                          f"{str(err).rstrip('.')}.") from err
-            except CheckpointError as err:
-                rebuilding = "and retraining" + (f" {what}" if what else "") + "."
-                warnings.warn(f"{err} {discard(path, err)} {rebuilding}", stacklevel=3)
+    with lock(checkpoint_path(key, cache_dir)):
+        cached = load_cached(key, load, what=what, cache_dir=cache_dir)
+        if cached is not None:
+            return cached, True
         artefact, stored = build()
-        save_checkpoint(path, state_dict=dict(stored.state_dict), config=dict(stored.config),
-                        history=stored.history, version=aestudy.__version__, key=key)
+        store(key, stored, cache_dir=cache_dir)
     return artefact, False

@@ -39,11 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import aestudy
 from aestudy import cache, objectives, precision, train
 from aestudy.config import resolve_device
 from aestudy.data import Dataset
-from aestudy.errors import CheckpointError, ConfigError, TrainingDivergedError
+from aestudy.errors import ConfigError, TrainingDivergedError
 from aestudy.models import ModelConfig, clamp_logvar
 from aestudy.noise import corrupt
 from aestudy.progress import progress as progress_bar
@@ -424,7 +423,7 @@ def fit_many(model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig], data: Da
         missing = []
         for key in unique:
             i = first_index[key]
-            loaded = _try_load(paths[i], key, model_cfg, cfgs[i], start)
+            loaded = _try_load(key, model_cfg, cfgs[i], start, cache_dir)
             if loaded is None:
                 missing.append(i)
             else:
@@ -440,7 +439,7 @@ def fit_many(model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig], data: Da
                 if error is not None:
                     errors[i] = error
                     continue
-                _save(paths[i], keys[i], model_cfg, cfgs[i], data, module, history)
+                _save(keys[i], model_cfg, cfgs[i], data, module, history, cache_dir)
                 results[i] = TrainResult(model=module, history=history, key=keys[i], from_cache=False, seconds=share)
         else:
             if batched is True and reason is not None and len(missing) > 1:
@@ -452,12 +451,13 @@ def fit_many(model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig], data: Da
                 except TrainingDivergedError as err:
                     errors[i] = str(err)
                     continue
-                _save(paths[i], keys[i], model_cfg, cfgs[i], data, result.model, result.history)
+                _save(keys[i], model_cfg, cfgs[i], data, result.model, result.history, cache_dir)
                 result.seconds = time.perf_counter() - tic
                 results[i] = result
     for i, key in enumerate(keys):  # duplicates load what their first occurrence wrote
         if results[i] is None and i not in errors and first_index[key] not in errors:
-            results[i] = train._load(paths[i], key, model_cfg, cfgs[i], time.perf_counter())
+            with cache.lock(paths[i]):
+                results[i] = _try_load(key, model_cfg, cfgs[i], time.perf_counter(), cache_dir)
         elif results[i] is None and first_index[key] in errors:
             errors[i] = errors[first_index[key]]
     if errors:
@@ -470,22 +470,16 @@ def fit_many(model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig], data: Da
     return [r for r in results if r is not None]
 
 
-def _try_load(path: Any, key: str, model_cfg: ModelConfig, cfg: TrainConfig, start: float) -> TrainResult | None:
-    """The cached result, or None (missing; a corrupted file is reported, deleted and retrained)."""
-    if not path.exists():
-        return None
-    try:
-        return train._load(path, key, model_cfg, cfg, start)
-    except CheckpointError as err:
-        warnings.warn(f"{err} Deleting {path} and retraining.", stacklevel=3)
-        path.unlink(missing_ok=True)
-        return None
+def _try_load(key: str, model_cfg: ModelConfig, cfg: TrainConfig, start: float,
+              cache_dir: Any) -> TrainResult | None:
+    """The cached result, or None (missing; a damaged file is reported and discarded: `cache.load_cached`)."""
+    return cache.load_cached(key, lambda record, path: train._load(record, path, key, model_cfg, cfg, start),
+                             cache_dir=cache_dir)
 
 
-def _save(path: Any, key: str, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, model: nn.Module,
-          history: pd.DataFrame) -> None:
-    """The checkpoint `train_or_load` would write for this config."""
+def _save(key: str, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, model: nn.Module,
+          history: pd.DataFrame, cache_dir: Any) -> None:
+    """The checkpoint `train_or_load` would write for this config (`cache.store`)."""
     payload = train._key_payload(model_cfg, cfg, data)
-    cache.save_checkpoint(path, state_dict=model.state_dict(), history=history, version=aestudy.__version__,
-                          key=key, config={**payload, "train": train._plain_config(cfg)})
-
+    cache.store(key, cache.Checkpoint(model.state_dict(), {**payload, "train": train._plain_config(cfg)}, history),
+                cache_dir=cache_dir)
