@@ -20,7 +20,6 @@ import contextlib
 import functools
 import importlib
 import importlib.util
-import inspect
 import json
 import math
 import os
@@ -29,6 +28,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -272,24 +272,18 @@ def graph_epochs(data: Any, device: Any, batch: int, epochs: int, seed: int = 0)
     return seconds, float(loss_box[0]), steps * batch
 
 
-def fit_many_call(configs: list[tuple[Any, Any]], data: Any) -> tuple[list[Any] | None, str | None]:
-    """Train the configs with `aestudy.ensemble.fit_many(configs, data)` (issue 13) if that exists.
+def fit_many_call(model_cfg: Any, train_cfgs: list[Any], data: Any) -> tuple[list[Any] | None, str | None]:
+    """Train the configs as one batched computation with `aestudy.ensemble.fit_many` (issue 13), in a fresh
+    temporary cache (so nothing is loaded from an earlier run), or say why it is not available.
 
-    Returns (one TrainResult per config, None), or (None, why it is not available) when the module is absent
-    or its signature does not take (configs, data). Errors raised while training propagate (a real failure).
+    Returns (one TrainResult per config, None), or (None, why). Errors raised while training propagate.
     """
     try:
         ensemble = importlib.import_module("aestudy.ensemble")
     except ImportError as err:
         return None, f"aestudy.ensemble is not importable ({err})"
-    fit_many = getattr(ensemble, "fit_many", None)
-    if fit_many is None:
-        return None, "aestudy.ensemble has no fit_many"
-    try:
-        inspect.signature(fit_many).bind(configs, data)
-    except TypeError as err:
-        return None, f"fit_many{inspect.signature(fit_many)} does not take (configs, data): {err}"
-    return list(fit_many(configs, data)), None
+    with tempfile.TemporaryDirectory(prefix="aestudy-fit-many-") as cache_dir:
+        return list(ensemble.fit_many(model_cfg, train_cfgs, data, cache_dir=cache_dir, batched=True)), None
 
 
 def seed_rows(data: Any, device: Any, sizes: RowSizes) -> list[dict]:
@@ -309,7 +303,7 @@ def seed_rows(data: Any, device: Any, sizes: RowSizes) -> list[dict]:
     rows = [{"row": f"{label}, sequential fit", "batch": 128, "status": "ok", "seconds": seq_s,
              "per_fit_s": seq_s / len(cfgs), "images": len(data.train)}]
     start = time.perf_counter()
-    results, why = fit_many_call([(ModelConfig(), c) for c in cfgs], data)
+    results, why = fit_many_call(ModelConfig(), cfgs, data)
     _sync(device)
     if results is None:
         rows.append({"row": f"{label}, batched fit_many", "batch": 128, "status": "not available", "note": why})
