@@ -126,35 +126,57 @@ def _ssl_inputs():
     noise = lambda y: rng.normal(size=(len(y), 3))  # noqa: E731
     features = {"good": (good(train_y), good(val_y), good(test_y)),
                 "noise": (noise(train_y), noise(val_y), noise(test_y))}
-    labelled = {4: np.array([0, 1, 2, 3])}
-    m2 = {4: (val_y.copy(), np.where(np.arange(100) < 10, 1 - test_y, test_y))}  # 10 % wrong on test
+    labelled = {(4, 0): np.array([0, 1, 2, 3]), (4, 1): np.array([4, 5, 6, 7])}
+    wrong = lambda share: np.where(np.arange(100) < share, 1 - test_y, test_y)  # noqa: E731
+    m2 = {(4, 0): (val_y.copy(), wrong(10)), (4, 1): (val_y.copy(), wrong(20))}  # 10 % and 20 % wrong on test
     return features, m2, labelled, train_y, val_y, test_y
 
 
-def test_semi_supervised_table_scores_every_method_on_the_same_test_images():
+def test_semi_supervised_table_scores_every_method_of_a_run_on_the_same_test_images():
     features, m2, labelled, train_y, val_y, test_y = _ssl_inputs()
     table, correct = s05.semi_supervised_table(features, m2, labelled, train_y, val_y, test_y)
-    assert set(table["method"]) == {"good", "noise", "M2"} and set(table["labels"]) == {4}
-    row = table.set_index("method")
-    assert row.loc["M2", "test_error"] == pytest.approx(0.10) and row.loc["M2", "val_error"] == 0.0
-    for (method, _k), c in correct.items():
-        assert c.shape == (100,) and row.loc[method, "test_error"] == pytest.approx(1 - c.mean())
-        assert row.loc[method, "ci_low"] <= row.loc[method, "test_error"] <= row.loc[method, "ci_high"]
-    assert row.loc["good", "test_error"] == 0.0
-    assert s05.best_m1(table, 4) == "good"
+    assert set(table["method"]) == {"good", "noise", "M2"}
+    assert set(zip(table["labels"], table["seed"], strict=True)) == set(labelled)
+    row = table.set_index(["method", "seed"])
+    assert row.loc[("M2", 0), "test_error"] == pytest.approx(0.10) and row.loc[("M2", 1), "test_error"] == 0.2
+    assert row.loc[("M2", 0), "val_error"] == 0.0
+    for (method, _k, s), c in correct.items():
+        assert c.shape == (100,) and row.loc[(method, s), "test_error"] == pytest.approx(1 - c.mean())
+        assert row.loc[(method, s), "ci_low"] <= row.loc[(method, s), "test_error"] <= row.loc[(method, s), "ci_high"]
+    assert row.loc[("good", 0), "test_error"] == 0.0
+    assert s05.best_m1(table, 4, 0) == "good"
+    paired = s05.m2_against_best_m1(table, 4)
+    assert list(paired["seed"]) == [0, 1] and list(paired["best_m1"]) == ["good", "good"]
+    np.testing.assert_allclose(paired["m2_accuracy"], [0.9, 0.8])
+    np.testing.assert_allclose(paired["best_m1_accuracy"], [1.0, 1.0])
 
 
 def test_best_m1_is_chosen_on_validation_error_never_the_test_error_and_never_m2():
     table = pd.DataFrame([
-        {"method": "M2", "labels": 100, "val_error": 0.01, "test_error": 0.01},
-        {"method": "pixels", "labels": 100, "val_error": 0.30, "test_error": 0.10},
-        {"method": "VAE codes", "labels": 100, "val_error": 0.20, "test_error": 0.25},
-        {"method": "pixels", "labels": 1000, "val_error": 0.05, "test_error": 0.05},
+        {"method": "M2", "labels": 100, "seed": 0, "val_error": 0.01, "test_error": 0.01},
+        {"method": "pixels", "labels": 100, "seed": 0, "val_error": 0.30, "test_error": 0.10},
+        {"method": "VAE codes", "labels": 100, "seed": 0, "val_error": 0.20, "test_error": 0.25},
+        {"method": "pixels", "labels": 100, "seed": 1, "val_error": 0.10, "test_error": 0.12},
+        {"method": "VAE codes", "labels": 100, "seed": 1, "val_error": 0.20, "test_error": 0.05},
+        {"method": "M2", "labels": 100, "seed": 1, "val_error": 0.01, "test_error": 0.02},
     ])
-    assert s05.best_m1(table, 100) == "VAE codes"
-    assert s05.best_m1(table, 1000) == "pixels"
+    assert s05.best_m1(table, 100, 0) == "VAE codes" and s05.best_m1(table, 100, 1) == "pixels"
+    paired = s05.m2_against_best_m1(table, 100)
+    np.testing.assert_allclose(paired["best_m1_accuracy"], [0.75, 0.88])
+    np.testing.assert_allclose(paired["m2_accuracy"], [0.99, 0.98])
+    with pytest.raises(ConfigError, match="labels, seed"):
+        s05.best_m1(table, 10, 0)
     with pytest.raises(ConfigError, match="labels"):
-        s05.best_m1(table, 10)
+        s05.m2_against_best_m1(table, 1000)
+
+
+def test_label_runs_repeat_the_smallest_count_over_seeds_and_name_the_fix_when_none_fits():
+    labels = np.repeat(np.arange(10), 150)
+    assert s05.label_runs(labels, (100, 1000), (3, 4, 5)) == [(100, 3), (100, 4), (100, 5)]  # 1000 > 150 per class
+    labels = np.repeat(np.arange(10), 600)
+    assert s05.label_runs(labels, (100, 1000), (0, 1)) == [(100, 0), (100, 1), (1000, 0)]
+    with pytest.raises(ConfigError, match="m2_limit"):
+        s05.label_runs(np.repeat(np.arange(10), 5), (100,), (0,))
 
 
 def _records(verdict="holds"):
