@@ -19,14 +19,17 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
 from filelock import FileLock
 
+import aestudy
 from aestudy.atomic import atomic_write
 from aestudy.errors import CheckpointError, CheckpointRefusedError
 
@@ -209,3 +212,45 @@ def discard(path: str | os.PathLike[str], err: CheckpointError) -> str:
         return f"Moved it to {aside} (kept: it is not damaged)"
     path.unlink(missing_ok=True)
     return f"Deleting {path}"
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a builder stores for its artefact: tensors (`state_dict`), a plain config and a per-epoch history."""
+
+    state_dict: Mapping[str, torch.Tensor]
+    config: Mapping[str, Any]
+    history: pd.DataFrame
+
+
+def load_or_build(key: str, *, load: Callable[[dict[str, Any], Path], T], build: Callable[[], tuple[T, Checkpoint]],
+                  what: str = "", cache_dir: str | os.PathLike[str] | None = None) -> tuple[T, bool]:
+    """The one load-or-build of every cached artefact (autoencoders, the domain classifier, the GAN, M2).
+
+    Under the key's inter-process lock (a second process building the same key waits, then loads): a verified
+    checkpoint is turned into the artefact by `load(record, path)`; one that is damaged, refused or does not
+    fit (`load` raising CheckpointError, or RuntimeError from `load_state_dict`) is reported in a warning naming
+    the file and what was done with it (`discard`), then rebuilt. `build()` returns the artefact and the
+    `Checkpoint` to store, written atomically for this aestudy version; when it raises (e.g. a diverged
+    training) nothing is stored. Returns (artefact, loaded from the cache).
+    """
+    path = checkpoint_path(key, cache_dir)
+    with lock(path):
+        if path.exists():
+            try:
+                record = load_checkpoint(path, version=aestudy.__version__, key=key)
+                try:
+                    return load(record, path), True
+                except RuntimeError as err:  # shapes/names differ: the file does not belong to this artefact
+                    raise CheckpointError(f"checkpoint {path} does not match what it was loaded for: "
+                                          f"{str(err).rstrip('.')}.") from err
+            except CheckpointError as err:
+                rebuilding = "and retraining" + (f" {what}" if what else "") + "."
+                warnings.warn(f"{err} {discard(path, err)} {rebuilding}", stacklevel=3)
+        artefact, stored = build()
+        save_checkpoint(path, state_dict=dict(stored.state_dict), config=dict(stored.config),
+                        history=stored.history, version=aestudy.__version__, key=key)
+    return artefact, False

@@ -256,13 +256,7 @@ def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], hold
         "bounds": to_jsonable(checked_bounds), "sanity": problems,
     }
 
-    def change(entry: dict[str, Any]) -> None:
-        claims = [c for c in entry["claims"] if c.get("id") != claim_id]
-        position = next((i for i, c in enumerate(entry["claims"]) if c.get("id") == claim_id), len(claims))
-        claims.insert(position, record)
-        entry["claims"] = claims
-
-    _update_notebook(notebook, change, path)
+    _store_claim(record, notebook, path)
     if problems:
         raise ClaimFailed(f"Claim {claim_id!r} failed its sanity checks ({'; '.join(problems)}): "
                           f"{statement} — measured {compact(measured)}.")
@@ -270,6 +264,17 @@ def check_claim(claim_id: str, statement: str, measured: Mapping[str, Any], hold
         raise ClaimFailed(f"Claim {claim_id!r} does not hold in profile {profile!r}: {statement} — "
                           f"measured {compact(measured)}.")
     return ClaimRecord(record)
+
+
+def _store_claim(record: dict[str, Any], notebook: str | None, path: str | os.PathLike | None) -> None:
+    """Put `record` in its notebook's claims, replacing (in place) an earlier record with the same id."""
+    def change(entry: dict[str, Any]) -> None:
+        claims = [c for c in entry["claims"] if c.get("id") != record["id"]]
+        position = next((i for i, c in enumerate(entry["claims"]) if c.get("id") == record["id"]), len(claims))
+        claims.insert(position, record)
+        entry["claims"] = claims
+
+    _update_notebook(notebook, change, path)
 
 
 def verdict_from_record(record: Mapping[str, Any]) -> Verdict:
@@ -313,13 +318,7 @@ def examine(claim_id: str, statement: str, verdict: Verdict, *, measured: Mappin
         "bounds": {}, "sanity": problems, **to_jsonable(stats),
     }
 
-    def change(entry: dict[str, Any]) -> None:
-        claims = [c for c in entry["claims"] if c.get("id") != claim_id]
-        position = next((i for i, c in enumerate(entry["claims"]) if c.get("id") == claim_id), len(claims))
-        claims.insert(position, record)
-        entry["claims"] = claims
-
-    _update_notebook(notebook, change, path)
+    _store_claim(record, notebook, path)
     if problems:
         raise ClaimFailed(f"Claim {claim_id!r} failed its sanity checks ({'; '.join(problems)}): {statement} — "
                           f"{verdict}.")

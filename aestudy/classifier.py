@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from typing import Any
 
 import pandas as pd
@@ -22,7 +21,7 @@ import aestudy
 from aestudy import cache
 from aestudy.config import resolve_device
 from aestudy.data import Dataset
-from aestudy.errors import CheckpointError, TrainingDivergedError
+from aestudy.errors import TrainingDivergedError
 from aestudy.progress import progress as progress_bar
 from aestudy.validate import as_bool, as_int, is_int, require
 
@@ -160,19 +159,16 @@ def get_classifier(data: Any, *, epochs: int | None = None, seed: int = 0,
     progress = as_bool(progress, "progress")
     target = resolve_device(device)
     key = classifier_key(data, epochs=epochs, seed=seed)
-    path = cache.checkpoint_path(key, cache_dir)
-    with cache.lock(path):
-        if path.exists():
-            try:
-                return _from_record(cache.load_checkpoint(path, version=aestudy.__version__, key=key), target)
-            except CheckpointError as err:
-                warnings.warn(f"{err} {cache.discard(path, err)} and retraining the domain classifier.", stacklevel=2)
+
+    def build() -> tuple[DomainClassifier, cache.Checkpoint]:
         model, history = _train(data, epochs, seed, target, progress)
         model.test_accuracy = model.accuracy(data.test.images, data.test.labels)
         config = {"input_shape": list(model.input_shape), "num_classes": model.num_classes, "epochs": epochs,
                   "seed": seed, "fingerprint": data.fingerprint, "test_accuracy": model.test_accuracy}
-        cache.save_checkpoint(path, state_dict=model.state_dict(), config=config, history=history,
-                              version=aestudy.__version__, key=key)
+        return model, cache.Checkpoint(model.state_dict(), config, history)
+
+    model, _ = cache.load_or_build(key, load=lambda record, _path: _from_record(record, target), build=build,
+                                   what="the domain classifier", cache_dir=cache_dir)
     return model
 
 

@@ -877,6 +877,31 @@ def binarize_images(x: torch.Tensor, generator: torch.Generator | None = None) -
     return torch.bernoulli(x.to(torch.float32), generator=generator)
 
 
+def apply_limit(train_idx: np.ndarray, val_idx: np.ndarray, test_idx: np.ndarray, train_labels: np.ndarray,
+                test_labels: np.ndarray, *, limit: int | None, seed: int, where: str,
+                what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stratified `limit` on every split: `limit` training images, at most `limit` validation and test images.
+
+    `train_labels` are indexed by the train and val indices, `test_labels` by the test indices. Train and val
+    draws depend on `seed`; the test draw does not, so every seed scores the same test images. `what` names the
+    training split in the error ("the train split after carving val_size=5000").
+
+    Raises:
+        ConfigError: when `limit` is not in 1..len(train_idx).
+    """
+    if limit is None:
+        return train_idx, val_idx, test_idx
+    if not 1 <= limit <= len(train_idx):
+        raise ConfigError(f"limit={limit} is invalid for {where}: it must be in 1..{len(train_idx)} ({what}), or "
+                          "None for all of it.")
+    train_idx = train_idx[stratified_subset(train_labels[train_idx], limit, np.random.default_rng([seed, 1]))]
+    val_idx = val_idx[stratified_subset(train_labels[val_idx], min(limit, len(val_idx)),
+                                        np.random.default_rng([seed, 2]))]
+    test_idx = test_idx[stratified_subset(test_labels[test_idx], min(limit, len(test_idx)),
+                                          np.random.default_rng([TEST_SUBSET_SEED, 3]))]
+    return train_idx, val_idx, test_idx
+
+
 def _to_split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, levels: int, name: str) -> Split:
     """Index uint8 arrays (N, H, W) or (N, C, H, W) into a float32 [0, 1] (N, C, H, W) / int64 split called `name`."""
     chosen = torch.from_numpy(np.ascontiguousarray(images[index])).to(torch.float32).div_(levels)
@@ -913,15 +938,9 @@ def _make_splits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
                           f"set has {n_full:,} images; e.g. val_size={default_val_size(name)}).")
     val_idx = stratified_subset(train_y, val_size, np.random.default_rng([seed, 0]))
     train_idx = np.setdiff1d(np.arange(n_full), val_idx, assume_unique=True)
-    test_idx = np.arange(len(test_y))
-    if limit is not None:
-        if not 1 <= limit <= len(train_idx):
-            raise ConfigError(f"limit={limit} is invalid for {name}: it must be in 1..{len(train_idx)} (the train "
-                              f"split after carving val_size={val_size}), or None for all of it.")
-        train_idx = train_idx[stratified_subset(train_y[train_idx], limit, np.random.default_rng([seed, 1]))]
-        val_idx = val_idx[stratified_subset(train_y[val_idx], min(limit, len(val_idx)),
-                                            np.random.default_rng([seed, 2]))]
-        test_idx = stratified_subset(test_y, min(limit, len(test_y)), np.random.default_rng([TEST_SUBSET_SEED, 3]))
+    train_idx, val_idx, test_idx = apply_limit(train_idx, val_idx, np.arange(len(test_y)), train_y, test_y,
+                                               limit=limit, seed=seed, where=name,
+                                               what=f"the train split after carving val_size={val_size}")
     return (_to_split(train_x, train_y, train_idx, levels, "train"),
             _to_split(train_x, train_y, val_idx, levels, "val"), _to_split(test_x, test_y, test_idx, levels, "test"))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -245,9 +244,9 @@ def gan_key(cfg: GANConfig, data: Any) -> str:
     return "gan-" + cache.hash_key(payload)
 
 
-def _load(path: Any, key: str, image_shape: tuple[int, int, int], cfg: GANConfig, device: torch.device,
-          start: float) -> GANResult:
-    record = cache.load_checkpoint(path, version=aestudy.__version__, key=key)
+def _load(record: dict[str, Any], path: Any, key: str, image_shape: tuple[int, int, int], cfg: GANConfig,
+          device: torch.device, start: float) -> GANResult:
+    """The generator and discriminator from a verified checkpoint record, on `device`, in eval mode."""
     gen, disc = _build(image_shape, cfg)
     state = record["state_dict"]
     try:
@@ -278,14 +277,8 @@ def fit_gan(cfg: GANConfig, data: Any, *, cache_dir: Any = None) -> GANResult:
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     key = gan_key(cfg, data)
-    path = cache.checkpoint_path(key, cache_dir)
-    with cache.lock(path):
-        if path.exists():
-            try:
-                return _load(path, key, image_shape, cfg, device, start)
-            except CheckpointError as err:
-                warnings.warn(f"{err} Deleting {path} and retraining.", stacklevel=2)
-                path.unlink(missing_ok=True)
+
+    def build() -> tuple[GANResult, cache.Checkpoint]:
         gen, disc = _build(image_shape, cfg)
         gen, disc = gen.to(device), disc.to(device)
         with torch.random.fork_rng(devices=[]):
@@ -294,7 +287,11 @@ def fit_gan(cfg: GANConfig, data: Any, *, cache_dir: Any = None) -> GANResult:
         state = {**{f"generator.{k}": v for k, v in gen.state_dict().items()},
                  **{f"discriminator.{k}": v for k, v in disc.state_dict().items()}}
         config = {"gan": asdict(cfg), "image_shape": list(image_shape), "data": data.fingerprint}
-        cache.save_checkpoint(path, state_dict=state, config=config, history=history,
-                              version=aestudy.__version__, key=key)
-    return GANResult(gen, disc, history, key, False, time.perf_counter() - start, cfg)
+        result = GANResult(gen, disc, history, key, False, time.perf_counter() - start, cfg)
+        return result, cache.Checkpoint(state, config, history)
+
+    result, _ = cache.load_or_build(key, load=lambda record, path: _load(record, path, key, image_shape, cfg, device,
+                                                                         start),
+                                    build=build, what="the GAN", cache_dir=cache_dir)
+    return result
 

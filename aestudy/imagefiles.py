@@ -66,6 +66,7 @@ from aestudy.data import (
     _binarized,
     _check_binarize,
     _fingerprint,
+    apply_limit,
     stratified_subset,
 )
 from aestudy.errors import ConfigError, DataError
@@ -528,16 +529,8 @@ def _split_indices(labels: np.ndarray, *, where: Path, val_size: int, limit: int
     rest = np.setdiff1d(np.arange(n), test_idx, assume_unique=True)
     val_idx = rest[stratified_subset(labels[rest], val_size, np.random.default_rng([seed, 0]))]
     train_idx = np.setdiff1d(rest, val_idx, assume_unique=True)
-    if limit is not None:
-        if not 1 <= limit <= len(train_idx):
-            raise ConfigError(f"limit={limit} is invalid for {where}: it must be in 1..{len(train_idx)} (the train "
-                              f"split after the test split and val_size={val_size}), or None for all of it.")
-        train_idx = train_idx[stratified_subset(labels[train_idx], limit, np.random.default_rng([seed, 1]))]
-        val_idx = val_idx[stratified_subset(labels[val_idx], min(limit, len(val_idx)),
-                                            np.random.default_rng([seed, 2]))]
-        test_idx = test_idx[stratified_subset(labels[test_idx], min(limit, len(test_idx)),
-                                              np.random.default_rng([TEST_SUBSET_SEED, 3]))]
-    return train_idx, val_idx, test_idx
+    return apply_limit(train_idx, val_idx, test_idx, labels, labels, limit=limit, seed=seed, where=str(where),
+                       what=f"the train split after the test split and val_size={val_size}")
 
 
 def default_val_size_for(n: int) -> int:

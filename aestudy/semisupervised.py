@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -36,7 +35,7 @@ import aestudy
 from aestudy import cache
 from aestudy.config import DEVICES, resolve_device
 from aestudy.data import binarize_images
-from aestudy.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from aestudy.errors import ConfigError, DataError, TrainingDivergedError
 from aestudy.models import clamp_logvar
 from aestudy.objectives import gaussian_kl
 from aestudy.progress import progress as progress_bar
@@ -331,23 +330,20 @@ def fit_m2(cfg: M2Config, data: Any, labelled_idx: Any, *, cache_dir: Any = None
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     key = m2_key(cfg, data, labelled)
-    path = cache.checkpoint_path(key, cache_dir)
-    with cache.lock(path):
-        if path.exists():
-            try:
-                record = cache.load_checkpoint(path, version=aestudy.__version__, key=key)
-                model = _build(data, cfg)
-                model.load_state_dict(record["state_dict"])
-                return M2Result(model.to(device).eval(), record["history"], key, True,
-                                time.perf_counter() - start, alpha)
-            except (CheckpointError, RuntimeError) as err:
-                warnings.warn(f"{err} Deleting {path} and retraining.", stacklevel=2)
-                path.unlink(missing_ok=True)
+
+    def load(record: dict[str, Any], _path: Any) -> M2Result:
+        model = _build(data, cfg)
+        model.load_state_dict(record["state_dict"])
+        return M2Result(model.to(device).eval(), record["history"], key, True, time.perf_counter() - start, alpha)
+
+    def build() -> tuple[M2Result, cache.Checkpoint]:
         model = _build(data, cfg).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             history = _train(model, data, labelled, cfg, alpha)
         config = {"m2": asdict(cfg), "alpha": alpha, "n_labelled": len(labelled), "data": data.fingerprint}
-        cache.save_checkpoint(path, state_dict=model.state_dict(), config=config, history=history,
-                              version=aestudy.__version__, key=key)
-    return M2Result(model, history, key, False, time.perf_counter() - start, alpha)
+        result = M2Result(model, history, key, False, time.perf_counter() - start, alpha)
+        return result, cache.Checkpoint(model.state_dict(), config, history)
+
+    result, _ = cache.load_or_build(key, load=load, build=build, what="M2", cache_dir=cache_dir)
+    return result

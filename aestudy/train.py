@@ -472,9 +472,9 @@ def _build(model_cfg: ModelConfig, seed: int) -> nn.Module:
         return build_model(model_cfg)
 
 
-def _load(path: Any, key: str, model_cfg: ModelConfig, train_cfg: TrainConfig, start: float) -> TrainResult:
-    """Rebuild the model from a verified checkpoint, on the configured device, in eval mode."""
-    record = cache.load_checkpoint(path, version=aestudy.__version__, key=key)
+def _load(record: dict[str, Any], path: Any, key: str, model_cfg: ModelConfig, train_cfg: TrainConfig,
+          start: float) -> TrainResult:
+    """Rebuild the model from a verified checkpoint record, on the configured device, in eval mode."""
     model = _build(model_cfg, 0)  # the seed is irrelevant (weights are loaded); it keeps the caller's RNG intact
     try:
         model.load_state_dict(record["state_dict"])
@@ -502,18 +502,16 @@ def train_or_load(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset,
     start = time.perf_counter()
     payload = _key_payload(model_cfg, train_cfg, data)
     key = cache.hash_key(payload)
-    path = cache.checkpoint_path(key, cache_dir)
-    with cache.lock(path):
-        if path.exists():
-            try:
-                return _load(path, key, model_cfg, train_cfg, start)
-            except CheckpointError as err:
-                warnings.warn(f"{err} {cache.discard(path, err)} and retraining.", stacklevel=2)
+
+    def load(record: dict[str, Any], path: Any) -> TrainResult:
+        return _load(record, path, key, model_cfg, train_cfg, start)
+
+    def build() -> tuple[TrainResult, cache.Checkpoint]:
         result = fit(_build(model_cfg, train_cfg.seed), data, train_cfg)
-        cache.save_checkpoint(
-            path, state_dict=result.model.state_dict(), history=result.history, version=aestudy.__version__,
-            key=key, config={**payload, "train": _plain_config(train_cfg)},
-        )
+        return result, cache.Checkpoint(result.model.state_dict(), {**payload, "train": _plain_config(train_cfg)},
+                                        result.history)
+
+    result, _ = cache.load_or_build(key, load=load, build=build, cache_dir=cache_dir)
     result.seconds = time.perf_counter() - start
     return result
 

@@ -388,3 +388,34 @@ def test_two_processes_training_the_same_key_at_once(tmp_path):
     record = cache.load_checkpoint(checkpoint, version=aestudy.__version__)
     assert all((record["state_dict"][k].numpy() == a[k]).all() for k in a)
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_load_or_build_is_the_one_load_or_build(tmp_path):
+    """Built once and stored; loaded the second time; a failing build stores nothing; a checkpoint that does not
+    fit what loads it is reported, deleted and rebuilt."""
+    calls = []
+
+    def build():
+        calls.append("build")
+        return "artefact", cache.Checkpoint({"w": torch.ones(2)}, {"n": 1}, pd.DataFrame({"epoch": [1]}))
+
+    assert cache.load_or_build("k", load=lambda r, p: r["config"]["n"], build=build, cache_dir=tmp_path) == (
+        "artefact", False)
+    assert cache.load_or_build("k", load=lambda r, p: r["config"]["n"], build=build, cache_dir=tmp_path) == (1, True)
+    assert calls == ["build"]
+
+    def diverges():
+        raise RuntimeError("diverged")
+
+    with pytest.raises(RuntimeError, match="diverged"):
+        cache.load_or_build("other", load=lambda r, p: r, build=diverges, cache_dir=tmp_path)
+    assert not (tmp_path / "other.pt").exists()
+
+    def misfit(record, path):
+        raise RuntimeError("size mismatch for w")
+
+    with pytest.warns(UserWarning, match=r"does not match what it was loaded for: size mismatch for w\. Deleting .* "
+                                         r"and retraining the thing\.$"):
+        assert cache.load_or_build("k", load=misfit, build=build, what="the thing", cache_dir=tmp_path) == (
+            "artefact", False)
+    assert calls == ["build", "build"]

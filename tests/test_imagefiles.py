@@ -346,8 +346,9 @@ def test_is_path_and_misspelt_names(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert is_path(tmp_path) and not is_path("fashion_mnist") and not is_path("")
     with pytest.raises(ConfigError) as err:
         load_dataset("fashion_mnist")
-    assert str(err.value) == ("name='fashion_mnist' is not a dataset; valid names: fashion-mnist, mnist, digits, or a "
-                              "path to a folder of images or an .npz/.npy file.")
+    assert str(err.value) == ("name='fashion_mnist' is not a dataset; valid names: fashion-mnist, mnist, digits, "
+                              "photo-patches-32, photo-patches-64, cifar-10, or a path to a folder of images or an "
+                              ".npz/.npy file.")
     with pytest.raises(ConfigError) as err:
         load_dataset("digits", size=32)
     assert str(err.value) == ("size=32 and channels=None apply to your own image files only; pass size=None, "

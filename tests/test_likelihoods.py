@@ -164,7 +164,7 @@ def test_unknown_likelihood_is_a_config_error_naming_valid_values():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"sigma": 0.0}, "sigma=0.0 is invalid; it must be None (learned) or a finite number > 0."),
     ({"sigma": math.nan}, "sigma=nan is invalid; it must be None (learned) or a finite number > 0."),
-    ({"sigma": None, "init_sigma": 20.0}, "init_sigma=20.0 is invalid; it must be a finite number >= 0.001 and <= 10."),
+    ({"sigma": None, "init_sigma": 20.0}, "init_sigma=20.0 is invalid; it must be a finite number in [0.001, 10]."),
     ({"sigma": 0.1, "squash": 1}, "squash=1 is invalid; it must be True or False."),
 ])
 def test_gaussian_likelihood_options_are_checked(kwargs, message):
