@@ -5,6 +5,11 @@ Each measurement returns a tidy DataFrame (one row per model, source and seed); 
 per-seed values with `aestudy.stats.compare` (or per-image correctness with `compare_accuracy`), each with a
 minimum effect fixed here, before measuring, with its reason. `limits_table` turns the claims' records into the
 rows the AE-vs-VAE table lacked ("Output vs GANs", "Scaling to complex data", "Semi-supervised learning").
+
+Cost of `standard`, estimated from one seed of each training on a busy 2-core machine (load ≈ 5) and extrapolated:
+reference VAEs 140 s a seed (seeds 0 and 1 are notebooks 02/03's, cached in a series run; 3 more here), GANs 75 s
+a seed × 5, the ladder ≈ 190 s (three rungs × 3 seeds + three FID-AE feature models), M2 ≈ 17 s a run × 6, scores
+≈ 30 s: ≈ 17 min in a series run, ≈ 7 min on one idle thread. `smoke` runs in 20–45 s.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ SIZES = {  # knob: (smoke, standard, full)
     "val_size": (500, 5000, 5000),
     "epochs": shared.SIZES["vae_epochs"],  # the reference VAE's epochs (and the AE's beside it)
     "n_seeds": (1, 5, 5),  # seeds per arm of the GAN-vs-VAE claim (the `n_seeds` parameter overrides)
-    "gan_limit": (500, 10000, None),  # the GAN's training images (stratified subset; None = all)
-    "gan_epochs": (1, 2, 10),  # 2 passes over 10,000 images ≈ 310 steps of 64
+    "gan_limit": (500, None, None),  # the GAN's training images (stratified subset; None = all)
+    # one pass over 55,000 images = 860 steps of 64, ~45 s a seed on one idle thread (~75 s on this busy CPU);
+    # 310 steps (2 passes over 10,000) gave speckled blobs, too undertrained to speak for GANs
+    "gan_epochs": (1, 1, 5),
     "n_gen": (300, 2000, 10000),  # samples per source for FID, precision/recall and blur
     "rungs": (("digits", "fashion-mnist", "photo-patches-32"), ("digits", "fashion-mnist", "photo-patches-32"),
               ("digits", "fashion-mnist", "photo-patches-32", "photo-patches-64")),
