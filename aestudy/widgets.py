@@ -266,3 +266,28 @@ def noise_viewer(
 
     return assemble({"level": slider}, draw, main="level")
 
+
+
+def selection_viewer(
+    render_fn: Callable[[Any], Mapping[str, ImageLike]],
+    *,
+    options: Sequence[Any],
+    value: Any = None,
+    description: str = "show",
+) -> StudyWidget:
+    """A slider over `options` (e.g. the rungs of a data ladder, or class names) → `render_fn(option)`'s image rows.
+
+    Raises:
+        ConfigError: when `options` is empty or `value` is not one of them.
+    """
+    if not options or (value is not None and value not in options):
+        raise ConfigError(f"selection_viewer needs a non-empty list of options and a value among them; "
+                          f"got options={list(options)}, value={value!r}.")
+    slider = widgets.SelectionSlider(options=[(str(o), o) for o in options],
+                                     value=options[0] if value is None else value, description=description,
+                                     continuous_update=False)
+
+    def draw(fig: Figure, v: dict[str, Any]) -> None:
+        _draw_rows(fig, render_fn(v["choice"]), title=f"{description}: {v['choice']}")
+
+    return assemble({"choice": slider}, draw, main="choice")

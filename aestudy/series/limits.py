@@ -1,0 +1,456 @@
+"""Notebook 05 (the limits of the textbook picture): VAE samples against a GAN's, a ladder of data sets from simple to
+complex, and semi-supervised learning with the M2 model against probes on codes (M1).
+
+Each measurement returns a tidy DataFrame (one row per model, source and seed); the examined claims compare
+per-seed values with `aestudy.stats.compare` (or per-image correctness with `compare_accuracy`), each with a
+minimum effect fixed here, before measuring, with its reason. `limits_table` turns the claims' records into the
+rows the AE-vs-VAE table lacked ("Output vs GANs", "Scaling to complex data", "Semi-supervised learning").
+
+Cost of `standard`, estimated from one seed of each training on a busy 2-core machine (load ≈ 5) and extrapolated:
+reference VAEs 140 s a seed (seeds 0 and 1 are notebooks 02/03's, cached in a series run; 3 more here), GANs 75 s
+a seed × 5, the ladder ≈ 190 s (three rungs × 3 seeds + three FID-AE feature models), M2 ≈ 17 s a run × 6, scores
+≈ 30 s: ≈ 17 min in a series run, ≈ 7 min on one idle thread. `smoke` runs in 20–45 s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from statsmodels.stats.proportion import proportion_confint
+from threadpoolctl import threadpool_limits
+from torch import Tensor, nn
+
+from aestudy import blur
+from aestudy.data import Dataset, binarize_images, load_dataset, split_sizes
+from aestudy.errors import ConfigError
+from aestudy.evaluation import encode_means, reconstruct
+from aestudy.gan import GANConfig, GANResult, fit_gan, num_halvings
+from aestudy.generation import fit_code_density, generation_scores
+from aestudy.metrics import evaluate_elbo, frechet_distance, reconstruction_metrics
+from aestudy.models import ModelConfig
+from aestudy.series import shared
+from aestudy.study import Study
+from aestudy.train import TrainConfig, TrainResult, train_or_load
+from aestudy.validate import as_int, require
+
+SIZES = {  # knob: (smoke, standard, full)
+    "limit": (2000, None, None),  # training images of the reference AE/VAE (None = all 55,000), as notebook 03
+    "val_size": (500, 5000, 5000),
+    "epochs": shared.SIZES["vae_epochs"],  # the reference VAE's epochs (and the AE's beside it)
+    "n_seeds": (1, 5, 5),  # seeds per arm of the GAN-vs-VAE claim (the `n_seeds` parameter overrides)
+    "gan_limit": (500, None, None),  # the GAN's training images (stratified subset; None = all)
+    # one pass over 55,000 images = 860 steps of 64, ~45 s a seed on one idle thread (~75 s on this busy CPU);
+    # 310 steps (2 passes over 10,000) gave speckled blobs, too undertrained to speak for GANs
+    "gan_epochs": (1, 1, 5),
+    "n_gen": (300, 2000, 10000),  # samples per source for FID, precision/recall and blur
+    "rungs": (("digits", "fashion-mnist", "photo-patches-32"), ("digits", "fashion-mnist", "photo-patches-32"),
+              ("digits", "fashion-mnist", "photo-patches-32", "photo-patches-64")),
+    "ladder_limit": (300, 2000, 10000),  # training images per rung (fewer where the rung holds fewer)
+    "ladder_steps": (8, 100, 2000),  # optimiser steps (batch 128) per model and rung: one budget for every rung
+    "ladder_seeds": (1, 3, 5),  # seeds per model and rung (the slope claims need 2 or more)
+    "ladder_eval": (200, 1000, 2000),  # images per FID (capped by the rung's test split)
+    "feature_epochs": (1, 3, 5),  # epochs of each rung's FID-AE feature autoencoder
+    "label_counts": ((100,), (100, 1000), (100, 1000)),  # balanced labelled subsets for M2 and the probes
+    "m2_limit": (600, 10000, None),  # M2's training images (labelled + unlabelled)
+    "m2_seeds": (1, 5, 5),  # labelled subsets (and M2 seeds) at the smallest label count; larger counts: one
+    "m2_epochs": (1, 4, 30),
+    "m2_hidden": (100, 300, 500),  # units of M2's hidden layers (paper: 500)
+}
+
+LADDER_CHANNELS = (16, 32)  # the conv AE/VAE of every rung: two stride-2 convs and back (small: a CPU budget)
+LADDER_GAN_WIDTH = 16  # the ladder's DCGAN width, matching the conv AE/VAE
+LADDER_BATCH = 128
+PCA_DIM = 50  # PCA features for the probes (a common choice for 784 pixels; the codes have latent_dim)
+
+# Minimum effects, fixed before measuring, with their reasons (judgement calls, stated so they can be disputed).
+BLUR_MIN_EFFECT = 0.1  # Laplacian variance relative to the data's
+SLOPE_MIN_EFFECT = 0.1  # log relative FID per rung
+M2_MIN_EFFECT = 0.02  # test accuracy
+RECALL_MIN_EFFECT = 0.05  # recall
+MIN_EFFECT_REASONS = {
+    "blur": "a tenth of the data's own Laplacian variance; a smaller gap says little about blur when both sit far "
+            "from the data",
+    "slope": "0.1 in log relative FID per rung is about 10 % more degradation per step up the ladder; less would not "
+             "change how either model is used",
+    "m2": "a gain under two points of accuracy would not pay for training a classifier jointly with a VAE "
+          "(Kingma et al. 2014 report M2 alone at 11.97 % error vs M1 + TSVM at 11.82 % on MNIST with 100 labels)",
+    "recall": "5 % of the real images more or less inside the samples' manifold; k-NN manifold estimates move by "
+              "about that much between sample draws at a few thousand images",
+}
+
+
+# --- 1. blur against a GAN ----------------------------------------------------------------------------------
+
+def seeds(base_seed: int, n: int) -> tuple[int, ...]:
+    """The training seeds base_seed, base_seed + 1, … (n of them)."""
+    return tuple(base_seed + k for k in range(as_int(n, "n_seeds", low=1)))
+
+
+def reference_models(study: Study, binary: Dataset, model_seeds: Sequence[int]) -> dict[tuple[str, int], TrainResult]:
+    """The reference VAE of every seed (the first seed's is `shared.reference_vae`, cached once for the series) and
+    the AE of the first seed (same MLP, Bernoulli decoder, epochs and data: notebook 03's AE), on the CPU.
+
+    Other seeds retrain the reference configuration with seed s (notebook 03's second seed is shared with it).
+    """
+    first = model_seeds[0]
+    train_cfg = study.train_config(epochs=shared.vae_epochs(study))
+    out = {("VAE", s): (shared.reference_vae(study, binary) if s == study.seed else
+                        train_or_load(shared.mlp_config(study, binary, "vae"), replace(train_cfg, seed=s), binary))
+           for s in model_seeds}
+    out[("AE", first)] = train_or_load(shared.mlp_config(study, binary, "ae"), replace(train_cfg, seed=first), binary)
+    for res in out.values():
+        res.model.cpu().eval()
+    return out
+
+
+def gan_config(seed: int, *, epochs: int, device: str = "auto", batch_size: int = 64, width: int = 32) -> GANConfig:
+    """The series' DCGAN (gan.py's defaults: latent 64, width 32, Adam 2e-4 / 0.5) at `epochs` and `seed`."""
+    return GANConfig(epochs=epochs, seed=seed, device=device, batch_size=batch_size, width=width)
+
+
+def fit_gans(data: Dataset, model_seeds: Sequence[int], *, epochs: int, device: str = "auto",
+             batch_size: int = 64) -> dict[int, GANResult]:
+    """One GAN per seed on `data` (grey levels), loaded from the cache or trained; generators on the CPU."""
+    out = {s: fit_gan(gan_config(s, epochs=epochs, device=device, batch_size=batch_size), data) for s in model_seeds}
+    for res in out.values():
+        res.generator.cpu().eval()
+    return out
+
+
+def blur_sources(vaes: Mapping[int, nn.Module], gans: Mapping[int, GANResult], ae: nn.Module, *, n: int,
+                 fit_inputs: Tensor, seed: int = 0) -> dict[tuple[str, int], Tensor]:
+    """Samples (n, C, H, W) in [0, 1] keyed by (source, seed): "VAE" (z ~ N(0, I)) and "GAN" for every seed;
+    "VAE + GMM ex post" and "AE + GMM ex post" (a 10-component GMM fitted to the codes of `fit_inputs`, Ghosh et al.
+    2020) for the first VAE seed and the AE."""
+    out: dict[tuple[str, int], Tensor] = {}
+    for s, vae in vaes.items():
+        out[("VAE", s)] = vae.sample(n, generator=torch.Generator().manual_seed(seed + s)).cpu()
+    for s, gan in gans.items():
+        out[("GAN", s)] = gan.sample(n, generator=torch.Generator().manual_seed(seed + s))
+    first = min(vaes)
+    for name, model, s in (("VAE + GMM ex post", vaes[first], first), ("AE + GMM ex post", ae, first)):
+        density = fit_code_density(encode_means(model, fit_inputs), kind="gmm", n_components=10, seed=seed)
+        z = density.sample(n, generator=torch.Generator().manual_seed(seed + s))
+        with torch.no_grad():
+            out[(name, s)] = model.decode_mean(z).cpu()
+    return out
+
+
+def sample_table(sources: Mapping[tuple[str, int], Tensor], classifier: Any, real: Tensor) -> pd.DataFrame:
+    """Per (source, seed): FID, precision, recall (in the classifier's feature space, against `real`) and the two
+    blur ratios relative to `real` (Laplacian variance, high-frequency share; < 1 = blurrier than the data).
+
+    Recall is the share of real images inside the samples' manifold (Kynkäänniemi et al. 2019): low recall with
+    good precision is mode dropping. Every source is scored against the same `real` images at equal n.
+    """
+    rows = []
+    for (name, s), images in sources.items():
+        scores = generation_scores(classifier, real, images)
+        rel = blur.relative_blur(images, real)
+        rows.append({"source": name, "seed": s, "fid": scores["fid"], "precision": scores["precision"],
+                     "recall": scores["recall"], "laplacian_ratio": rel["laplacian_ratio"],
+                     "hf_ratio": rel["hf_ratio"]})
+    return pd.DataFrame(rows)
+
+
+def per_seed_values(table: pd.DataFrame, source: str, column: str) -> np.ndarray:
+    """`column` of `source`'s rows in seed order, (n_seeds,)."""
+    rows = table[table["source"] == source].sort_values("seed")
+    if rows.empty:
+        raise ConfigError(f"no rows for source {source!r}; sources measured: {sorted(table['source'].unique())}.")
+    return rows[column].to_numpy(dtype=float)
+
+
+# --- 2. the scaling ladder ----------------------------------------------------------------------------------
+
+def rung_data(name: str, *, limit: int, seed: int, val_size: int = 500) -> tuple[Dataset, Dataset]:
+    """(grey, dynamically binarized) splits of rung `name` at most `limit` training images, digits kept at 8×8."""
+    sizes = split_sizes(name, limit=limit, val_size=val_size)
+    extra = {"upscale": False} if name == "digits" else {}
+    grey = load_dataset(name, seed=seed, **sizes, **extra)
+    return grey, load_dataset(name, seed=seed, binarize="dynamic", **sizes, **extra)
+
+
+def ladder_model_config(kind: str, shape: tuple[int, int, int], latent_dim: int) -> ModelConfig:
+    """The ladder's conv AE/VAE for images of `shape` (C, H, W): channels LADDER_CHANNELS, Bernoulli decoder."""
+    return ModelConfig(kind=kind, arch="conv", input_shape=tuple(shape), latent_dim=latent_dim,
+                       likelihood="bernoulli", channels=LADDER_CHANNELS)
+
+
+def epochs_for(steps: int, n_train: int, batch_size: int = LADDER_BATCH) -> int:
+    """Epochs that give at least `steps` optimiser steps on `n_train` images (one budget per rung)."""
+    steps, n_train = as_int(steps, "ladder_steps", low=1), as_int(n_train, "n_train", low=1)
+    return max(1, math.ceil(steps / math.ceil(n_train / batch_size)))
+
+
+def gan_fits(shape: tuple[int, ...]) -> bool:
+    """Whether the DCGAN handles square images of this (C, H, W) (its side must halve to at most 8)."""
+    try:
+        num_halvings(int(shape[1]))
+    except ConfigError:
+        return False
+    return shape[1] == shape[2]
+
+
+def train_rung(binary: Dataset, grey: Dataset, model_seeds: Sequence[int], *, latent_dim: int, steps: int,
+               device: str = "auto", with_gan: bool = True) -> dict[tuple[str, int], Any]:
+    """AE and VAE (conv, Bernoulli, binarized data) and, where the shape allows, the GAN (grey levels) of one rung,
+    per seed, each with the same number of optimiser steps of batch 128; models on the CPU."""
+    epochs = epochs_for(steps, len(binary.train))
+    out: dict[tuple[str, int], Any] = {}
+    for s in model_seeds:
+        cfg = TrainConfig(epochs=epochs, batch_size=LADDER_BATCH, seed=s, device=device)
+        for name, kind in (("AE", "ae"), ("VAE", "vae")):
+            out[(name, s)] = train_or_load(ladder_model_config(kind, binary.info.shape, latent_dim), cfg, binary).model
+            out[(name, s)].cpu().eval()
+        if with_gan and gan_fits(grey.info.shape):
+            gan = fit_gan(gan_config(s, epochs=epochs, device=device, batch_size=LADDER_BATCH,
+                                     width=LADDER_GAN_WIDTH), grey)
+            out[("GAN", s)] = gan.generator.cpu().eval()
+    return out
+
+
+def run_ladder(rungs: Sequence[str], model_seeds: Sequence[int], *, limit: int, steps: int, n_eval: int,
+               latent_dim: int, feature_epochs: int, seed: int = 0, device: str = "auto"
+               ) -> tuple[pd.DataFrame, dict[str, dict[tuple[str, int], Any]], dict[str, tuple[Dataset, Dataset]]]:
+    """Every rung: its data, its FID-AE feature autoencoder (`aestudy.ae_features`, no labels needed), its models
+    (`train_rung`) and its scores (`rung_table`). Returns (the table of all rungs, models per rung, (grey,
+    binary) data per rung)."""
+    from aestudy.ae_features import feature_extractor_from_autoencoder
+
+    tables, models, data = [], {}, {}
+    for rung in rungs:
+        grey, binary = rung_data(rung, limit=limit, seed=seed)
+        features = feature_extractor_from_autoencoder(grey, epochs=feature_epochs, seed=seed, device=device).cpu()
+        models[rung] = train_rung(binary, grey, model_seeds, latent_dim=latent_dim, steps=steps, device=device)
+        data[rung] = (grey, binary)
+        tables.append(rung_table(rung, models[rung], grey, binary, features, n=n_eval, seed=seed))
+    return pd.concat(tables, ignore_index=True), models, data
+
+
+def ladder_rows(models: Mapping[tuple[str, int], Any], grey: Dataset, *, model_seed: int, n: int = 8,
+                seed: int = 0) -> dict[str, Tensor]:
+    """Image rows of one rung for the ladder widget: training images, AE and VAE reconstructions, VAE and GAN
+    samples (the GAN's only where the rung has one), all (n, C, H, W) in [0, 1]."""
+    images = grey.train.images[:n]
+    inputs = binarize_images(images, torch.Generator().manual_seed(seed))
+    rows = {"training images": images}
+    for name in ("AE", "VAE"):
+        rows[f"{name} reconstructions"] = reconstruct(models[(name, model_seed)], inputs).cpu()
+    for name in ("VAE", "GAN"):
+        if (name, model_seed) in models:
+            rows[f"{name} samples"] = models[(name, model_seed)].sample(
+                n, generator=torch.Generator().manual_seed(seed)).cpu()
+    return rows
+
+
+def rung_table(rung: str, models: Mapping[tuple[str, int], Any], grey: Dataset, binary: Dataset, features: Any, *,
+               n: int, seed: int = 0) -> pd.DataFrame:
+    """One rung's comparable quantities per (model, output, seed).
+
+    Outputs: "samples" (AE: z ~ N(0, I) is meaningless, so none; VAE and GAN: prior samples) and "reconstructions"
+    (of `n` training images, AE and VAE). Columns: rel_fid = FID(output, test) / FID(the training images, test)
+    in the rung's FID-AE feature space (1 = as close to the test set as real images; higher is worse),
+    laplacian_ratio and hf_ratio (blur relative to the test images), psnr (reconstructions, dB, against the grey
+    images), bits_per_dim (VAE: −ELBO / (D ln 2) on the binarized test images, a bound on the NLL of binary
+    images; NaN for the AE and the GAN, which define no likelihood).
+    """
+    n = min(n, len(grey.test), len(grey.train))
+    test, train = grey.test.images[:n], grey.train.images[:n]
+    train_inputs = binarize_images(train, torch.Generator().manual_seed(seed))
+    test_feats, train_feats = features.embed(test), features.embed(train)
+    fid_data = frechet_distance(train_feats, test_feats)
+    rows = []
+    for (name, s), model in models.items():
+        outputs: dict[str, Tensor] = {}
+        if name in ("VAE", "GAN"):
+            outputs["samples"] = model.sample(n, generator=torch.Generator().manual_seed(seed + s)).cpu()
+        if name in ("AE", "VAE"):
+            outputs["reconstructions"] = reconstruct(model, train_inputs).cpu()
+        for output, images in outputs.items():
+            rel = blur.relative_blur(images, test)
+            row = {"rung": rung, "model": name, "output": output, "seed": s,
+                   "rel_fid": frechet_distance(features.embed(images), test_feats) / fid_data,
+                   "laplacian_ratio": rel["laplacian_ratio"], "hf_ratio": rel["hf_ratio"], "fid_data": fid_data,
+                   "psnr": math.nan, "bits_per_dim": math.nan}
+            if output == "reconstructions":
+                row["psnr"] = reconstruction_metrics(model, train_inputs, targets=train)["psnr"]
+            if name == "VAE" and output == "samples":
+                row["bits_per_dim"] = evaluate_elbo(model, binary.test.images[:n])["bits_per_dim"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def degradation_slopes(ladder: pd.DataFrame, model: str, output: str, rungs: Sequence[str],
+                       column: str = "rel_fid") -> pd.Series:
+    """Per seed: the least-squares slope of log(`column`) against the rung's position among `rungs` (0, 1, …).
+
+    A positive slope means the quality relative to the data worsens (relative FID grows) with complexity; slopes
+    of two models compare how fast each degrades. Seeds missing a rung are left out.
+    """
+    require(len(rungs) >= 2, "rungs", list(rungs), "a slope needs at least two rungs")
+    rows = ladder[(ladder["model"] == model) & (ladder["output"] == output) & ladder["rung"].isin(rungs)]
+    position = {r: i for i, r in enumerate(rungs)}
+    out = {}
+    for s, group in rows.groupby("seed"):
+        if len(group) == len(rungs):
+            x = group["rung"].map(position).to_numpy(dtype=float)
+            out[s] = float(np.polyfit(x, np.log(group[column].to_numpy(dtype=float)), 1)[0])
+    return pd.Series(out, name=f"{model} {output}", dtype=float).sort_index()
+
+
+# --- 3. semi-supervised learning: M2 against M1 probes --------------------------------------------------------
+
+def probe_predictions(train_x: Any, train_y: Any, *eval_x: Any, seed: int = 0,
+                      max_iter: int = 1000) -> list[np.ndarray]:
+    """Logistic regression on standardised features of the labelled images (as `probes.linear_probe_accuracy`);
+    its predicted labels for each array of `eval_x` ((M, F) each)."""
+    as_np = [x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x) for x in (train_x, *eval_x)]
+    y = train_y.numpy() if isinstance(train_y, Tensor) else np.asarray(train_y)
+    with threadpool_limits(1):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+        probe.fit(as_np[0].reshape(len(y), -1), y)
+        return [probe.predict(x.reshape(len(x), -1)) for x in as_np[1:]]
+
+
+def error_rate(correct: Any, alpha: float = 0.05) -> dict[str, float]:
+    """Error rate (share in [0, 1]) of per-image correctness (n,) with its Wilson (1 − alpha) interval."""
+    c = np.asarray(correct, dtype=bool)
+    require(c.ndim == 1 and c.size > 0, "correct", f"shape {c.shape}", "it must be a non-empty 1-D array")
+    errors = int((~c).sum())
+    low, high = proportion_confint(errors, c.size, alpha=alpha, method="wilson")
+    return {"error": errors / c.size, "ci_low": float(low), "ci_high": float(high), "n": int(c.size)}
+
+
+def m1_features(models: Mapping[str, nn.Module], grey: Dataset, binary: Dataset, *, seed: int = 0,
+                pca_dim: int = PCA_DIM) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(train, val, test) features per representation: "VAE codes" / "AE codes" (posterior means of the binarized
+    images), "PCA" (`pca_dim` components fitted on every training image, labelled or not) and "pixels" (grey)."""
+    from sklearn.decomposition import PCA
+
+    fixed = binarize_images(grey.train.images, torch.Generator().manual_seed(seed))
+    out = {f"{name} codes": tuple(encode_means(m, x).numpy() for x in (fixed, binary.val.images, binary.test.images))
+           for name, m in models.items()}
+    flat = [s.images.flatten(1).numpy() for s in (grey.train, grey.val, grey.test)]
+    pca = PCA(n_components=min(pca_dim, *flat[0].shape), random_state=seed).fit(flat[0])
+    out["PCA"] = tuple(pca.transform(x) for x in flat)
+    out["pixels"] = tuple(flat)
+    return out
+
+
+Features = Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+Run = tuple[int, int]  # (number of labels, seed): one labelled subset and the M2 model trained with it
+
+
+def semi_supervised_table(features: Features, m2_predictions: Mapping[Run, tuple[np.ndarray, np.ndarray]],
+                          labelled: Mapping[Run, np.ndarray], train_y: Any, val_y: Any,
+                          test_y: Any) -> tuple[pd.DataFrame, dict[tuple[str, int, int], np.ndarray]]:
+    """Per (method, labels, seed): validation and test error, the test error's Wilson 95 % interval, and (second
+    value) the per-image test correctness keyed by (method, labels, seed).
+
+    `labelled[(k, s)]` are the indices of the k labelled training images drawn with seed s (the same for every
+    method of that run), and `m2_predictions[(k, s)]` the (val, test) predictions of M2 trained with them; every
+    M1 probe is a logistic regression on the features of exactly those images.
+    """
+    train_y, val_y, test_y = (np.asarray(v) for v in (train_y, val_y, test_y))
+    rows, correct = [], {}
+    for (k, s), idx in labelled.items():
+        preds = {name: probe_predictions(tr[idx], train_y[idx], va, te, seed=s)
+                 for name, (tr, va, te) in features.items()}
+        preds["M2"] = list(m2_predictions[(k, s)])
+        for name, (val_pred, test_pred) in preds.items():
+            correct[(name, k, s)] = np.asarray(test_pred) == test_y
+            test_err = error_rate(correct[(name, k, s)])
+            rows.append({"method": name, "labels": k, "seed": s,
+                         "val_error": float(np.mean(np.asarray(val_pred) != val_y)), "test_error": test_err["error"],
+                         "ci_low": test_err["ci_low"], "ci_high": test_err["ci_high"], "n_test": test_err["n"]})
+    return pd.DataFrame(rows), correct
+
+
+def feasible_label_counts(labels: Any, counts: Sequence[int]) -> tuple[int, ...]:
+    """The counts of `counts` that give a balanced labelled subset of `labels` and leave at least as many images
+    unlabelled (a small profile's few images cannot hold 1,000 balanced labels and still be semi-supervised)."""
+    y = np.asarray(labels)
+    classes, per_class = np.unique(y, return_counts=True)
+    return tuple(int(k) for k in counts
+                 if k % len(classes) == 0 and k // len(classes) <= per_class.min() and 2 * k <= len(y))
+
+
+def label_runs(labels: Any, counts: Sequence[int], run_seeds: Sequence[int]) -> list[Run]:
+    """The (labels, seed) runs of the semi-supervised section: every seed at the smallest feasible count (the
+    claim's paired values), the first seed at each larger one (`feasible_label_counts`).
+
+    Raises ConfigError when no count is feasible for these labels (too few training images)."""
+    feasible = feasible_label_counts(labels, counts)
+    require(len(feasible) > 0, "label_counts", tuple(counts),
+            f"none gives a balanced subset of the {len(np.asarray(labels))} training images with as many left "
+            "unlabelled; use more training images (m2_limit) or smaller counts (multiples of the number of classes)")
+    return [(feasible[0], s) for s in run_seeds] + [(k, run_seeds[0]) for k in feasible[1:]]
+
+
+def best_m1(table: pd.DataFrame, labels: int, seed: int) -> str:
+    """The M1 representation (every method but M2) with the lowest *validation* error in the run (labels, seed) —
+    chosen on validation images, so the test comparison is not biased towards it."""
+    rows = table[(table["labels"] == labels) & (table["seed"] == seed) & (table["method"] != "M2")]
+    require(not rows.empty, "labels, seed", (labels, seed),
+            f"measured runs: {sorted(set(zip(table['labels'], table['seed'], strict=True)))}")
+    return str(rows.sort_values(["val_error", "method"]).iloc[0]["method"])
+
+
+def m2_against_best_m1(table: pd.DataFrame, labels: int) -> pd.DataFrame:
+    """Per seed of the runs with `labels` labels: M2's test accuracy, the best M1 probe (by validation error) and
+    its test accuracy — the paired per-seed values behind "M2 beats the best M1 probe"."""
+    seeds_ = sorted(table.loc[table["labels"] == labels, "seed"].unique())
+    require(len(seeds_) > 0, "labels", labels, f"measured label counts: {sorted(table['labels'].unique())}")
+    index = table.set_index(["method", "labels", "seed"])["test_error"]
+    rows = []
+    for s in seeds_:
+        best = best_m1(table, labels, s)
+        rows.append({"seed": int(s), "m2_accuracy": 1 - index[("M2", labels, s)], "best_m1": best,
+                     "best_m1_accuracy": 1 - index[(best, labels, s)]})
+    return pd.DataFrame(rows)
+
+
+# --- 4. the rows for the AE-vs-VAE table -----------------------------------------------------------------------
+
+LIMIT_ROWS: dict[str, tuple[str, str, str]] = {  # aspect: (textbook AE, textbook VAE, the claim id that tests it)
+    "Output vs GANs": ("—", "blurry outputs compared to GANs", "05.vae-blurrier-than-gan"),
+    "Scaling to complex data": ("—", "difficulties scaling to complex, high-dimensional data",
+                                "05.vae-degrades-faster"),
+    "Semi-supervised learning": ("codes for probes (M1)", "preferred for semi-supervised learning (M2)",
+                                 "05.m2-beats-m1"),
+}
+
+
+def limits_table(evidence: Mapping[str, str], records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The rows notebook 05 measures, in the AE-vs-VAE table's columns (Aspect, AE, VAE, Evidence, Verdict).
+
+    `evidence[aspect]` is the measured sentence; each verdict is read from the claim's record in `records`
+    (`study.records`), with its effect and interval. Raises ConfigError naming a missing evidence or record.
+    """
+    rows = []
+    for aspect, (ae, vae, claim) in LIMIT_ROWS.items():
+        require(aspect in evidence, "evidence", sorted(evidence), f"it needs a sentence for {aspect!r}")
+        record = records.get(claim)
+        if record is None:
+            raise ConfigError(f"limits_table needs the record of claim {claim}; make that claim first (study.examine "
+                              "returns the record, and the study keeps it in study.records).")
+        verdict = record.get("verdict") or ("holds" if record.get("holds") else "does not hold")
+        ci = ("no CI" if record.get("ci_low") is None else f"CI [{record['ci_low']:.3g}, {record['ci_high']:.3g}]")
+        effect = record.get("effect")
+        detail = "" if effect is None else f" (effect {effect:+.3g}, {ci})"
+        rows.append({"Aspect": aspect, "AE": ae, "VAE": vae, "Evidence": evidence[aspect],
+                     "Verdict": f"{verdict}: {claim}{detail}"})
+    return pd.DataFrame(rows, columns=["Aspect", "AE", "VAE", "Evidence", "Verdict"])
+
