@@ -311,3 +311,17 @@ def test_write_comparison_makes_one_offline_page(runs, tmp_path):
     md, page = write_comparison(compare_runs(*runs), tmp_path / "out")
     text = page.read_text()
     assert md.is_file() and text.startswith("<!DOCTYPE html>") and "<script" not in text
+
+
+def test_the_table_gains_the_rows_other_notebooks_measure():
+    """Notebook 05 records the seed's remaining rows (GANs, scaling, semi-supervised) as `limits_table`."""
+    row = {"Aspect": "Output", "AE": "sharp", "VAE": "blurrier", "Evidence": "e", "Verdict": "holds: 03.x holds"}
+    extra = {"Aspect": "Output vs GANs", "AE": "", "VAE": "blurrier than a GAN", "Evidence": "blur ratio",
+             "Verdict": "inconclusive: 05.vae-blurrier-than-gan inconclusive"}
+    metrics = {"notebooks": {"03_c": {"metrics": {"comparison_table": [row]}},
+                             "05_l": {"metrics": {"limits_table": [extra]}}}}
+    table = report.comparison_frame(metrics)
+    assert table["Aspect"].tolist() == ["Output", "Output vs GANs"]
+    only_extra = report.comparison_frame({"notebooks": {"05_l": {"metrics": {"limits_table": [extra]}}}})
+    assert only_extra["Aspect"].tolist() == ["Output vs GANs"]
+    assert report.comparison_frame({"notebooks": {}}) is None

@@ -36,6 +36,8 @@ from aestudy.atomic import atomic_write
 from aestudy.claims import compact
 
 COMPARISON_METRIC = "comparison_table"
+# Further rows of the seed's table that other notebooks measure (notebook 05: GANs, scaling, semi-supervised).
+EXTRA_ROW_METRICS: tuple[str, ...] = ("limits_table",)
 FIGURES_METRIC = "figures"  # metric: a list of PNG paths (older notebooks)
 FIGURES_KEY = "figures"  # ledger entry key written by claims.record_figure: [{"name", "path", "caption"}]
 CONFIG_METRICS: tuple[str, ...] = ("config", "watermark")  # go to the closing configuration section
@@ -386,7 +388,7 @@ def scalar_metrics_frame(entry: Mapping[str, Any]) -> pd.DataFrame:
 
 def table_metrics(entry: Mapping[str, Any], *, skip: Iterable[str] = ()) -> list[tuple[str, pd.DataFrame]]:
     """A notebook's structured metrics as tables: lists of row dicts as they are, dicts as key/value rows."""
-    skipped = {COMPARISON_METRIC, FIGURES_METRIC, *skip}
+    skipped = {COMPARISON_METRIC, FIGURES_METRIC, *EXTRA_ROW_METRICS, *skip}
     tables = []
     for name, value in entry.get("metrics", {}).items():
         if name in skipped:
@@ -402,12 +404,14 @@ def table_metrics(entry: Mapping[str, Any], *, skip: Iterable[str] = ()) -> list
 
 
 def comparison_frame(metrics: Mapping[str, Any]) -> pd.DataFrame | None:
-    """The AE-vs-VAE table (the last notebook that recorded `comparison_table`), or None."""
-    tables = [entry["metrics"][COMPARISON_METRIC] for entry in metrics.get("notebooks", {}).values()
-              if isinstance(entry.get("metrics", {}).get(COMPARISON_METRIC), list)]
-    if not tables or not tables[-1]:
+    """The AE-vs-VAE table (the last notebook that recorded `comparison_table`) with the rows other notebooks add
+    (`EXTRA_ROW_METRICS`, e.g. notebook 05's GAN, scaling and semi-supervised rows), or None."""
+    entries = [entry.get("metrics", {}) for entry in metrics.get("notebooks", {}).values()]
+    tables = [m[COMPARISON_METRIC] for m in entries if isinstance(m.get(COMPARISON_METRIC), list)]
+    extra = [row for m in entries for name in EXTRA_ROW_METRICS if isinstance(m.get(name), list) for row in m[name]]
+    rows = [row for row in (tables[-1] if tables else []) + extra if isinstance(row, Mapping)]
+    if not rows:
         return None
-    rows = [row for row in tables[-1] if isinstance(row, Mapping)]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     return pd.DataFrame(rows, columns=columns)
 
