@@ -56,23 +56,28 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def _as_images(images: ImageLike) -> np.ndarray:
-    """Images (N,1,H,W) or (N,H,W) as a float array (N,H,W)."""
+    """Grey images (N,1,H,W) or (N,H,W) as a float array (N,H,W); colour images (N,3,H,W) as (N,H,W,3)."""
     arr = to_numpy(images)
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
-    if arr.ndim != 3:
-        raise ConfigError(f"images must have shape (N, 1, H, W) or (N, H, W); got {tuple(arr.shape)}.")
+    elif arr.ndim == 4 and arr.shape[1] == 3:
+        arr = arr.transpose(0, 2, 3, 1)  # matplotlib draws colour as (H, W, 3)
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] != 3):
+        raise ConfigError(f"images must have shape (N, 1, H, W), (N, 3, H, W) or (N, H, W); got "
+                          f"{tuple(to_numpy(images).shape)}.")
     return arr
 
 
 def mosaic(images: ImageLike, *, nrow: int, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
-    """Tile images (N,1,H,W) into one (rows·(H+p)+p, nrow·(W+p)+p) array, `nrow` images per row."""
+    """Tile images (N,C,H,W) into one (rows·(H+p)+p, nrow·(W+p)+p) array (with a trailing 3 for colour),
+    `nrow` images per row."""
     imgs = _as_images(images)
     if nrow < 1:
         raise ConfigError(f"nrow={nrow} must be ≥ 1.")
-    n, h, w = imgs.shape
+    n, h, w = imgs.shape[:3]
     ncol, rows = min(nrow, max(n, 1)), max(math.ceil(n / nrow), 1)
-    out = np.full((rows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value, dtype=float)
+    out = np.full((rows * (h + padding) + padding, ncol * (w + padding) + padding, *imgs.shape[3:]), pad_value,
+                  dtype=float)
     for k, img in enumerate(imgs):
         r, c = divmod(k, ncol)
         top, left = padding + r * (h + padding), padding + c * (w + padding)
@@ -81,8 +86,9 @@ def mosaic(images: ImageLike, *, nrow: int, padding: int = 2, pad_value: float =
 
 
 def _show(ax: Axes, tiles: np.ndarray, **kwargs: Any) -> None:
-    """Draw a grey-level mosaic with values in [0, 1]."""
-    ax.imshow(tiles, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", **kwargs)
+    """Draw a mosaic with values in [0, 1]: grey levels in grey, (H, W, 3) arrays in colour."""
+    colour = {} if tiles.ndim == 3 else {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+    ax.imshow(np.clip(tiles, 0.0, 1.0), interpolation="nearest", **colour, **kwargs)
     ax.grid(False)
 
 
@@ -110,8 +116,9 @@ def image_rows(
     shapes = {a.shape[1:] for a in arrays.values()}
     if len(shapes) != 1:
         raise ConfigError(f"all rows must hold images of one size; got sizes {sorted(shapes)}.")
-    (h, w), cols = shapes.pop(), max(len(a) for a in arrays.values())
-    blank = np.ones((h, w))
+    shape, cols = shapes.pop(), max(len(a) for a in arrays.values())
+    h = shape[0]
+    blank = np.ones(shape)
     stacked = [img for a in arrays.values() for img in [*a, *[blank] * (cols - len(a))]]
     pad = 2
     ax = _axes(ax, (max(0.7 * cols, 3.0) + 1.5, 0.7 * len(arrays) + 0.6))

@@ -29,6 +29,7 @@ from aestudy.claims import check_claim, claims_table, examine, metrics_path, rec
 from aestudy.config import PROFILES, StudyConfig, resolve_device
 from aestudy.data import Dataset, load_dataset, split_sizes
 from aestudy.errors import ConfigError
+from aestudy.parameters import validate_parameters
 from aestudy.stats import Verdict
 from aestudy.train import TrainConfig
 from aestudy.validate import require
@@ -60,8 +61,8 @@ class Study:
             `epochs` parameter instead when it is given.
         epochs_knobs: the knobs that the `epochs` parameter overrides. Any other knob is overridden by a
             notebook parameter of the same name that is not None (e.g. notebook 03's `n_seeds`).
-        **params: the notebook's parameters cell, all of it. The common ones (StudyConfig's fields) are
-            validated by StudyConfig; the notebook's own ones are kept as given for the recipe to validate.
+        **params: the notebook's parameters cell, all of it, each checked by its rule in `aestudy.parameters`
+            (the rules `aestudy run` applies before any kernel starts) and kept as plain values.
 
     Raises:
         ConfigError: naming the parameter and the valid values, before any data is loaded.
@@ -72,6 +73,7 @@ class Study:
         require(isinstance(notebook, str) and bool(notebook), "notebook", notebook, "it must be a notebook's stem")
         self.started_at = time.time()
         self.notebook = notebook
+        params = validate_parameters(params, notebook=notebook)  # the runner's rules, one home: aestudy.parameters
         self.config = StudyConfig(**{k: params[k] for k in COMMON if k in params})
         self.params = {**params, **self.config.to_dict()}  # the common ones as validated (profile resolved)
         self.profile: str = self.config.profile

@@ -59,8 +59,9 @@ def test_image_grid_draws_one_mosaic_and_accepts_arrays():
 
 
 def test_image_grid_rejects_other_shapes():
-    with pytest.raises(ConfigError, match=r"images must have shape \(N, 1, H, W\) or \(N, H, W\); got \(2, 3, 4, 4\)"):
-        plots.image_grid(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ConfigError, match=r"images must have shape \(N, 1, H, W\), \(N, 3, H, W\) or \(N, H, W\); "
+                                          r"got \(2, 2, 4, 4\)"):
+        plots.image_grid(torch.zeros(2, 2, 4, 4))
 
 
 def test_reconstruction_pairs_puts_originals_on_top():
@@ -220,3 +221,19 @@ def test_plots_draw_on_the_given_axes():
     assert plots.image_grid(_images(4), nrow=2, ax=axes[1]) is axes[1]
     assert plots.training_curves(_history(0), ax=axes[0]) is axes[0]
     assert len(plt.get_fignums()) == 1
+
+
+def test_colour_images_are_drawn_in_colour():
+    """Issue 15: colour patches (N, 3, H, W) tile into an (…, 3) mosaic; grey ones stay 2-D."""
+    from aestudy import plots
+
+    rgb = torch.zeros(5, 3, 4, 4)
+    rgb[:, 0] = 1.0  # pure red
+    tiles = plots.mosaic(rgb, nrow=3, padding=1)
+    assert tiles.shape == (2 * 5 + 1, 3 * 5 + 1, 3)
+    assert tiles[1:5, 1:5].tolist() == [[[1.0, 0.0, 0.0]] * 4] * 4
+    assert plots.mosaic(torch.zeros(5, 1, 4, 4), nrow=3, padding=1).shape == (11, 16)
+    ax = plots.image_rows({"data": rgb[:2], "model": rgb[:3]})
+    assert ax.images[0].get_array().shape == (2 * 6 + 2, 3 * 6 + 2, 3)
+    with pytest.raises(ConfigError, match=r"images must have shape \(N, 1, H, W\), \(N, 3, H, W\)"):
+        plots.mosaic(torch.zeros(2, 2, 4, 4), nrow=2)
