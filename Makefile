@@ -69,7 +69,7 @@ lint: $(STAMP)
 test: setup browser lint
 	@echo "==> pytest (unit, notebooks in the smoke profile, end-to-end)"
 	OMP_NUM_THREADS=1 AESTUDY_PROFILE=smoke $(BIN)/python -m pytest tests notebooks \
-	  --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	  --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15
 
 bench: setup
 	$(BIN)/python -m benchmarks.train_speed
