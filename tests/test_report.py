@@ -325,3 +325,12 @@ def test_the_table_gains_the_rows_other_notebooks_measure():
     only_extra = report.comparison_frame({"notebooks": {"05_l": {"metrics": {"limits_table": [extra]}}}})
     assert only_extra["Aspect"].tolist() == ["Output vs GANs"]
     assert report.comparison_frame({"notebooks": {}}) is None
+
+
+def test_a_verdict_without_an_interval_says_why_instead_of_printing_none():
+    one_seed = {"effect": 0.08, "ci_low": None, "ci_high": None, "p_value": None, "n_seeds": [1, 1], "test": "none",
+                "verdict": "inconclusive", "alpha": 0.05}
+    assert report.stats_phrase(one_seed) == "effect +0.08 (no interval: too few seeds), 1 vs 1 seeds"
+    five = {"effect": 0.3, "ci_low": 0.1, "ci_high": 0.5, "p_value": 0.004, "n_seeds": [5, 5], "test": "Welch t",
+            "alpha": 0.05}
+    assert report.stats_phrase(five) == "effect +0.3 (95% CI +0.1 to +0.5), p = 0.004, 5 vs 5 seeds, Welch t"

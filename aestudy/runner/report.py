@@ -125,14 +125,16 @@ def stats_phrase(stats: Mapping[str, Any]) -> str:
     parts = []
     if "effect" in stats:
         level = f"{1 - stats['alpha']:.0%}" if isinstance(stats.get("alpha"), (int, float)) else "95%"
-        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])})"
-                    if "ci_low" in stats and "ci_high" in stats else "")
+        has_interval = all(isinstance(stats.get(k), (int, float)) for k in ("ci_low", "ci_high"))
+        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])})" if has_interval
+                    else " (no interval: too few seeds)" if "ci_low" in stats else "")
         parts.append(f"effect {_number(stats['effect'])}{interval}")
     if isinstance(stats.get("p_value"), (int, float)):
         parts.append(f"p = {stats['p_value']:.2g}")
     if "n_seeds" in stats:
-        parts.append(f"{stats['n_seeds']} seeds")
-    if stats.get("test"):
+        seeds = stats["n_seeds"]
+        parts.append(f"{' vs '.join(map(str, seeds))} seeds" if isinstance(seeds, (list, tuple)) else f"{seeds} seeds")
+    if stats.get("test") and str(stats["test"]).lower() != "none":
         parts.append(str(stats["test"]))
     return ", ".join(parts)
 
