@@ -49,6 +49,12 @@ def _bound_text(low: float | None, high: float | None, low_open: bool, high_open
     return " and ".join(parts)
 
 
+def _valid_text(kind: str, bounds: str, allow_none: bool, none_means: str, meaning: str) -> str:
+    """What a value must be, e.g. "it must be None (all images) or an integer >= 1 (seeds)"."""
+    return ("it must be " + (f"None ({none_means}) or " if allow_none else "") + kind + (f" {bounds}" if bounds else "")
+            + (f" ({meaning})" if meaning else ""))
+
+
 def as_int(value: Any, name: str, *, low: int | None = None, high: int | None = None,
            allow_none: bool = False, none_means: str = "", meaning: str = "") -> int | None:
     """`value` as a plain `int`, checked against `low <= value <= high`.
@@ -60,9 +66,7 @@ def as_int(value: Any, name: str, *, low: int | None = None, high: int | None = 
     """
     if value is None and allow_none:
         return None
-    bounds = _bound_text(low, high, False, False)
-    valid = "it must be " + (f"None ({none_means}) or " if allow_none else "") + "an integer" + \
-        (f" {bounds}" if bounds else "") + (f" ({meaning})" if meaning else "")
+    valid = _valid_text("an integer", _bound_text(low, high, False, False), allow_none, none_means, meaning)
     require(is_int(value), name, value, valid)
     number = int(value)
     require((low is None or number >= low) and (high is None or number <= high), name, value, valid)
@@ -79,9 +83,8 @@ def as_float(value: Any, name: str, *, low: float | None = None, high: float | N
     """
     if value is None and allow_none:
         return None
-    bounds = _bound_text(low, high, low_open, high_open)
-    valid = "it must be " + (f"None ({none_means}) or " if allow_none else "") + "a finite number" + \
-        (f" {bounds}" if bounds else "") + (f" ({meaning})" if meaning else "")
+    valid = _valid_text("a finite number", _bound_text(low, high, low_open, high_open), allow_none, none_means,
+                        meaning)
     require(is_number(value), name, value, valid)
     number = float(value)
     ok_low = low is None or (number > low if low_open else number >= low)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from synthetic import spy_on_mmd
 from torch import nn
 
 from aestudy import latent, metrics
@@ -38,14 +39,7 @@ def test_the_default_kernel_follows_the_sample_so_fixed_bandwidths_are_needed_to
 
 
 def test_mmd_to_prior_uses_the_prior_kernel_whatever_the_codes_scale(monkeypatch):
-    seen = []
-    real_mmd = latent.mmd
-
-    def spy(x, y, *, bandwidths=None, **kw):
-        seen.append(bandwidths)
-        return real_mmd(x, y, bandwidths=bandwidths, **kw)
-
-    monkeypatch.setattr(latent, "mmd", spy)
+    seen = spy_on_mmd(latent, monkeypatch)
     gen = torch.Generator().manual_seed(0)
     matched = torch.randn((400, 3), generator=gen)
     scaled = 50 * torch.randn((400, 3), generator=gen)  # an AE's code of arbitrary scale

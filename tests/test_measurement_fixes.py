@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import bernoulli
+from synthetic import low_rank_images
 from torch import nn
 
 from aestudy import anomaly, probes
@@ -22,14 +23,7 @@ from aestudy.errors import ConfigError
 from aestudy.ppca import PPCA, linear_vae_bounds, linear_vae_from_ppca
 from aestudy.series import elbo as s02
 
-SHAPE = (1, 4, 4)
-
-
-def _images(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand((3, 16), generator=g)
-    mix = torch.rand((n, 3), generator=g)
-    return (mix @ base / 3 + 0.05 * torch.rand((n, 16), generator=g)).clamp(0, 1).view(n, *SHAPE)
+SHAPE = (1, 4, 4)  # as synthetic.low_rank_images
 
 
 def _linear_pair(data: torch.Tensor) -> tuple[nn.Module, nn.Module]:
@@ -75,7 +69,7 @@ def test_recon_error_scores_against_grey_levels_not_bernoulli_noise() -> None:
 # --- (5) the likelihood ratio's bound gaps cancel
 
 def test_likelihood_ratio_from_is_nll_cancels_the_bound_gaps() -> None:
-    data = _images(200)
+    data = low_rank_images(200)
     exact, worse = _linear_pair(data)
     x = data[:40]
     bounds = linear_vae_bounds(worse, x)
@@ -147,7 +141,7 @@ def test_active_features_drop_inactive_units_and_help_the_few_label_probe() -> N
 # --- (10) the bounds in expectation, within Monte-Carlo error
 
 def test_iwae_gap_table_holds_within_mc_error_and_closes_the_gap() -> None:
-    data = _images(300)
+    data = low_rank_images(300)
     _, worse = _linear_pair(data)
     x = data[:60]
     log_px = torch.tensor(linear_vae_bounds(worse, x)["log_px"].to_numpy())
@@ -207,7 +201,7 @@ def test_bernoulli_entropy_floor() -> None:
     assert s02.bernoulli_entropy_floor(torch.full((4, 1, 28, 28), 0.5))["nats"] == pytest.approx(784 * math.log(2))
     assert s02.bernoulli_entropy_floor(torch.full((4, 1, 28, 28), 0.5))["bits_per_dim"] == pytest.approx(1.0)
     assert s02.bernoulli_entropy_floor(torch.bernoulli(torch.full((4, *SHAPE), 0.3)))["nats"] == 0.0
-    grey = _images(20)
+    grey = low_rank_images(20)
     expected = bernoulli.entropy(grey.flatten(1).double().numpy()).sum(axis=1).mean()
     assert s02.bernoulli_entropy_floor(grey)["nats"] == pytest.approx(expected)
 
@@ -219,7 +213,7 @@ def test_dequantised_nll_of_the_uniform_density_is_d_log_256() -> None:
 
 
 def test_nll_protocol_tightens_with_k_towards_the_exact_nll() -> None:
-    data = _images(300)
+    data = low_rank_images(300)
     _, worse = _linear_pair(data)
     x = data[:60]
     exact_nll = -float(linear_vae_bounds(worse, x)["log_px"].mean())

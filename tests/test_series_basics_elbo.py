@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import low_rank_images
 
 from aestudy import generation
 from aestudy.models import ModelConfig, build_model
@@ -15,18 +16,11 @@ from aestudy.ppca import PPCA, linear_vae_bounds, linear_vae_from_ppca, ppca_of_
 from aestudy.series import basics as s01
 from aestudy.series import elbo as s02
 
-SHAPE = (1, 4, 4)
-
-
-def _images(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand((3, 16), generator=g)
-    mix = torch.rand((n, 3), generator=g)
-    return (mix @ base / 3 + 0.05 * torch.rand((n, 16), generator=g)).clamp(0, 1).view(n, *SHAPE)
+SHAPE = (1, 4, 4)  # as synthetic.low_rank_images
 
 
 def test_pca_mse_matches_projection_error_and_falls_with_rank() -> None:
-    train, test = _images(200), _images(50, seed=1)
+    train, test = low_rank_images(200), low_rank_images(50, seed=1)
     x, t = train.flatten(1).numpy().astype(np.float64), test.flatten(1).numpy().astype(np.float64)
     mean = x.mean(axis=0)
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
@@ -58,7 +52,7 @@ def test_kl_convergence_has_unbiased_standardised_errors() -> None:
 
 
 def test_linear_vae_bounds_gap_is_posterior_kl_and_zero_at_exact_posterior() -> None:
-    data = _images(300)
+    data = low_rank_images(300)
     ppca = PPCA.fit(data, 2)
     exact = linear_vae_from_ppca(ppca, input_shape=SHAPE)
     recovered = ppca_of_linear_vae(exact)
@@ -75,7 +69,7 @@ def test_linear_vae_bounds_gap_is_posterior_kl_and_zero_at_exact_posterior() -> 
 
 
 def test_iwae_curve_approaches_the_exact_log_likelihood() -> None:
-    data = _images(300)
+    data = low_rank_images(300)
     ppca = PPCA.fit(data, 2)
     vae = linear_vae_from_ppca(ppca, input_shape=SHAPE)
     with torch.no_grad():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import spy_on_mmd
 from torch import nn
 
 from aestudy import generation, latent, metrics, stats
@@ -310,14 +311,7 @@ def test_latent_and_generation_tables_cover_every_model_seed_and_source():
 
 def test_latent_table_measures_every_models_codes_with_one_kernel(monkeypatch):
     """Issue 14 (1): the MMD² of AE codes and of the VAE's q(z) are one statistic, the prior's kernel."""
-    seen = []
-    real_mmd = latent.mmd
-
-    def spy(x, y, *, bandwidths=None, **kw):
-        seen.append(bandwidths)
-        return real_mmd(x, y, bandwidths=bandwidths, **kw)
-
-    monkeypatch.setattr(latent, "mmd", spy)
+    seen = spy_on_mmd(latent, monkeypatch)
     results = _results()
     for res in results.values():  # an AE code of a very different scale must not change the kernel
         if not res.model.is_variational:

@@ -58,15 +58,22 @@ def kl_convergence(mu: Tensor, logvar: Tensor, sample_sizes: Sequence[int], *, s
 def iwae_curve(model: nn.Module, images: Tensor, ks: Sequence[int], *, repeats: int = 5, seed: int = 0,
                chunk_size: int = 100) -> pd.DataFrame:
     """Mean IWAE bound L_k over `images` for each k (nats), averaged over `repeats` draws, with its sd."""
+    rows = []
+    for k, draws in _iwae_draws(model, images, ks, repeats=repeats, seed=seed, chunk_size=chunk_size):
+        means = draws.mean(dim=1)  # (repeats,): one estimate of the mean bound per draw
+        rows.append({"k": k, "iwae": float(means.mean()), "sd": float(means.std()) if repeats > 1 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def _iwae_draws(model: nn.Module, images: Tensor, ks: Sequence[int], *, repeats: int, seed: int,
+                chunk_size: int) -> list[tuple[int, Tensor]]:
+    """For each k, `repeats` independent IWAE bounds per image: [(k, (repeats, N) float64 nats on the CPU)]."""
     device = model_device(model)
     gen = generator_on(seed, device)
-    rows = []
     with evaluating(model):
-        for k in ks:
-            draws = torch.stack([iwae_bound(model, images.to(device), k, chunk_size=chunk_size,
-                                            generator=gen).double().mean().cpu() for _ in range(repeats)])
-            rows.append({"k": k, "iwae": float(draws.mean()), "sd": float(draws.std()) if repeats > 1 else 0.0})
-    return pd.DataFrame(rows)
+        return [(int(k), torch.stack([iwae_bound(model, images.to(device), k, chunk_size=chunk_size,
+                                                 generator=gen).double().cpu() for _ in range(repeats)]))
+                for k in ks]
 
 
 def _gradient_draws(model: nn.Module, x: Tensor, n: int, repeats: int, gen: torch.Generator
@@ -152,16 +159,11 @@ def iwae_gap_table(model: nn.Module, images: Tensor, log_px: Tensor, ks: Sequenc
     images, so it is conservative). `images` (N, C, H, W), `log_px` (N,) nats.
     """
     log_px = log_px.detach().cpu().double()
-    device = model_device(model)
-    gen = generator_on(seed, device)
     rows = []
-    with evaluating(model):
-        for k in ks:
-            draws = torch.stack([iwae_bound(model, images.to(device), k, chunk_size=chunk_size,
-                                            generator=gen).double().cpu() for _ in range(repeats)])
-            d = log_px - draws.mean(dim=0)
-            rows.append({"k": int(k), "iwae": float(draws.mean()), "gap": float(d.mean()),
-                         "gap_sem": float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf})
+    for k, draws in _iwae_draws(model, images, ks, repeats=repeats, seed=seed, chunk_size=chunk_size):
+        d = log_px - draws.mean(dim=0)
+        rows.append({"k": int(k), "iwae": float(draws.mean()), "gap": float(d.mean()),
+                     "gap_sem": float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf})
     return pd.DataFrame(rows)
 
 
