@@ -28,7 +28,7 @@ import torch
 import aestudy
 from aestudy.atomic import FILE_MODE, atomic_write
 from aestudy.errors import ConfigError, DataError
-from aestudy.validate import as_bool, as_int, is_int
+from aestudy.validate import as_bool, as_int, as_seed, is_int
 
 DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "digits", "photo-patches-32", "photo-patches-64",
                                   "cifar-10")
@@ -923,7 +923,7 @@ def _check_args(name: str, val_size: int, limit: int | None, binarize: str | Non
     _check_binarize(binarize)
     val_size = as_int(val_size, "val_size", low=0)
     limit = as_int(limit, "limit", allow_none=True, none_means="all images")  # its range is checked per dataset
-    seed = as_int(seed, "seed", low=0)
+    seed = as_seed(seed)
     as_bool(upscale, "upscale")
     as_bool(progress, "progress")
     return name, val_size, limit, seed

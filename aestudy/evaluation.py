@@ -32,19 +32,20 @@ def generator_on(seed: int, device: torch.device | str = "cpu") -> torch.Generat
 
 @contextlib.contextmanager
 def evaluating(model: nn.Module, *, grad: bool = False) -> Iterator[None]:
-    """Eval mode (and no gradients unless `grad`) for the block; the model's train/eval mode is restored after.
+    """Eval mode (and no gradients unless `grad`) for the block; every submodule's train/eval mode is restored after.
 
     `grad=True` serves measurements that differentiate through a frozen model (e.g. gradient estimators).
     fp32 GEMMs run on the backend `aestudy.precision` chose for the model's device (the caller's setting restored).
     """
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # a part may be frozen in eval mode
     model.eval()
     try:
         device = next((p.device for p in model.parameters()), None)  # a parameter-free stand-in: the CPU
         with torch.set_grad_enabled(grad), precision.fp32_matmul(device):
             yield
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def batches(*tensors: Tensor | None, batch_size: int = EVAL_BATCH,

@@ -33,9 +33,8 @@ from aestudy.config import DEVICES, PROFILES
 from aestudy.data import DATASET_NAMES
 from aestudy.denoising import DENOISING_NOISES
 from aestudy.errors import ConfigError
-from aestudy.validate import as_choice, as_float, as_int, is_int, is_number, require
+from aestudy.validate import as_choice, as_float, as_int, as_seed, is_int, is_number, require
 
-SEED_MAX = 2**32 - 1  # numpy's legacy seeding and most samplers take 32-bit seeds
 _NONE = type(None)
 
 
@@ -256,9 +255,7 @@ def _check_profile(value: Any, values: Mapping[str, Any]) -> str | None:
 
 
 def _check_seed(value: Any) -> int:
-    seed = as_int(value, "seed", low=0)
-    require(seed <= SEED_MAX, "seed", value, "it must be an integer >= 0 and < 2**32")
-    return seed  # type: ignore[return-value]
+    return as_seed(value, "seed")
 
 
 def _check_device(value: Any, values: Mapping[str, Any]) -> str:

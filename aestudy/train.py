@@ -28,7 +28,7 @@ from aestudy.errors import CheckpointError, ConfigError, DataError, TrainingDive
 from aestudy.models import ModelConfig, build_model
 from aestudy.noise import NoiseConfig, corrupt
 from aestudy.progress import progress as progress_bar
-from aestudy.validate import as_bool, as_choice, as_float, as_int, require
+from aestudy.validate import as_bool, as_choice, as_float, as_int, as_seed, require
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "beta", "lr", "train_loss", "train_recon", "train_kl",
@@ -76,7 +76,7 @@ class TrainConfig:
         put("epochs", as_int(self.epochs, "epochs", low=0))
         put("batch_size", as_int(self.batch_size, "batch_size", low=1))
         put("lr", as_float(self.lr, "lr", low=0, low_open=True))
-        put("seed", as_int(self.seed, "seed", low=0))
+        put("seed", as_seed(self.seed))
         device = str(self.device) if isinstance(self.device, str) else self.device
         require(isinstance(device, str) and (device in DEVICES or device.startswith("cuda:")), "device", device,
                 f"valid values: {', '.join(DEVICES)} or 'cuda:N'")

@@ -106,3 +106,17 @@ def as_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     require(any(value == c and type(value) is type(c) or (value is None and c is None) for c in choices),
             name, value, f"valid values: {shown}")
     return value
+
+
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding and most samplers take 32-bit seeds
+
+
+def as_seed(value: Any, name: str = "seed") -> int:
+    """`value` as a plain `int` seed in [0, 2**32): the range every seeded component here accepts.
+
+    Raises:
+        ConfigError: naming `name`, for a non-integer, a negative value or one of 2**32 or more.
+    """
+    seed = as_int(value, name, low=0)
+    require(seed <= SEED_MAX, name, value, "it must be an integer >= 0 and < 2**32")
+    return seed  # type: ignore[return-value]

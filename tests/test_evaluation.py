@@ -117,3 +117,10 @@ def test_batched_is_batch_size_invariant_and_checks_lengths():
     torch.testing.assert_close(evaluation.batched(model, lambda b: model.encode(b).mu, x, batch_size=7), whole)
     with pytest.raises(Exception, match="every tensor needs one length"):
         evaluation.batched(model, lambda a, b: a, x, x[:3])
+
+
+def test_a_part_frozen_in_eval_mode_stays_frozen():
+    model = _model("vae")
+    model.likelihood.eval()  # the caller froze one part (as one freezes a BatchNorm)
+    metrics.reconstruction_metrics(model, x)
+    assert model.training and not model.likelihood.training and model.encoder.training

@@ -505,6 +505,11 @@ def test_resume_of_a_complete_run_changes_nothing(tmp_path, monkeypatch, capsys)
                                        f"{run_dir / 'report.md'}).\n")
     assert _snapshot(run_dir) == before
     assert main(["run", "--resume", str(run_dir)]) == 0 and _snapshot(run_dir) == before
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run_dir), "-p", "lr", "0.01"]) == 2 and _snapshot(run_dir) == before
+    assert capsys.readouterr().err == (f"aestudy: error: nothing to resume: the run is complete ({run_dir}), so "
+                                       "-p/--params (lr) cannot change it; start a new run with them (aestudy run "
+                                       "... --out NEW_FOLDER).\n")
 
 
 @pytest.mark.parametrize(("content", "why"), [

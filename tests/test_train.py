@@ -413,3 +413,15 @@ def test_progress_bar_shows_loss_kl_and_speed_and_can_be_disabled(capsys):
     assert "train: 100%" in err and "3/3" in err and "loss=" in err and "kl=" in err and "samples_per_s=" in err
     fit(fresh(), toy_dataset(), FAST)
     assert capsys.readouterr().err == ""
+
+
+def test_seeds_are_32_bit_everywhere():
+    """A seed of 2**70 crashed inside torch with a raw overflow; every entry point now takes [0, 2**32)."""
+    from aestudy.data import load_dataset
+
+    with pytest.raises(ConfigError, match=r"^seed=1180591620717411303424 is invalid; it must be an integer >= 0 and "
+                                          r"< 2\*\*32\.$"):
+        TrainConfig(seed=2**70)
+    with pytest.raises(ConfigError, match=r"seed=4294967296 is invalid"):
+        load_dataset("digits", seed=2**32)
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1

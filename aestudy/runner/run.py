@@ -452,6 +452,10 @@ def resume_study(run_dir: str | os.PathLike[str], *, kernel: str | None = None,
     if run_dir.is_symlink():  # runs/latest: work in (and report) the run it points at
         run_dir = run_dir.parent / os.readlink(run_dir)
     if _is_complete(load_state(run_dir)):
+        if params:  # a complete run is never changed: say so instead of dropping the values silently
+            raise ConfigError(f"nothing to resume: the run is complete ({run_dir}), so -p/--params "
+                              f"({', '.join(sorted(params))}) cannot change it; start a new run with them "
+                              "(aestudy run ... --out NEW_FOLDER).")
         print(f"nothing to resume: the run is complete ({run_dir}; report: {run_dir / 'report.md'}).",
               file=sys.stderr)
         return RunResult(run_dir, "complete")
