@@ -27,6 +27,7 @@ from aestudy.data import (
     default_val_size,
     list_datasets,
     load_dataset,
+    require_labels,
     resolve_data_dir,
 )
 from aestudy.denoising import corrupted
@@ -113,7 +114,11 @@ def _as_numpy(a: ArrayLike) -> np.ndarray:
 
 
 def check_class(anomaly_class: object, info: DatasetInfo) -> int:
-    """`anomaly_class` as an int, or a ConfigError naming the valid classes of `info`."""
+    """`anomaly_class` as an int, or a ConfigError naming the valid classes of `info` (or saying that unlabelled
+    data has no class to hold out)."""
+    if not info.labelled:
+        raise ConfigError(f"anomaly.check_class needs class labels, but {info.name} has none: a held-out class cannot "
+                          "be defined on unlabelled data (score it against another dataset instead).")
     valid = isinstance(anomaly_class, int) and not isinstance(anomaly_class, bool)
     if not (valid and 0 <= anomaly_class < info.num_classes):
         names = ", ".join(f"{i} = {n}" for i, n in enumerate(info.class_names))
@@ -134,7 +139,12 @@ def without_class(data: Dataset, anomaly_class: int) -> Dataset:
 
 
 def split_by_class(split: Split, anomaly_class: int) -> tuple[Tensor, Tensor]:
-    """(normal images, anomalous images) of a split: the anomalous ones are those of `anomaly_class`."""
+    """(normal images, anomalous images) of a split: the anomalous ones are those of `anomaly_class`.
+
+    Raises:
+        ConfigError: an unlabelled split (every label UNLABELLED: no class to hold out).
+    """
+    require_labels(split, "anomaly.split_by_class")
     anomalous = split.labels == anomaly_class
     return split.images[~anomalous], split.images[anomalous]
 
@@ -401,7 +411,12 @@ class HoldoutModels:
 
 def holdout_models(data: Dataset, anomaly_class: int, ae_cfg: ModelConfig, vae_cfg: ModelConfig,
                    train_cfg: TrainConfig) -> HoldoutModels:
-    """Train (or load) an AE and a VAE on every class of `data` but `anomaly_class`."""
+    """Train (or load) an AE and a VAE on every class of `data` but `anomaly_class`.
+
+    Raises:
+        ConfigError: unlabelled `data` (no class to hold out), before any training.
+    """
+    require_labels(data, "anomaly.holdout_models")
     held = without_class(data, anomaly_class)
     return HoldoutModels(anomaly_class, train_or_load(ae_cfg, train_cfg, held), train_or_load(vae_cfg, train_cfg, held))
 
@@ -418,6 +433,7 @@ def holdout_sweep(data: Dataset, classes: Sequence[int], ae_cfg: ModelConfig, va
     Raises:
         ConfigError: when `data` is binarized and `grey_test` is missing or does not match its test split.
     """
+    require_labels(data, "anomaly.holdout_sweep")
     if grey_test is None:
         if data.binarize is not None:
             raise ConfigError("holdout_sweep on binarized data needs grey_test= the grey-level test split "

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import aestudy
 from aestudy import cache
 from aestudy.config import resolve_device
-from aestudy.data import Dataset
+from aestudy.data import Dataset, require_labels
 from aestudy.errors import TrainingDivergedError
 from aestudy.progress import progress as progress_bar
 from aestudy.validate import as_bool, as_int, is_int, require
@@ -151,8 +151,12 @@ def get_classifier(data: Any, *, epochs: int | None = None, seed: int = 0,
     It learns the splits as stored: grey training images unless binarize="static", and with any
     binarization a binarized test split (so `test_accuracy` is then measured on binary images); the
     fingerprint keeps classifiers for differently prepared data apart.
+
+    Raises:
+        ConfigError: `data` without labels (use `aestudy.ae_features`, FID-AE, for unlabelled data), bad options.
     """
     require(isinstance(data, Dataset), "data", type(data).__name__, "it must be an aestudy.data.Dataset")
+    require_labels(data, "classifier.get_classifier (the domain classifier behind FID-FMNIST)")
     epochs = as_int(epochs, "epochs", low=1, allow_none=True, none_means=f"default {DEFAULT_EPOCHS}")
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     seed = as_int(seed, "seed", low=0)

@@ -126,6 +126,31 @@ def _check_binarize(binarize: object) -> None:
 UNLABELLED = -1  # the label of every image of an unlabelled dataset (DatasetInfo.num_classes == 0)
 
 
+def has_labels(labels: object) -> bool:
+    """Whether `labels` carries class labels: a Dataset whose info is labelled, a Split, or labels (N,) (Tensor,
+    array or sequence) that are not all UNLABELLED. An empty label set counts as labelled (nothing to refuse)."""
+    if isinstance(labels, Dataset):
+        return labels.info.labelled
+    if isinstance(labels, Split):
+        labels = labels.labels
+    values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    return not (values.size and bool((values == UNLABELLED).all()))
+
+
+def require_labels(labels: object, where: str) -> None:
+    """Refuse unlabelled data in a function that needs class labels, before any work starts.
+
+    `labels`: a Dataset, Split or labels (N,). `where`: the function's name, e.g. "probes.knn_accuracy".
+
+    Raises:
+        ConfigError: "<where> needs class labels, but the data has none (every label is UNLABELLED = -1) …".
+    """
+    if not has_labels(labels):
+        raise ConfigError(f"{where} needs class labels, but the data has none (every label is {UNLABELLED}, e.g. a "
+                          "folder of images without class sub-folders); give it labelled data (class sub-folders, or "
+                          "`labels` in the .npz) or skip this step (aestudy.series.shared.has_labels).")
+
+
 def _split_label(name: str) -> str:
     """How an error message names a split: "the train split", or "Split(images, labels)" when it has no name."""
     return f"the {name} split" if name else "Split(images, labels)"

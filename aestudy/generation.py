@@ -19,7 +19,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
-from aestudy.data import Dataset, DatasetInfo, Split
+from aestudy.data import Dataset, DatasetInfo, Split, require_labels
 from aestudy.errors import ConfigError
 from aestudy.evaluation import encode_means, evaluating, generator_on, model_device
 from aestudy.metrics import frechet_distance, precision_recall
@@ -236,7 +236,11 @@ def tstr_results(sources: Mapping[str, tuple[Tensor, Tensor]], test: Split, info
 
     Returns (table, {source: (M,) bool array, image i of `test` classified correctly}) — the per-image values
     `aestudy.stats.compare_accuracy` pairs across sources (same test images, same order).
+
+    Raises:
+        ConfigError: an unlabelled test split (accuracy on real images needs their labels).
     """
+    require_labels(test, "generation.tstr_results")
     rows, correct = [], {}
     for name, (images, labels) in sources.items():
         classifier = classifier_fn(synthetic_dataset(images, labels, test, info, name=name))

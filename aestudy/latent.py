@@ -7,6 +7,7 @@ notebook 04 section 5 (posterior variance as uncertainty).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -178,7 +179,12 @@ def path_off_manifold(model: nn.Module, embed: Any, x_a: Tensor, x_b: Tensor, re
 
 def path_realism(model: nn.Module, classifier: Any, x_a: Tensor, x_b: Tensor, *, steps: int = 10) -> float:
     """Realism kept along straight latent paths, a ratio: the classifier's mean top-class probability on the
-    interior decoded points (0 < t < 1) over that on the two ends (the reconstructions); < 1 = a dip midway."""
+    interior decoded points (0 < t < 1) over that on the two ends (the reconstructions); < 1 = a dip midway.
+
+    NaN for a feature map without classes (no `predict_proba`, e.g. `aestudy.ae_features`' FID-AE extractor for
+    unlabelled data): there is no class probability to keep."""
+    if not hasattr(classifier, "predict_proba"):
+        return math.nan
     images = latent_path_images(model, x_a, x_b, steps=steps)  # (N, S + 1, C, H, W)
     confidence = classifier.predict_proba(images.flatten(0, 1)).max(dim=1).values.view(images.shape[:2]).double()
     return float(confidence[:, 1:-1].mean() / confidence[:, [0, -1]].mean())
@@ -189,9 +195,12 @@ def prior_holes(model: nn.Module, classifier: Any, *, n: int, threshold: float =
     """Share in [0, 1] of prior samples x = decode(z), z ~ N(0, I), that the domain classifier cannot place.
 
     A sample falls in a "hole" when the classifier's top-class probability is below `threshold`;
-    `classifier` needs `predict_proba(images) -> (N, K)` (see aestudy.classifier.DomainClassifier).
+    `classifier` needs `predict_proba(images) -> (N, K)` (see aestudy.classifier.DomainClassifier); NaN for a
+    feature map without classes (FID-AE, unlabelled data).
     """
     n = as_int(n, "n", low=1)
+    if not hasattr(classifier, "predict_proba"):
+        return math.nan
     unsure = 0
     with evaluating(model):
         for start in range(0, n, batch_size):  # samples drawn in chunks: memory bounded by `batch_size`

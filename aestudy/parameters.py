@@ -246,8 +246,25 @@ class ParameterError(ConfigError):
 
 def _num_classes(dataset: Any) -> int:
     from aestudy.data import list_datasets
+    from aestudy.imagefiles import is_path
 
+    if isinstance(dataset, str) and dataset not in DATASET_NAMES and is_path(dataset):
+        return 0  # a path: its classes are read with the files
     return {row.name: row.num_classes for row in list_datasets()}.get(dataset, 10)
+
+
+def _check_dataset(value: Any) -> str:
+    """A built-in dataset name, or a path (kept as given; `load_dataset` reads and checks the files)."""
+    from aestudy.imagefiles import is_path
+
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value not in DATASET_NAMES and is_path(value):
+        return value
+    require(isinstance(value, str) and value in DATASET_NAMES, "dataset", value,
+            f"valid values: {', '.join(map(repr, DATASET_NAMES))}, or a path to a folder of images or an .npz/.npy "
+            "file")
+    return value
 
 
 def _check_profile(value: Any, values: Mapping[str, Any]) -> str | None:
@@ -266,6 +283,8 @@ def _check_device(value: Any, values: Mapping[str, Any]) -> str:
 
 def _check_anomaly_class(value: Any, values: Mapping[str, Any]) -> int:
     n = _num_classes(values.get("dataset", "fashion-mnist"))
+    if n == 0:  # your own images: the classes (if any) are known only once the files are read (notebook 04 checks)
+        return as_int(value, "anomaly_class", low=0)  # type: ignore[return-value]
     return as_int(value, "anomaly_class", low=0, high=n - 1)  # type: ignore[return-value]
 
 
@@ -274,6 +293,13 @@ def _check_ood_dataset(value: Any, values: Mapping[str, Any]) -> str | None:
 
     rows = {row.name: row for row in list_datasets()}
     dataset = values.get("dataset", "fashion-mnist")
+    if _num_classes(dataset) == 0 and dataset not in rows:  # a path: notebook 04 checks the shape once it is read
+        require(value is None or (isinstance(value, str) and value in rows), "ood_dataset", value,
+                f"valid values: None (no out-of-distribution set) or one of {', '.join(map(repr, rows))}")
+        if value is not None:
+            require(rows[value].available, "ood_dataset", value,
+                    f"{value} is not on this machine; fetch it first (aestudy data fetch {value}) or use None")
+        return value
     shape = rows[dataset].shape if dataset in rows else (1, 28, 28)
     # Scored by the models trained on `dataset`, so the OOD images must have its image shape.
     others = [name for name in DATASET_NAMES if name != dataset and name in rows and rows[name].shape == shape]
@@ -308,7 +334,8 @@ def _rule(name: str, annotation: str, meaning: str, check: Callable[[Any], Any])
 # The order matters: cross-checks (anomaly_class, ood_dataset) read the dataset checked before them.
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("profile", "str | None", "size of every computation; None -> $AESTUDY_PROFILE or 'standard'", _check_profile),
-    _rule("dataset", "str", "the training dataset", lambda v: as_choice(v, "dataset", DATASET_NAMES)),
+    _rule("dataset", "str", "the training dataset: a name, or a path to a folder of images or an .npz/.npy file",
+          lambda v: _check_dataset(v)),
     _rule("latent_dim", "int", "size of z", lambda v: as_int(v, "latent_dim", low=1)),
     # >= 1: every notebook measures its training curve (03's convergence needs one epoch at least).
     _rule("epochs", "int | None", "training epochs; None -> the profile's default",

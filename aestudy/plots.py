@@ -14,6 +14,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.ticker import NullLocator
 
+from aestudy.data import UNLABELLED
 from aestudy.errors import ConfigError
 
 NATS = "nats / image"
@@ -179,10 +180,17 @@ def latent_scatter(
     s: float = 8.0,
     legend: bool = True,
 ) -> Axes:
-    """2-D codes (N,2) as points coloured by class."""
+    """2-D codes (N,2) as points coloured by class; unlabelled data (labels all -1, `aestudy.data.UNLABELLED`)
+    is drawn in one colour without a legend."""
     z, y = to_numpy(codes), to_numpy(labels).astype(int)
     if z.ndim != 2 or z.shape[1] != 2 or len(y) != len(z):
         raise ConfigError(f"codes must be (N, 2) with N labels; got codes {z.shape}, labels {y.shape}.")
+    if len(y) and bool((y == UNLABELLED).all()):
+        ax = _axes(ax, (6.0, 5.0))
+        ax.scatter(z[:, 0], z[:, 1], s=s, color=sns.color_palette("tab10")[0], linewidths=0)
+        ax.set_xlabel("$z_1$ (latent units)")
+        ax.set_ylabel("$z_2$ (latent units)")
+        return ax
     names = list(class_names) if class_names is not None else [str(k) for k in range(y.max(initial=0) + 1)]
     hue = [names[k] for k in y]
     ax = _axes(ax, (6.0, 5.0))

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from aestudy.data import require_labels
 from aestudy.errors import ConfigError
 from aestudy.validate import as_float
 
@@ -33,6 +34,11 @@ EMBEDDING_METHODS: tuple[str, ...] = ("tsne", "pca")
 
 def _as_numpy(a: ArrayLike) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+
+def _require_both(train_y: ArrayLike, test_y: ArrayLike, where: str) -> None:
+    require_labels(train_y, f"{where} (train labels)")
+    require_labels(test_y, f"{where} (test labels)")
 
 
 def _labelled_subset(x: np.ndarray, y: np.ndarray, n_labels: int | None,
@@ -53,7 +59,11 @@ def linear_probe_accuracy(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayL
     """Test accuracy (share in [0, 1]) of logistic regression on standardised codes.
 
     Trained on a stratified subset of `n_labels` labelled training codes (None: all), chosen with `seed`.
+
+    Raises:
+        ConfigError: unlabelled data (labels all UNLABELLED: there is nothing to classify).
     """
+    _require_both(train_y, test_y, "probes.linear_probe_accuracy")
     x, y = _labelled_subset(_as_numpy(train_x), _as_numpy(train_y), n_labels, seed)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     probe.fit(x, y)
@@ -65,7 +75,11 @@ def knn_accuracy(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test
     """Test accuracy (share in [0, 1]) of a k-nearest-neighbour vote in the raw (unscaled) code space.
 
     Neighbours come from a stratified subset of `n_labels` labelled training codes (None: all).
+
+    Raises:
+        ConfigError: unlabelled data (labels all UNLABELLED; a vote among -1 labels would score 1.0), a bad `k`.
     """
+    _require_both(train_y, test_y, "probes.knn_accuracy")
     x, y = _labelled_subset(_as_numpy(train_x), _as_numpy(train_y), n_labels, seed)
     if not (isinstance(k, int) and 1 <= k <= len(y)):
         raise ConfigError(f"k={k!r} is invalid; it must be an integer in [1, {len(y)}] (the labelled set size).")
@@ -113,7 +127,11 @@ def probe_table(features: Mapping[str, tuple[ArrayLike, ArrayLike]], train_label
     Subsets smaller than the training set are drawn `repeats` times (seeds seed, seed + 1, …); `max_iter` caps
     the probe's lbfgs iterations. Columns: representation, labels (the count used), probe, repeat, accuracy
     (share in [0, 1]).
+
+    Raises:
+        ConfigError: unlabelled data (labels all UNLABELLED), a bad `repeats`.
     """
+    _require_both(train_labels, test_labels, "probes.probe_table")
     if not (isinstance(repeats, int) and repeats >= 1):
         raise ConfigError(f"repeats={repeats!r} is invalid; it must be an integer >= 1.")
     rows = []

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 import aestudy
 from aestudy import cache
 from aestudy.config import DEVICES, resolve_device
-from aestudy.data import binarize_images
+from aestudy.data import binarize_images, require_labels
 from aestudy.errors import ConfigError, DataError, TrainingDivergedError
 from aestudy.models import clamp_logvar
 from aestudy.objectives import gaussian_kl
@@ -161,6 +161,7 @@ def balanced_labelled_subset(labels: Any, n_labels: int, *, seed: int = 0) -> np
 
     Raises ConfigError when n_labels is not a positive multiple of K or a class has too few items.
     """
+    require_labels(labels, "semisupervised.balanced_labelled_subset")
     labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
     classes = np.unique(labels)
     n_labels = as_int(n_labels, "n_labels", low=1)
@@ -315,10 +316,12 @@ def fit_m2(cfg: M2Config, data: Any, labelled_idx: Any, *, cache_dir: Any = None
     data.train whose labels are used (e.g. `balanced_labelled_subset(data.train.labels, 100)`); every other
     training image is used without its label. Same seed → same weights and history on CPU. History: epoch,
     loss, labelled_loss, unlabelled_loss, cross_entropy (per-image means over the epoch's steps, nats), val_error
-    (classification error on data.val), seconds. Raises ConfigError for data not binarized or bad indices,
+    (classification error on data.val), seconds. Raises ConfigError for unlabelled data, data not binarized or bad
+    indices,
     DataError when no unlabelled image is left, TrainingDivergedError on a NaN/inf loss (nothing cached).
     """
     require(isinstance(cfg, M2Config), "cfg", type(cfg).__name__, "it must be an aestudy.semisupervised.M2Config")
+    require_labels(data, "semisupervised.fit_m2")
     if data.binarize is None:
         raise ConfigError("M2 has a Bernoulli decoder, a likelihood for binary images only; load the data with "
                           "binarize='dynamic' (e.g. load_dataset('fashion-mnist', binarize='dynamic')).")

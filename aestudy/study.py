@@ -17,6 +17,7 @@ Sizes are nanoGPT-style: each notebook's recipe module (`aestudy.series.*`) list
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -89,6 +90,10 @@ class Study:
                 self.size[name] = value
         self.ledger = metrics_path()
         self.records: dict[str, Any] = {}  # claim id -> the record its claim returned (this session's claims)
+        self.skipped: dict[str, str] = {}  # claim id -> why it was not recorded (e.g. a dataset without labels)
+        # Measured values this data cannot give (name prefix -> why), e.g. classifier confidences without labels:
+        # `examine` leaves them out when NaN instead of failing the claim's sanity check on them.
+        self.unavailable: dict[str, str] = {}
         torch.manual_seed(self.seed)
         plots.set_theme()
 
@@ -125,11 +130,32 @@ class Study:
     def examine(self, claim_id: str, statement: str, verdict: Verdict, *,
                 measured: Mapping[str, Any] | None = None) -> Any:
         """`claims.examine`: a textbook statement's three-way verdict (from `aestudy.stats.compare`), filed under this
-        notebook; the record is kept in `self.records` like `claim`'s."""
+        notebook; the record is kept in `self.records` like `claim`'s.
+
+        Values of `measured` that are NaN and whose name starts with a prefix of `self.unavailable` (what this
+        data cannot measure, e.g. "confidence" without labels) are left out and named under `not_measured`;
+        any other non-finite value still fails the claim's sanity check."""
+        measured = self._without_unavailable(measured)
         record = examine(claim_id, statement, verdict, measured=measured, notebook=self.notebook,
                          profile=self.profile, path=self.ledger)
         self.records[claim_id] = record
         return record
+
+    def _without_unavailable(self, measured: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        if not measured or not self.unavailable:
+            return measured
+
+        def absent(name: str, value: Any) -> bool:
+            return (isinstance(value, float) and math.isnan(value)
+                    and any(name.startswith(prefix) for prefix in self.unavailable))
+
+        dropped = [name for name, value in measured.items() if absent(name, value)]
+        if not dropped:
+            return measured
+        reasons = sorted({why for prefix, why in self.unavailable.items()
+                          if any(name.startswith(prefix) for name in dropped)})
+        kept = {name: value for name, value in measured.items() if name not in dropped}
+        return {**kept, "not_measured": f"{', '.join(dropped)} ({'; '.join(reasons)})"}
 
     def figure(self, name: str, fig: Any, *, caption: str | None = None) -> None:
         """Save a key figure as a PNG beside the ledger for the report (`claims.record_figure`); returns None so a
@@ -139,6 +165,17 @@ class Study:
     def metric(self, name: str, value: Any) -> None:
         """`claims.record_metric` filed under this notebook."""
         record_metric(name, value, notebook=self.notebook, path=self.ledger)
+
+    def skip(self, claim_ids: tuple[str, ...] | list[str], reason: str) -> None:
+        """Record that claims were not checked in this run, and why (metric `skipped_claims`, read by the report's
+        "For this data" section). A skipped claim is never written to the ledger as a verdict; `self.records`
+        gets a stand-in {"verdict": "skipped", "skipped": reason} for the tables built from it."""
+        for claim_id in claim_ids:
+            self.skipped[str(claim_id)] = str(reason)
+            # A stand-in record, so that tables built from `records` say "skipped" instead of missing the claim.
+            self.records[str(claim_id)] = {"id": str(claim_id), "verdict": "skipped", "holds": False,
+                                           "skipped": str(reason)}
+        self.metric("skipped_claims", [{"id": cid, "reason": why} for cid, why in self.skipped.items()])
 
     def record_config(self, **extra: Any) -> None:
         """Record the whole configuration once (parameters, sizes, and `extra` facts such as image counts)."""

@@ -334,3 +334,60 @@ def test_a_verdict_without_an_interval_says_why_instead_of_printing_none():
     five = {"effect": 0.3, "ci_low": 0.1, "ci_high": 0.5, "p_value": 0.004, "n_seeds": [5, 5], "test": "Welch t",
             "alpha": 0.05}
     assert report.stats_phrase(five) == "effect +0.3 (95% CI +0.1 to +0.5), p = 0.004, 5 vs 5 seeds, Welch t"
+
+
+def _examined(claim_id: str, verdict: str, effect: float) -> dict:
+    return {"id": claim_id, "statement": claim_id, "kind": "examined", "holds": verdict == "holds",
+            "verdict": verdict, "effect": effect, "ci_low": effect - 0.1, "ci_high": effect + 0.1, "p_value": 0.01,
+            "n_seeds": [5, 5], "test": "Welch t", "alpha": 0.05}
+
+
+def test_for_this_data_answers_ae_or_vae_per_goal_from_the_ledger(tmp_path):
+    """A synthetic ledger: reconstruction decided for the AE, samples mixed, anomaly scores undecided, the probes
+    skipped (no labels); every goal of GOAL_CLAIMS gets one row, generated from the claims alone."""
+    metrics = {"profile": "standard", "notebooks": {
+        "03_ae_vs_vae_comparison": {
+            "claims": [_examined("03.ae-reconstructs-better", "holds", -0.4),
+                       _examined("03.vae-outputs-blurrier", "does not hold", 0.01),
+                       _examined("03.vae-samples-beat-ae-prior", "holds", -0.5),
+                       _examined("03.vae-gmm-beats-ae-gmm", "inconclusive", -0.05),
+                       _examined("03.ex-post-density-closes-gap", "holds", -0.2)],
+            "metrics": {"config": {"data": "scans"},
+                        "fid_features": {"name": "FID-AE", "description": "codes of a conv AE"}}},
+        "04_applications": {
+            "claims": [_examined("04.likelihood-beats-recon-error", "inconclusive", 0.01)],
+            "metrics": {"skipped_claims": [{"id": "04.vae-beats-ae-few-labels", "reason": "this dataset has no labels"},
+                                           {"id": "04.vae-elbo-beats-recon-across-classes",
+                                            "reason": "this dataset has no labels"}]}}}}
+    table = report.for_this_data(metrics)
+    assert table["Goal"].tolist() == [goal for goal, _ in report.GOAL_CLAIMS] == [
+        "exact reconstruction", "new samples", "anomaly scores", "features for few labels"]
+    answers = dict(zip(table["Goal"], table["Answer"], strict=True))
+    assert answers == {"exact reconstruction": "AE", "new samples": "mixed (VAE and AE + GMM ex post)",
+                       "anomaly scores": "undecided", "features for few labels": "skipped: this dataset has no labels"}
+    evidence = dict(zip(table["Goal"], table["Evidence"], strict=True))
+    assert evidence["exact reconstruction"].startswith(
+        "`03.ae-reconstructs-better` (favours AE when it holds): **holds**, effect -0.4 (95% CI -0.5 to -0.3), "
+        "p = 0.01, 5 vs 5 seeds, Welch t; `03.vae-outputs-blurrier`")
+    assert evidence["anomaly scores"].endswith(
+        "`04.vae-elbo-beats-recon-across-classes`: skipped (this dataset has no labels)")
+    assert evidence["features for few labels"] == "`04.vae-beats-ae-few-labels`: skipped (this dataset has no labels)"
+    blocks = report.for_this_data_blocks(metrics)
+    assert [b.kind for b in blocks][:3] == ["h2", "p", "table"] and blocks[0].content == "For this data"
+    assert "AE or VAE for `scans`" in blocks[1].content
+    text = report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
+    assert "## For this data" in text and text.index("## For this data") < text.index("## Claims")
+    assert ("Claims not recorded in this run: `04.vae-beats-ae-few-labels` (this dataset has no labels); "
+            "`04.vae-elbo-beats-recon-across-classes` (this dataset has no labels).") in text
+    assert "Sample scores use **FID-AE**: codes of a conv AE." in text
+
+
+def test_for_this_data_is_shown_for_every_run_even_without_its_claims(tmp_path):
+    """A run of notebook 01 only: the section is still there, and each goal says what is missing."""
+    metrics = {"notebooks": {"01_autoencoder_basics": {"claims": [], "metrics": {}}}}
+    table = report.for_this_data(metrics)
+    assert set(table["Answer"]) == {"not measured"}
+    assert table["Evidence"].iloc[3] == "`04.vae-beats-ae-few-labels`: not run"
+    assert report.goal_answer([("does not hold", "AE"), ("inconclusive", "VAE")]) == "no clear difference"
+    assert report.goal_answer([("holds", "VAE"), ("inconclusive", "VAE")]) == "VAE"
+    assert "## For this data" in report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)

@@ -9,12 +9,16 @@ in this order:
    ledger: a claim that carries a three-way verdict record (`effect`, `ci_low`, `ci_high`, `p_value`,
    `n_seeds`, `test`, `verdict`; see `claim_stats`) is shown with it, an older yes/no claim with its `holds`.
    Without a comparison table, one sentence per examined claim.
-2. **Key figures**: the PNGs notebooks recorded with `aestudy.claims.record_figure` (ledger key `figures`)
+2. **For this data**: the measured answer to "AE or VAE?" per goal (exact reconstruction, new samples, anomaly
+   scores, features for few labels), each from the examined claims that `GOAL_CLAIMS` maps to it, with their
+   effect, interval and verdict; a goal whose claims a notebook skipped (metric `skipped_claims`, e.g. a dataset
+   without labels) or did not run says so. Shown for every run, Fashion-MNIST included.
+3. **Key figures**: the PNGs notebooks recorded with `aestudy.claims.record_figure` (ledger key `figures`)
    or, as before, listed in metric `figures`; embedded as data URIs in the HTML, linked from the markdown.
-3. The AE-vs-VAE table with its verdicts written as sentences.
-4. **Claims** per notebook: each claim id links to the cell that checks it in the executed notebook, rendered
+4. The AE-vs-VAE table with its verdicts written as sentences.
+5. **Claims** per notebook: each claim id links to the cell that checks it in the executed notebook, rendered
    to HTML next to the report (`<notebook>.html#cell-id=<cell id>`, the anchors nbconvert writes).
-5. Timings, then configuration and environment in one collapsible `<details>` section at the end.
+6. Timings, then configuration and environment in one collapsible `<details>` section at the end.
 """
 
 from __future__ import annotations
@@ -54,6 +58,20 @@ FINDING_VALUES = 4  # measured values quoted per claim in a finding (the claims 
 # the 2-D latent scatter.
 KEY_FIGURES: tuple[str, ...] = ("prior_samples", "reconstruction_pairs", "rate_distortion", "fid_intervals",
                                 "roc_curves", "latent_scatter_2d")
+
+# "For this data": which examined claims answer "AE or VAE?" for which goal, and the model each favours when it
+# holds. The one table of this mapping; a claim id that no notebook records any more simply shows as "not run".
+SKIPPED_METRIC = "skipped_claims"  # metric: [{"id", "reason"}] — claims a notebook did not record, and why
+FEATURES_METRIC = "fid_features"  # metric: {"name", "description"} — the feature space of the run's FID scores
+FOR_THIS_DATA_ID = "for-this-data"
+GOAL_CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("exact reconstruction", (("03.ae-reconstructs-better", "AE"), ("03.vae-outputs-blurrier", "AE"))),
+    ("new samples", (("03.vae-samples-beat-ae-prior", "VAE"), ("03.vae-gmm-beats-ae-gmm", "VAE"),
+                     ("03.ex-post-density-closes-gap", "AE + GMM ex post"))),
+    ("anomaly scores", (("04.likelihood-beats-recon-error", "VAE"),
+                        ("04.vae-elbo-beats-recon-across-classes", "VAE"))),
+    ("features for few labels", (("04.vae-beats-ae-few-labels", "VAE"),)),
+)
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;
 line-height:1.45}
@@ -370,6 +388,85 @@ def comparison_with_sentences(table: pd.DataFrame, claims: Mapping[str, Mapping[
     return table.drop(columns=[c for c in ("Claims", "claims") if c in table.columns])
 
 
+# ----------------------------------------------------------------------------------------- for this data
+
+
+def skipped_claims(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """Claim id -> why a notebook of the run did not record it (its metric `skipped_claims`)."""
+    found: dict[str, str] = {}
+    for entry in metrics.get("notebooks", {}).values():
+        for item in entry.get("metrics", {}).get(SKIPPED_METRIC) or []:
+            if isinstance(item, Mapping) and item.get("id"):
+                found[str(item["id"])] = str(item.get("reason") or "skipped")
+    return found
+
+
+def goal_answer(rows: Sequence[tuple[str, str]]) -> str:
+    """The answer for one goal from its claims' (verdict, favoured model) pairs.
+
+    The model every holding claim favours; "mixed (…)" when holding claims favour different models; "no clear
+    difference" when none holds and at least one does not hold; "undecided" when all are inconclusive; "not
+    measured" without any recorded claim.
+    """
+    if not rows:
+        return "not measured"
+    favoured = list(dict.fromkeys(model for word, model in rows if word == "holds"))
+    if len(favoured) == 1:
+        return favoured[0]
+    if favoured:
+        return f"mixed ({' and '.join(favoured)})"
+    if any(word == "does not hold" for word, _ in rows):
+        return "no clear difference"
+    return "undecided"
+
+
+def for_this_data(metrics: Mapping[str, Any], links: NotebookLinks | None = None) -> pd.DataFrame:
+    """The "For this data" table: one row per goal of `GOAL_CLAIMS` with its answer and, per claim, its verdict
+    with effect and interval (or why it was skipped, or that its notebook did not run).
+
+    Columns: Goal, Answer, Evidence. Generated from the ledger only; nothing is written by hand.
+    """
+    claims, skipped = _all_claims(metrics), skipped_claims(metrics)
+    rows = []
+    for goal, members in GOAL_CLAIMS:
+        decided, parts = [], []
+        for claim_id, model in members:
+            if claim_id in claims:
+                word = claim_verdict(claims[claim_id])
+                decided.append((word, model))
+                parts.append(f"{_claim_ref(claim_id, links)} (favours {model} when it holds): **{word}**, "
+                             f"{evidence_phrase(claims[claim_id], limit=2)}")
+            elif claim_id in skipped:
+                parts.append(f"{_claim_ref(claim_id, links)}: skipped ({skipped[claim_id]})")
+            else:
+                parts.append(f"{_claim_ref(claim_id, links)}: not run")
+        answer = goal_answer(decided)
+        if not decided and any(cid in skipped for cid, _ in members):
+            answer = "skipped: " + "; ".join(dict.fromkeys(skipped[cid] for cid, _ in members if cid in skipped))
+        rows.append({"Goal": goal, "Answer": answer, "Evidence": "; ".join(parts)})
+    return pd.DataFrame(rows, columns=["Goal", "Answer", "Evidence"])
+
+
+def for_this_data_blocks(metrics: Mapping[str, Any], links: NotebookLinks | None = None) -> list[Block]:
+    """The "For this data" heading, what data it is, the goal table and the run's skipped claims and FID space."""
+    configs = [entry.get("metrics", {}).get("config") or {} for entry in metrics.get("notebooks", {}).values()]
+    data = next((c.get("data") or c.get("dataset") for c in configs if c.get("data") or c.get("dataset")), None)
+    blocks = [Block("h2", "For this data", anchor=FOR_THIS_DATA_ID),
+              Block("p", f"AE or VAE for `{data or '?'}`, goal by goal, from this run's examined claims (the model a "
+                         "holding claim favours; its effect and 95% interval). Profile "
+                         f"`{metrics.get('profile')}`: a smoke run is too small to decide anything."),
+              Block("table", for_this_data(metrics, links))]
+    skipped = skipped_claims(metrics)
+    if skipped:
+        blocks.append(Block("p", "Claims not recorded in this run: " + "; ".join(
+            f"`{cid}` ({reason})" for cid, reason in skipped.items()) + "."))
+    features = [entry.get("metrics", {}).get(FEATURES_METRIC) for entry in metrics.get("notebooks", {}).values()]
+    names = {str(f.get("name")): str(f.get("description") or "") for f in features if isinstance(f, Mapping)}
+    for name, description in names.items():
+        blocks.append(Block("p", f"Sample scores use **{name}**" + (f": {description}" if description else "") + "."))
+    return blocks
+
+
 # ----------------------------------------------------------------------------------------- tables
 
 
@@ -537,6 +634,7 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
                    "interval, p-value, seeds and test; decided yes/no without an interval, its first measured "
                    "values. Each claim id links to the cell that checks it in the executed notebook."),
     ]
+    blocks += for_this_data_blocks(metrics, links)
     key, more = split_key_figures(figure_items(metrics, run_dir))
     if key:
         blocks += [Block("h2", "Key figures", anchor="figures"),

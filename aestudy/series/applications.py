@@ -46,17 +46,21 @@ SIZES = {  # knob: (smoke, standard, full)
 
 
 
-def check_parameters(study: Study, info: DatasetInfo) -> tuple[NoiseConfig, int, str]:
+def check_parameters(study: Study, info: DatasetInfo) -> tuple[NoiseConfig, int | None, str | None]:
     """Notebook 04's own parameters, validated before any training: (training noise, held-out class, OOD set).
 
-    `ood_dataset=None` picks "digits" ("fashion-mnist" when the study runs on digits).
+    `ood_dataset=None` picks "digits" ("fashion-mnist" when the study runs on digits). Your own data (a path):
+    the held-out class is None when the images have no labels (no class can be held out), and the OOD set is
+    the `ood_dataset` given, if its images have the data's shape, else None (the OOD sections are skipped).
 
     Raises:
         ConfigError: naming the parameter, the valid values and (for an OOD set not on this machine) the fix.
     """
     params = study.params
     noise = denoising_noise(params["train_noise"], params["train_noise_level"])
-    anomaly_class = check_class(params["anomaly_class"], info)
+    anomaly_class = check_class(params["anomaly_class"], info) if info.labelled else None
+    if study.config.dataset not in DATASET_NAMES:  # a path: no default OOD set has its image shape in general
+        return noise, anomaly_class, own_data_ood(params["ood_dataset"], info)
     ood_dataset = params["ood_dataset"]
     ood_name = ood_dataset or ("fashion-mnist" if study.config.dataset == "digits" else "digits")
     if ood_name not in DATASET_NAMES or ood_name == study.config.dataset:
@@ -67,6 +71,34 @@ def check_parameters(study: Study, info: DatasetInfo) -> tuple[NoiseConfig, int,
     if reason:
         raise ConfigError(f"ood_dataset={ood_name!r} cannot be used: {reason}.")
     return noise, anomaly_class, ood_name
+
+
+def own_data_ood(ood_dataset: str | None, info: DatasetInfo) -> str | None:
+    """The OOD set for your own images: `ood_dataset` when given and its images have `info.shape`, else None.
+
+    Raises:
+        ConfigError: an OOD set that is not on this machine, or whose image shape differs from the data's.
+    """
+    if ood_dataset is None:
+        return None
+    reason = unavailable_reason(ood_dataset)
+    if reason:
+        raise ConfigError(f"ood_dataset={ood_dataset!r} cannot be used: {reason}.")
+    from aestudy.data import list_datasets
+
+    shape = next(row.shape for row in list_datasets() if row.name == ood_dataset)
+    if tuple(shape) != tuple(info.shape):
+        raise ConfigError(f"ood_dataset={ood_dataset!r} is invalid for {info.name}: its images are "
+                          f"{'x'.join(map(str, shape))}, the data's {'x'.join(map(str, info.shape))}; pick a dataset "
+                          "of the same shape (e.g. photo-patches-32 for 3x32x32 images) or None (no OOD section).")
+    return ood_dataset
+
+
+def held_out_text(info: DatasetInfo, anomaly_class: int | None) -> str:
+    """How the setup line names the held-out class ("none: no labels" for unlabelled data)."""
+    if anomaly_class is None:
+        return "held-out class: none (no labels)"
+    return f"held-out class {anomaly_class} = {info.class_names[anomaly_class]}"
 
 
 def uncertainty_table(model: nn.Module, sets: Mapping[str, tuple[Tensor, Tensor]], *, dims: Tensor | None = None,

@@ -475,10 +475,10 @@ def _verdict(records: Mapping[str, Mapping[str, Any]], claims: Sequence[tuple[st
     notes, agree = [], []
     for name, sign in claims:
         verdict = _claim_verdict(records, name)
-        if verdict != "inconclusive":
+        if verdict not in ("inconclusive", "skipped"):  # skipped: not checked on this data (Study.skip)
             agree.append((verdict == "holds") == (sign > 0))
         notes.append(f"03.{name} {verdict}" + ("" if sign > 0 else " (against the row)"))
-    word = ("inconclusive" if not agree  # every claim of the row was inconclusive
+    word = ("inconclusive" if not agree  # every claim of the row was inconclusive (or skipped)
             else "holds" if all(agree) else "does not hold" if not any(agree) else "partly")
     return f"{word}: " + "; ".join(notes)
 

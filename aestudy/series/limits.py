@@ -437,10 +437,16 @@ def limits_table(evidence: Mapping[str, str], records: Mapping[str, Mapping[str,
     """The rows notebook 05 measures, in the AE-vs-VAE table's columns (Aspect, AE, VAE, Evidence, Verdict).
 
     `evidence[aspect]` is the measured sentence; each verdict is read from the claim's record in `records`
-    (`study.records`), with its effect and interval. Raises ConfigError naming a missing evidence or record.
+    (`study.records`), with its effect and interval. A claim the study skipped (`Study.skip`, e.g. M2 without
+    labels) gives a "skipped" row without evidence. Raises ConfigError naming a missing evidence or record.
     """
     rows = []
     for aspect, (ae, vae, claim) in LIMIT_ROWS.items():
+        skipped = (records.get(claim) or {}).get("skipped")
+        if skipped:
+            rows.append({"Aspect": aspect, "AE": ae, "VAE": vae, "Evidence": f"not measured ({skipped})",
+                         "Verdict": f"skipped: {claim} ({skipped})"})
+            continue
         require(aspect in evidence, "evidence", sorted(evidence), f"it needs a sentence for {aspect!r}")
         record = records.get(claim)
         if record is None:

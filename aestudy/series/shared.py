@@ -9,6 +9,9 @@ every notebook alike).
 
 from __future__ import annotations
 
+from typing import Any
+
+from aestudy import ae_features
 from aestudy.classifier import DomainClassifier, get_classifier
 from aestudy.data import Dataset
 from aestudy.models import ModelConfig
@@ -18,7 +21,11 @@ from aestudy.train import TrainResult, train_or_load
 SIZES = {
     "vae_epochs": (1, 10, 50),  # the reference VAE's training epochs
     "classifier_epochs": (1, 3, 5),  # the domain classifier whose features give FID-FMNIST
+    "feature_epochs": (1, 5, 10),  # the FID-AE autoencoder (unlabelled data: no domain classifier)
 }
+NO_LABELS = "this dataset has no labels"
+SKIP_NOTE = f"skipped: {NO_LABELS}"  # the one visible note of a section that needs labels
+CLASSIFIER_ONLY = ("confidence", "holes", "path_realism")  # measured values that need a classifier's probabilities
 
 
 def mlp_config(study: Study, data: Dataset, kind: str, **extra: object) -> ModelConfig:
@@ -48,3 +55,61 @@ def domain_classifier(study: Study, grey: Dataset, *, progress: bool = True) -> 
     """
     epochs = sized(study.profile, SIZES)["classifier_epochs"]
     return get_classifier(grey, epochs=epochs, seed=study.seed, device=study.config.device, progress=progress).cpu()
+
+
+def has_labels(data: Dataset) -> bool:
+    """Whether the notebook's data has class labels: the one test deciding which sections run (your own images
+    without class sub-folders have none; every section that needs labels is then skipped with `SKIP_NOTE`)."""
+    return data.info.labelled
+
+
+def skip_without_labels(study: Study, data: Dataset, what: str, claim_ids: tuple[str, ...] = ()) -> bool:
+    """True when `data` has labels (run the section). Otherwise print "skipped: this dataset has no labels — `what`",
+    record `claim_ids` as skipped (`Study.skip`, shown by the report) and return False."""
+    return run_unless(study, not has_labels(data), NO_LABELS, what, claim_ids)
+
+
+def run_unless(study: Study, skip: bool, reason: str, what: str, claim_ids: tuple[str, ...] = ()) -> bool:
+    """False (and a printed "skipped: `reason` — `what`" note, `claim_ids` recorded as skipped) when `skip`, else
+    True: the one way a notebook section says it did not run."""
+    if not skip:
+        return True
+    claims = f" (claims not recorded: {', '.join(claim_ids)})" if claim_ids else ""
+    print(f"skipped: {reason} — {what}{claims}")
+    if claim_ids:
+        study.skip(claim_ids, reason)
+    return False
+
+
+def feature_space(study: Study, grey: Dataset, *, progress: bool = True) -> Any:
+    """The feature map behind the FID-style scores: the domain classifier (FID-FMNIST) for labelled data, else the
+    encoder of a conv AE trained on the data without labels (`aestudy.ae_features`, FID-AE — not comparable with
+    FID-FMNIST). Records metric `fid_features` (name, description) for the report."""
+    name = fid_label(grey)
+    if has_labels(grey):
+        extractor: Any = domain_classifier(study, grey, progress=progress)
+        description = "Fréchet distance in the penultimate features of a domain classifier trained on the labels"
+    else:
+        extractor = ae_features.feature_extractor_from_autoencoder(
+            grey, epochs=sized(study.profile, SIZES)["feature_epochs"], seed=study.seed, device=study.config.device,
+            progress=progress).cpu()
+        description = ae_features.DESCRIPTION  # says: not comparable with FID-FMNIST
+        for prefix in CLASSIFIER_ONLY:  # scores that need class probabilities are NaN in FID-AE's feature space
+            study.unavailable[prefix] = f"{NO_LABELS}: no classifier"
+    study.metric("fid_features", {"name": name, "description": description})
+    return extractor
+
+
+def fid_label(grey: Dataset) -> str:
+    """The name of the run's FID scores: FID-FMNIST, "FID (<dataset> classifier)", or FID-AE without labels."""
+    if not has_labels(grey):
+        return ae_features.METRIC_NAME
+    return "FID-FMNIST" if grey.info.name == "fashion-mnist" else f"FID ({grey.info.name} classifier)"
+
+
+def feature_note(extractor: Any) -> str:
+    """One line saying what the sample scores are measured in (and the classifier's accuracy when it has one)."""
+    if isinstance(extractor, DomainClassifier):
+        return f"domain classifier test accuracy: {extractor.test_accuracy:.3f}"
+    return (f"no labels: sample scores use {ae_features.METRIC_NAME} (a conv AE's codes, validation loss "
+            f"{extractor.val_loss:.1f} nats / image) — not comparable with FID-FMNIST")
