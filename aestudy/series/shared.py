@@ -9,9 +9,10 @@ every notebook alike).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from aestudy import ae_features
+from aestudy import ae_features, imagefiles
 from aestudy.classifier import DomainClassifier, get_classifier
 from aestudy.data import Dataset
 from aestudy.models import ModelConfig
@@ -104,7 +105,9 @@ def fid_label(grey: Dataset) -> str:
     """The name of the run's FID scores: FID-FMNIST, "FID (<dataset> classifier)", or FID-AE without labels."""
     if not has_labels(grey):
         return ae_features.METRIC_NAME
-    return "FID-FMNIST" if grey.info.name == "fashion-mnist" else f"FID ({grey.info.name} classifier)"
+    name = grey.info.name
+    short = Path(name).name or name if imagefiles.is_path(name) else name  # a folder: its own name, not the path
+    return "FID-FMNIST" if name == "fashion-mnist" else f"FID ({short} classifier)"
 
 
 def feature_note(extractor: Any) -> str:
