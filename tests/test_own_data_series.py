@@ -199,3 +199,25 @@ def test_smoke_series_on_a_folder_of_rgb_pngs_reports_for_this_data(classes, onl
         assert "| features for few labels | skipped: this dataset has no labels |" in report
         assert "Sample scores use **FID-AE**" in report and "not comparable with FID-FMNIST" in report
         assert not claims & {"04.vae-beats-ae-few-labels", "03.vae-interpolations-realistic"}
+
+
+def test_tables_built_from_records_say_skipped_for_a_claim_the_study_skipped() -> None:
+    """`Study.skip` leaves a stand-in record: notebook 03's table counts it like an inconclusive claim, notebook
+    05's limits table writes a "skipped" row without evidence."""
+    import dataclasses
+
+    from aestudy.series import comparison as s03
+    from aestudy.series import limits as s05
+
+    facts = s03.Facts(**{f.name: 0.5 + k for k, f in enumerate(dataclasses.fields(s03.Facts))})
+    records = {f"03.{name}": {"id": f"03.{name}", "holds": True} for name in s03.TABLE_CLAIMS}
+    records["03.vae-interpolations-realistic"] = {"verdict": "skipped", "holds": False, "skipped": "no labels"}
+    latent = s03.comparison_table(facts, records).set_index("Aspect").loc["Latent space", "Verdict"]
+    assert latent == ("holds: 03.vae-latent-matches-prior holds; 03.vae-smoother-interpolations holds; "
+                      "03.vae-interpolations-realistic skipped")
+    limits = {claim: {"verdict": "holds", "effect": 0.5, "ci_low": 0.2, "ci_high": 0.8}
+              for _, _, claim in s05.LIMIT_ROWS.values()}
+    limits["05.m2-beats-m1"] = {"verdict": "skipped", "holds": False, "skipped": "this dataset has no labels"}
+    table = s05.limits_table({"Output vs GANs": "a", "Scaling to complex data": "b"}, limits)
+    assert table["Evidence"].tolist() == ["a", "b", "not measured (this dataset has no labels)"]
+    assert table["Verdict"][2] == "skipped: 05.m2-beats-m1 (this dataset has no labels)"

@@ -113,7 +113,8 @@ def test_annotations_describe_what_they_admit():
                          "(a GPU index)."),
     ("profile", "None", "profile='None' is invalid; valid values: None, 'smoke', 'standard', 'full'."),
     ("dataset", None, "dataset=None is invalid; valid values: 'fashion-mnist', 'mnist', 'digits', "
-                      "'photo-patches-32', 'photo-patches-64', 'cifar-10'."),
+                      "'photo-patches-32', 'photo-patches-64', 'cifar-10', or a path to a folder of images or an "
+                      ".npz/.npy file."),
 ])
 def test_each_rule_names_the_parameter_and_what_is_valid(name, value, message):
     with pytest.raises(ConfigError) as info:
