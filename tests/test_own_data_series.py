@@ -221,3 +221,19 @@ def test_tables_built_from_records_say_skipped_for_a_claim_the_study_skipped() -
     table = s05.limits_table({"Output vs GANs": "a", "Scaling to complex data": "b"}, limits)
     assert table["Evidence"].tolist() == ["a", "b", "not measured (this dataset has no labels)"]
     assert table["Verdict"][2] == "skipped: 05.m2-beats-m1 (this dataset has no labels)"
+
+
+def test_label_counts_round_down_to_a_multiple_of_the_classes_of_your_own_data() -> None:
+    from aestudy.series import limits as s05
+
+    three = np.repeat(np.arange(3), 72)  # a folder with 3 class sub-folders: 100 labels cannot be balanced
+    assert s05.feasible_label_counts(three, (100,)) == (99,)
+    assert s05.feasible_label_counts(np.repeat(np.arange(10), 60), (100, 105, 300)) == (100, 300)
+
+
+def test_a_verdict_over_images_has_no_seed_count_in_the_report() -> None:
+    from aestudy.runner import report
+
+    delong = {"effect": -0.02, "ci_low": -0.1, "ci_high": 0.06, "p_value": 0.8, "n_seeds": None, "test": "DeLong",
+              "verdict": "inconclusive"}
+    assert report.stats_phrase(delong) == "effect -0.02 (95% CI -0.1 to +0.06), p = 0.8, DeLong"

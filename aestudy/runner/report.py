@@ -149,7 +149,7 @@ def stats_phrase(stats: Mapping[str, Any]) -> str:
         parts.append(f"effect {_number(stats['effect'])}{interval}")
     if isinstance(stats.get("p_value"), (int, float)):
         parts.append(f"p = {stats['p_value']:.2g}")
-    if "n_seeds" in stats:
+    if stats.get("n_seeds") is not None:  # None: a test over images (DeLong, McNemar), not over seeds
         seeds = stats["n_seeds"]
         parts.append(f"{' vs '.join(map(str, seeds))} seeds" if isinstance(seeds, (list, tuple)) else f"{seeds} seeds")
     if stats.get("test") and str(stats["test"]).lower() != "none":

@@ -380,11 +380,14 @@ def semi_supervised_table(features: Features, m2_predictions: Mapping[Run, tuple
 
 def feasible_label_counts(labels: Any, counts: Sequence[int]) -> tuple[int, ...]:
     """The counts of `counts` that give a balanced labelled subset of `labels` and leave at least as many images
-    unlabelled (a small profile's few images cannot hold 1,000 balanced labels and still be semi-supervised)."""
+    unlabelled (a small profile's few images cannot hold 1,000 balanced labels and still be semi-supervised).
+
+    Each count is first rounded down to a multiple of the number of classes K (your own data with 3 classes gets
+    99 labels for 100); counts that round to the same value are kept once."""
     y = np.asarray(labels)
     classes, per_class = np.unique(y, return_counts=True)
-    return tuple(int(k) for k in counts
-                 if k % len(classes) == 0 and k // len(classes) <= per_class.min() and 2 * k <= len(y))
+    rounded = dict.fromkeys(int(k) - int(k) % len(classes) for k in counts)
+    return tuple(k for k in rounded if k > 0 and k // len(classes) <= per_class.min() and 2 * k <= len(y))
 
 
 def label_runs(labels: Any, counts: Sequence[int], run_seeds: Sequence[int]) -> list[Run]:
