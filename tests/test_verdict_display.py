@@ -92,3 +92,16 @@ def test_verdict_lines(tmp_path):
     v = compare([1.0, 1.2, 1.1, 1.3, 1.25], [0.1, 0.2, 0.15, 0.12, 0.18], higher_is_better=True, min_effect=0.5)
     line = verdict_line(examine("i.c", "s", v, path=path))
     assert line == f"✓ i.c: holds — {v.evidence()}" and "5 vs 5 seeds" in line and v.ci_text() in line
+
+
+def test_claims_tables_show_in_full_width(tmp_path, monkeypatch):
+    """A long statement or measured list is not cut to "..." in a notebook's claims table (issue 19)."""
+    import pandas as pd
+
+    monkeypatch.setenv("AESTUDY_METRICS_FILE", str(tmp_path / "m.json"))
+    with pd.option_context("display.max_colwidth", 50, "display.max_columns", 5):
+        study = Study("wide", {"epochs": (1, 1, 1)}, profile="smoke", dataset="digits", seed=0)
+        long = "a statement long enough to be cut by pandas' default column width, " * 3
+        study.claim("w.long", long, {f"m{k}": float(k) for k in range(12)}, holds=True)
+        html = study.claims_table()._repr_html_()  # what a notebook shows
+        assert long.strip() in html and "..." not in html
