@@ -73,7 +73,7 @@ TEST_WORKERS ?= 2
 test: setup browser lint
 	@echo "==> pytest (unit, notebooks in the smoke profile, end-to-end)"
 	OMP_NUM_THREADS=1 AESTUDY_PROFILE=smoke $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests notebooks \
-	  --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15
+	  --nbval-lax --nbval-current-env --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg --durations=15
 
 bench: setup
 	$(BIN)/python -m benchmarks.train_speed
