@@ -139,3 +139,21 @@ def test_gap_replicates_repeat_the_gaps_once_per_seed(tmp_path, monkeypatch) -> 
     assert table[["seed", "train_size"]].values.tolist() == [[0, 40], [0, 120], [1, 40], [1, 120]]
     np.testing.assert_allclose(table["gap"], table["val_mse"] - table["train_mse"])
     assert table["epochs"].tolist() == [3, 1, 3, 1]  # equal sample budget
+
+
+def test_notebook01_ae_is_notebook_01s_section_1_model_from_the_cache(tmp_path, monkeypatch) -> None:
+    """02 shows 01's AE beside its VAE (issue 19): rebuilt from 02's parameters, it is the very model 01 trained."""
+    from aestudy.study import Study
+    from aestudy.train import train_or_load
+
+    monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path / "models"))
+    monkeypatch.setenv("AESTUDY_METRICS_FILE", str(tmp_path / "metrics.json"))
+    params = dict(profile="smoke", dataset="digits", latent_dim=3, seed=0, device="cpu")
+    nb01 = Study("01_autoencoder_basics", s01.SIZES, epochs_knobs=("epochs", "sweep_epochs"), **params)
+    data = nb01.data()  # what 01's section 1 does
+    trained = train_or_load(s01.ae_config("mlp", 3, input_shape=data.info.shape), nb01.train_config(), data)
+    again = s01.notebook01_ae(Study("02_vae_maths_elbo", s02.SIZES, **params))
+    assert not trained.from_cache and again.from_cache
+    assert trained.model.state_dict().keys() == again.model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(trained.model.state_dict().values(),
+                                                  again.model.state_dict().values(), strict=True))

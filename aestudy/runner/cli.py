@@ -158,6 +158,9 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", metavar="runs/NAME", nargs="?", const="runs/latest", default=None,
                      help="continue a failed or interrupted run (default: runs/latest) with its parameters; "
                      "-p may change those of notebooks not yet done")
+    run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                     help="notebooks executed at once, each kernel with cores/N torch threads (default: one per "
+                     "core, at most 2, on CPU; 1 on a GPU)")
     run.set_defaults(func=run_main)
 
 
@@ -249,11 +252,12 @@ def run_main(args: argparse.Namespace) -> int:
             if given:
                 raise ConfigError(f"--resume continues with the run's saved settings; drop {', '.join(given)} "
                                   "(-p/--params may change parameters of the notebooks not yet done).")
-            result = resume_study(args.resume, kernel=args.kernel, params=params, progress=not args.quiet)
+            result = resume_study(args.resume, kernel=args.kernel, params=params, progress=not args.quiet,
+                                  jobs=args.jobs)
         else:
             result = run_study(args.notebooks_dir, out=args.out, profile=args.profile, device=args.device,
                                only=parse_only(args.only), params=params,
-                               kernel=args.kernel or DEFAULT_KERNEL, progress=not args.quiet)
+                               kernel=args.kernel or DEFAULT_KERNEL, progress=not args.quiet, jobs=args.jobs)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return result.exit_code
