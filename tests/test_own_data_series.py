@@ -237,3 +237,15 @@ def test_a_verdict_over_images_has_no_seed_count_in_the_report() -> None:
     delong = {"effect": -0.02, "ci_low": -0.1, "ci_high": 0.06, "p_value": 0.8, "n_seeds": None, "test": "DeLong",
               "verdict": "inconclusive"}
     assert report.stats_phrase(delong) == "effect -0.02 (95% CI -0.1 to +0.06), p = 0.8, DeLong"
+
+
+def test_ood_set_for_your_own_images_must_have_their_shape(unlabelled_data) -> None:
+    from aestudy.series import applications as s04
+
+    assert s04.own_data_ood(None, unlabelled_data.info) is None  # no OOD set: the OOD sections are skipped
+    with pytest.raises(ConfigError) as err:
+        s04.own_data_ood("digits", unlabelled_data.info)
+    assert str(err.value) == (f"ood_dataset='digits' is invalid for {unlabelled_data.info.name}: its images are "
+                              "1x28x28, the data's 3x16x16; pick a dataset of the same shape (e.g. photo-patches-32 "
+                              "for 3x32x32 images) or None (no OOD section).")
+    assert s04.held_out_text(unlabelled_data.info, None) == "held-out class: none (no labels)"
