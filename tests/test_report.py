@@ -374,7 +374,10 @@ def test_for_this_data_answers_ae_or_vae_per_goal_from_the_ledger(tmp_path):
     assert evidence["features for few labels"] == "`04.vae-beats-ae-few-labels`: skipped (this dataset has no labels)"
     blocks = report.for_this_data_blocks(metrics)
     assert [b.kind for b in blocks][:3] == ["h2", "p", "table"] and blocks[0].content == "For this data"
-    assert "AE or VAE for `scans`" in blocks[1].content
+    assert blocks[1].content == ("AE or VAE for `scans`, goal by goal, from this run's examined claims (the model a "
+                                 "holding claim favours; its effect and 95% interval).")  # standard: no smoke caveat
+    smoke = report.for_this_data_blocks({**metrics, "profile": "smoke"})[1].content
+    assert smoke.endswith(" A smoke run is too small to decide anything.")
     text = report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
     assert "## For this data" in text and text.index("## For this data") < text.index("## Claims")
     assert ("Claims not recorded in this run: `04.vae-beats-ae-few-labels` (this dataset has no labels); "

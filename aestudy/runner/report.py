@@ -453,8 +453,9 @@ def for_this_data_blocks(metrics: Mapping[str, Any], links: NotebookLinks | None
     data = next((c.get("data") or c.get("dataset") for c in configs if c.get("data") or c.get("dataset")), None)
     blocks = [Block("h2", "For this data", anchor=FOR_THIS_DATA_ID),
               Block("p", f"AE or VAE for `{data or '?'}`, goal by goal, from this run's examined claims (the model a "
-                         "holding claim favours; its effect and 95% interval). Profile "
-                         f"`{metrics.get('profile')}`: a smoke run is too small to decide anything."),
+                         "holding claim favours; its effect and 95% interval)."
+                         + (" A smoke run is too small to decide anything." if metrics.get("profile") == "smoke"
+                            else "")),
               Block("table", for_this_data(metrics, links))]
     skipped = skipped_claims(metrics)
     if skipped:
