@@ -121,7 +121,8 @@ def merge_metrics(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
         })
     merged = {
         "schema": 1, "run": state["name"], "status": state["run_status"], "started": state["started"],
-        "finished": state.get("finished"), "profile": state["profile"], "notebooks": notebooks,
+        "finished": state.get("finished"), "profile": state["profile"], "jobs": state.get("jobs"),
+        "series_wall_s": state.get("series_wall_s"), "notebooks": notebooks,
         "environment": state["environment"],
     }
     write_json_atomic(run_dir / "metrics.json", merged)
