@@ -64,12 +64,16 @@ lint: $(STAMP)
 	@echo "==> ruff"
 	$(BIN)/ruff check .
 
+# Two pytest-xdist workers (whole files each: nbval cells and module fixtures stay together) keep both cores busy;
+# one worker left the second core mostly idle while the other ran pure-Python or single-threaded torch work.
+TEST_WORKERS ?= 2
+
 # The suite runs several processes at once on few cores (pytest, kernels, JupyterLab, Chromium, Dask workers);
 # one OpenMP/BLAS thread each avoids oversubscription, which was measured here to slow torch 10-30x.
 test: setup browser lint
 	@echo "==> pytest (unit, notebooks in the smoke profile, end-to-end)"
-	OMP_NUM_THREADS=1 AESTUDY_PROFILE=smoke $(BIN)/python -m pytest tests notebooks \
-	  --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --durations=15
+	OMP_NUM_THREADS=1 AESTUDY_PROFILE=smoke $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests notebooks \
+	  --nbval-lax --nbval-current-env --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg --durations=15
 
 bench: setup
 	$(BIN)/python -m benchmarks.train_speed

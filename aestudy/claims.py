@@ -215,6 +215,43 @@ class ClaimRecord(dict):
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
 
+    def line(self) -> str:
+        """The record's verdict in one line (`verdict_line`), as `Study.claim` / `Study.examine` display it."""
+        return verdict_line(self)
+
+
+VERDICT_SIGNS = {"holds": "✓", "does not hold": "✗", "inconclusive": "?"}
+LINE_MEASURED_CHARS = 160
+
+
+def verdict_line(record: Mapping[str, Any]) -> str:
+    """One line saying what a claim's check found, shown in the cell that checks it (issue 19, item 3).
+
+    An examined claim with a statistical verdict: "✓ ID: holds — effect +0.12 [0.05, 0.2] (min effect 0.1),
+    Welch t p = 0.01, 5 vs 5 seeds"; an asserted invariant: "✓ ID: asserted: holds"; a two-way examined claim:
+    "✗ ID: examined: DOES NOT HOLD — measured a=1, b=2". A failing invariant, a two-way claim and a record that
+    failed its sanity checks also show their measured values or problems (cut to 160 characters).
+    """
+    if "verdict" in record:
+        verdict = str(record["verdict"])
+        mark = {"does not hold": "DOES NOT HOLD"}.get(verdict, verdict)
+        if record.get("sanity"):
+            detail = "failed its sanity checks: " + "; ".join(map(str, record["sanity"]))
+        else:
+            detail = verdict_from_record(record).evidence()
+        text = f"{VERDICT_SIGNS.get(verdict, '?')} {record.get('id')}: {mark} — {detail}"
+    else:
+        holds = bool(record.get("holds"))
+        mark = "holds" if holds else "DOES NOT HOLD"
+        text = f"{'✓' if holds else '✗'} {record.get('id')}: {record.get('kind')}: {mark}"
+        if record.get("sanity"):
+            text += " — failed its sanity checks: " + "; ".join(map(str, record["sanity"]))
+        elif record.get("kind") != "asserted" or not holds:
+            measured = compact(record.get("measured", {}))
+            cut = measured if len(measured) <= LINE_MEASURED_CHARS else measured[:LINE_MEASURED_CHARS - 1] + "…"
+            text += f" — measured {cut}"
+    return text
+
 
 def compact(measured: Mapping[str, Any], *, digits: int = 4) -> str:
     """A one-line rendering of measured values (`name=value, ...`, numbers to `digits` significant digits)."""

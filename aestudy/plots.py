@@ -17,12 +17,18 @@ from matplotlib.ticker import NullLocator
 from aestudy.errors import ConfigError
 
 NATS = "nats / image"
-# Fixed colours so a model keeps its colour across every figure of the series.
+# One colour per model across the whole series (issue 19): every plot of a model takes its colour from here through
+# `model_palette`, so the AE is the same blue in 01's curves, 03's bars and 05's ladder. A variant shares its
+# family's hue only when it never appears beside it; ex-post samplers and data get their own.
 _COLORBLIND = sns.color_palette("colorblind", 10)
-MODEL_COLORS: dict[str, tuple[float, float, float]] = {
-    "AE": _COLORBLIND[0], "VAE": _COLORBLIND[1], "DAE": _COLORBLIND[2], "β-VAE": _COLORBLIND[4],
-    "PCA": (0.55, 0.55, 0.55),
+MODEL_COLOURS: dict[str, tuple[float, float, float]] = {
+    "AE": _COLORBLIND[0], "VAE": _COLORBLIND[1], "DAE": _COLORBLIND[2], "DVAE": _COLORBLIND[3],
+    "β-VAE": _COLORBLIND[4], "GAN": _COLORBLIND[5], "AE + GMM ex post": _COLORBLIND[6],
+    "VAE + GMM ex post": _COLORBLIND[8], "M2": _COLORBLIND[9], "CVAE": _COLORBLIND[9],
+    "PCA": (0.55, 0.55, 0.55), "raw pixels": (0.3, 0.3, 0.3), "data": (0.0, 0.0, 0.0),
+    "linear AE": _COLORBLIND[7], "mlp AE": _COLORBLIND[0], "conv AE": _COLORBLIND[9],
 }
+MODEL_COLORS = MODEL_COLOURS  # the older spelling, kept for callers
 
 ImageLike = torch.Tensor | np.ndarray
 DecodeFn = Callable[[torch.Tensor], ImageLike]
@@ -37,10 +43,13 @@ def set_theme() -> None:
 
 
 def model_palette(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """Colours for `names`: the fixed colour for AE/VAE/DAE/β-VAE/PCA, unused palette colours for others."""
-    spare = [c for c in _COLORBLIND if c not in MODEL_COLORS.values()]
-    others = [n for n in dict.fromkeys(names) if n not in MODEL_COLORS]
-    return {n: MODEL_COLORS.get(n) or spare[others.index(n) % len(spare)] for n in dict.fromkeys(names)}
+    """Colours for `names`: each model's fixed colour from `MODEL_COLOURS`; names it does not list take, in order,
+    the palette colours no listed name uses in this call (so they never collide with a model drawn beside them)."""
+    unique = list(dict.fromkeys(names))
+    taken = {MODEL_COLOURS[n] for n in unique if n in MODEL_COLOURS}
+    spare = [c for c in _COLORBLIND if c not in taken] or list(_COLORBLIND)
+    others = [n for n in unique if n not in MODEL_COLOURS]
+    return {n: MODEL_COLOURS.get(n) or spare[others.index(n) % len(spare)] for n in unique}
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 4.0)) -> Axes:
@@ -219,6 +228,8 @@ def manifold_grid(
     dx, dy = (x1 - x0) / (n - 1) / 2, (y1 - y0) / (n - 1) / 2
     ax = _axes(ax, (6.0, 6.0))
     _show(ax, tiles, extent=(x0 - dx, x1 + dx, y0 - dy, y1 + dy))
+    # Square tiles whatever the codes' box: one unit of z_2 is drawn (x-range / y-range) times as long as one of z_1.
+    ax.set_aspect((x1 - x0) / (y1 - y0))
     ax.set_xlabel("$z_1$ (latent units)")
     ax.set_ylabel("$z_2$ (latent units)")
     return ax

@@ -25,7 +25,16 @@ import pandas as pd
 import torch
 
 from aestudy import plots
-from aestudy.claims import check_claim, claims_table, examine, metrics_path, record_figure, record_metric
+from aestudy.claims import (
+    ClaimRecord,
+    check_claim,
+    claims_table,
+    examine,
+    metrics_path,
+    record_figure,
+    record_metric,
+    verdict_line,
+)
 from aestudy.config import PROFILES, StudyConfig, resolve_device
 from aestudy.data import Dataset, load_dataset, split_sizes
 from aestudy.errors import ConfigError
@@ -50,6 +59,37 @@ def sized(profile: str, sizes: Sizes) -> dict[str, Any]:
         require(isinstance(values, tuple) and len(values) == 3, f"sizes[{name!r}]", values,
                 "it must be a (smoke, standard, full) tuple")
     return {name: values[column] for name, values in sizes.items()}
+
+
+def in_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (a notebook, papermill), where outputs are displayed."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # IPython is optional outside notebooks
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class ShownClaimRecord(ClaimRecord):
+    """A record whose verdict line `Study` has already displayed in this cell: displaying it again (a cell ending
+    with `study.claim(...)`, or `display(study.examine(...))`) shows nothing, so each verdict appears once.
+    `print(record)` still shows the full record."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
+def show_verdict(record: ClaimRecord) -> ClaimRecord:
+    """Display `record`'s verdict line in the running kernel's current cell (nothing outside a kernel), so a cell
+    that checks several claims, or checks inside `if`/`for`, shows every verdict (issue 19, item 3). Returns
+    the record, as a `ShownClaimRecord` when it was displayed."""
+    if not in_kernel():
+        return record
+    from IPython.display import Pretty, display
+
+    display(Pretty(verdict_line(record)))
+    return ShownClaimRecord(record)
 
 
 class Study:
@@ -91,6 +131,9 @@ class Study:
         self.records: dict[str, Any] = {}  # claim id -> the record its claim returned (this session's claims)
         torch.manual_seed(self.seed)
         plots.set_theme()
+        # Claims tables in full width: no "..." in a statement, a measured list or a hidden column (issue 19).
+        for option in ("display.max_colwidth", "display.max_columns", "display.width"):
+            pd.set_option(option, None)
 
     def __repr__(self) -> str:
         return (f"Study({self.notebook}: profile={self.profile}, dataset={self.config.dataset}, device={self.device}, "
@@ -115,21 +158,22 @@ class Study:
         """`claims.check_claim` filed under this notebook and profile (see there for `kind`, `bounds`).
 
         The returned record is also kept in `self.records`, so tables built from verdicts use the claims' own
-        results rather than reading the ledger file back.
+        results rather than reading the ledger file back. In a kernel its verdict line is displayed at once
+        (`show_verdict`); a failing enforced claim raises `ClaimFailed` instead, whose message says it.
         """
         record = check_claim(claim_id, statement, measured, holds, profile=self.profile, notebook=self.notebook,
                              path=self.ledger, **kw)
         self.records[claim_id] = record
-        return record
+        return show_verdict(record)
 
     def examine(self, claim_id: str, statement: str, verdict: Verdict, *,
                 measured: Mapping[str, Any] | None = None) -> Any:
         """`claims.examine`: a textbook statement's three-way verdict (from `aestudy.stats.compare`), filed under this
-        notebook; the record is kept in `self.records` like `claim`'s."""
+        notebook; the record is kept in `self.records` like `claim`'s and its verdict line displayed in a kernel."""
         record = examine(claim_id, statement, verdict, measured=measured, notebook=self.notebook,
                          profile=self.profile, path=self.ledger)
         self.records[claim_id] = record
-        return record
+        return show_verdict(record)
 
     def figure(self, name: str, fig: Any, *, caption: str | None = None) -> None:
         """Save a key figure as a PNG beside the ledger for the report (`claims.record_figure`); returns None so a

@@ -21,3 +21,9 @@ def pytest_configure(config) -> None:
     session_dir = Path(tempfile.mkdtemp(prefix="aestudy-tests-"))
     os.environ.setdefault("AESTUDY_CACHE", str(session_dir / "models"))
     os.environ.setdefault("AESTUDY_METRICS_FILE", str(session_dir / "metrics.json"))
+    # Under pytest-xdist (`make test` runs two workers) each worker inherits the controller's variables: the
+    # model cache is shared on purpose (its per-key file locks let one worker wait for a model the other trains),
+    # the default claims ledger is not (tests read back what they wrote there).
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        os.environ["AESTUDY_METRICS_FILE"] = str(session_dir / f"metrics-{worker}.json")

@@ -9,6 +9,7 @@ import papermill
 import pytest
 
 from aestudy.claims import load_metrics
+from tests.verdict_check import hidden_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -34,7 +35,10 @@ def _executed(nb: Path, params: dict[str, object], tmp_path: Path, monkeypatch: 
     namespace: dict[str, object] = {}
     exec(injected[0].source, namespace)  # the injected cell is plain assignments of literals
     assert {name: namespace[name] for name in params} == params
-    return load_metrics(metrics)["notebooks"][nb.stem]
+    entry = load_metrics(metrics)["notebooks"][nb.stem]
+    # Issue 19, item 3: every claim's verdict line is in the outputs of the cell that checks it.
+    assert hidden_verdicts([dict(c) for c in executed.cells], entry["claims"]) == []
+    return entry
 
 
 @pytest.mark.slow

@@ -237,3 +237,44 @@ def test_colour_images_are_drawn_in_colour():
     assert ax.images[0].get_array().shape == (2 * 6 + 2, 3 * 6 + 2, 3)
     with pytest.raises(ConfigError, match=r"images must have shape \(N, 1, H, W\), \(N, 3, H, W\)"):
         plots.mosaic(torch.zeros(2, 2, 4, 4), nrow=2)
+
+
+# --- issue 19: one palette per model, square manifold tiles ------------------------------------------------------
+
+# Models that appear side by side in one figure somewhere in the series: each set needs distinct colours.
+SHOWN_TOGETHER = [("AE", "VAE", "DAE", "β-VAE"), ("AE", "DAE", "VAE", "DVAE"), ("linear AE", "mlp AE", "PCA"),
+                  ("GAN", "VAE", "VAE + GMM ex post", "AE + GMM ex post", "data"), ("AE", "VAE", "PCA", "raw pixels"),
+                  ("M2", "AE", "VAE", "PCA", "raw pixels")]
+
+
+@pytest.mark.parametrize("names", SHOWN_TOGETHER)
+def test_models_shown_together_have_distinct_fixed_colours(names):
+    pal = plots.model_palette(list(names))
+    assert [pal[n] for n in names] == [plots.MODEL_COLOURS[n] for n in names]
+    assert len({pal[n] for n in names}) == len(names)
+
+
+def test_a_model_keeps_its_colour_whatever_else_is_drawn():
+    alone = plots.model_palette(["VAE"])["VAE"]
+    assert plots.model_palette(["AE", "unknown", "VAE"])["VAE"] == alone == plots.MODEL_COLOURS["VAE"]
+    pal = plots.model_palette(["AE", "new model", "another"])
+    assert len(set(pal.values())) == 3 and plots.MODEL_COLOURS["AE"] not in (pal["new model"], pal["another"])
+
+
+def test_a_model_drawn_through_line_vs_takes_its_colour():
+    df = pd.DataFrame({"x": [1, 2, 1, 2], "y": [1.0, 2.0, 3.0, 4.0], "model": ["GAN", "GAN", "DVAE", "DVAE"]})
+    ax = plots.line_vs(df, "x", "y", hue="model")
+    colours = {tuple(matplotlib.colors.to_rgb(line.get_color())) for line in ax.lines}
+    assert {plots.MODEL_COLOURS["GAN"], plots.MODEL_COLOURS["DVAE"]} <= {tuple(c) for c in colours}
+
+
+@pytest.mark.parametrize("bounds", [((-2.0, 2.0), (-1.0, 1.0)), ((0.0, 1.0), (-30.0, 30.0))])
+def test_manifold_grid_tiles_are_square_on_screen(bounds):
+    ax = plots.manifold_grid(lambda z: torch.zeros(len(z), 1, 4, 4), bounds=bounds, n=5)
+    ax.figure.canvas.draw()
+    (x0, x1), (y0, y1) = bounds
+    box = ax.get_window_extent()
+    # Each tile spans (range / (n - 1)) data units each way; on screen the two must be equal.
+    per_x = box.width / (x1 - x0 + (x1 - x0) / 4)
+    per_y = box.height / (y1 - y0 + (y1 - y0) / 4)
+    np.testing.assert_allclose(per_x * (x1 - x0) / 4, per_y * (y1 - y0) / 4, rtol=0.02)

@@ -462,6 +462,87 @@ def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
     assert [c["id"] for c in metrics["notebooks"][ALPHA]["claims"]] == ["toy-triangle"]
 
 
+@pytest.mark.slow
+def test_jobs_run_notebooks_at_once(tmp_path, monkeypatch):
+    """With --jobs 2, 02 runs to the end while 01 is held at its gate: the two kernels run at the same time."""
+    import threading
+
+    run_dir = tmp_path / "runs" / "parallel"
+    gate, reached = tmp_path / "gate", tmp_path / "reached"
+    monkeypatch.setenv("TOY_GATE", str(gate))
+    monkeypatch.setenv("TOY_GATE_REACHED", str(reached))
+    results: list = []
+    worker = threading.Thread(target=lambda: results.append(
+        run_study(NOTEBOOKS, out=run_dir, profile="smoke", device="cpu", progress=False, jobs=2)))
+    worker.start()
+    beta_ledger = run_dir / "metrics" / f"{BETA}.json"
+    deadline = time.monotonic() + 45
+    while not (reached.exists() and beta_ledger.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    beta_done_while_alpha_held = reached.exists() and beta_ledger.exists()
+    gate.touch()
+    worker.join(timeout=60)
+    assert beta_done_while_alpha_held, "02 did not run while 01 was held at its gate"
+    assert results and results[0].status == "complete"
+    state = load_state(run_dir)
+    assert state["jobs"] == 2 and state["status"] == {f"{ALPHA}.ipynb": "done", f"{BETA}.ipynb": "done"}
+    assert state["series_wall_s"] < state["wall_s"][f"{ALPHA}.ipynb"] + state["wall_s"][f"{BETA}.ipynb"]
+
+
+def test_kernel_threads_split_the_cores_and_keep_the_users_setting(monkeypatch):
+    from aestudy.runner.kernel import kernel_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert kernel_threads(1) == {}
+    assert kernel_threads(2) == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
+    assert kernel_threads(16) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert kernel_threads(2) == {"MKL_NUM_THREADS": "4"}
+
+
+def test_jobs_must_be_a_positive_integer():
+    from aestudy.runner.run import default_jobs, resolve_jobs
+
+    assert resolve_jobs(3, "cpu") == 3 and resolve_jobs(None, "cuda") == 1
+    assert resolve_jobs(None, "cpu") == default_jobs("cpu") == max(1, min(2, os.cpu_count() or 1))
+    with pytest.raises(ConfigError, match=r"--jobs=0 is invalid; it must be an integer >= 1"):
+        resolve_jobs(0, "cpu")
+
+
+@pytest.mark.slow
+def test_sigterm_during_concurrent_notebooks_leaves_a_resumable_run(tmp_path):
+    """SIGTERM (a kill, a scheduler's limit) reaches only the runner: it stops like Ctrl-C, passes the interrupt on to
+    the kernel still running (01, held at its gate) and leaves the run resumable; 02, already done, is kept."""
+    run_dir = tmp_path / "runs" / "terminated"
+    reached = tmp_path / "reached"
+    env = {**os.environ, "TOY_GATE": str(tmp_path / "never"), "TOY_GATE_REACHED": str(reached)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aestudy.runner.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--jobs", "2",
+         "--profile", "smoke", "--out", str(run_dir), "--quiet"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+    def beta_done() -> bool:
+        return (run_dir / "state.json").exists() and load_state(run_dir)["status"][f"{BETA}.ipynb"] == "done"
+
+    _wait_for(reached.exists, proc, "01 to reach its gate cell")
+    _wait_for(beta_done, proc, "02 to finish while 01 waits")
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=50)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - began < 40  # the gate would hold 01 for 60 s: the kernel was interrupted
+    assert err.endswith(f"interrupted during {ALPHA}.ipynb; completed notebooks are kept. Continue with: aestudy "
+                        f"run --resume {run_dir}\n")
+    state = load_state(run_dir)
+    assert state["run_status"] == "interrupted"
+    assert state["status"] == {f"{ALPHA}.ipynb": "pending", f"{BETA}.ipynb": "done"}
+    partial = nbformat.read(str(run_dir / f"{ALPHA}.ipynb"), as_version=4)
+    assert partial.metadata["aestudy"]["status"] == "interrupted"
+
+
 # ------------------------------------------------------------------------------------------ run-folder integrity
 # These drive the runner with papermill's execution replaced by a stand-in (no kernel): what they test is the
 # runner's bookkeeping around it: claims, state, resume and the advice it prints.

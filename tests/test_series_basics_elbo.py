@@ -221,3 +221,21 @@ def test_gradient_variance_ratios_are_the_decades_of_gradient_variance_per_seed(
         assert row["min_decades"] == pytest.approx(expected.min()) and row["min_decades"] > 0
     assert s02.reparam_lower_variance(table.assign(min_decades=[3.1, 3.3])).verdict == "holds"
     assert s02.reparam_lower_variance(table.assign(min_decades=[0.31, 0.29])).verdict == "does not hold"
+
+
+def test_notebook01_ae_is_notebook_01s_section_1_model_from_the_cache(tmp_path, monkeypatch) -> None:
+    """02 shows 01's AE beside its VAE (issue 19): rebuilt from 02's parameters, it is the very model 01 trained."""
+    from aestudy.study import Study
+    from aestudy.train import train_or_load
+
+    monkeypatch.setenv("AESTUDY_CACHE", str(tmp_path / "models"))
+    monkeypatch.setenv("AESTUDY_METRICS_FILE", str(tmp_path / "metrics.json"))
+    params = dict(profile="smoke", dataset="digits", latent_dim=3, seed=0, device="cpu")
+    nb01 = Study("01_autoencoder_basics", s01.SIZES, epochs_knobs=("epochs", "sweep_epochs"), **params)
+    data = nb01.data()  # what 01's section 1 does
+    trained = train_or_load(s01.ae_config("mlp", 3, input_shape=data.info.shape), nb01.train_config(), data)
+    again = s01.notebook01_ae(Study("02_vae_maths_elbo", s02.SIZES, **params))
+    assert not trained.from_cache and again.from_cache
+    assert trained.model.state_dict().keys() == again.model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(trained.model.state_dict().values(),
+                                                  again.model.state_dict().values(), strict=True))

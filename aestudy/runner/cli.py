@@ -4,6 +4,7 @@ options `run` and `sweep` share are defined once, in `_study_options`)."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -158,6 +159,9 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", metavar="runs/NAME", nargs="?", const="runs/latest", default=None,
                      help="continue a failed or interrupted run (default: runs/latest) with its parameters; "
                      "-p may change those of notebooks not yet done")
+    run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                     help="notebooks executed at once, each kernel with cores/N torch threads (default: one per "
+                     "core, at most 2, on CPU; 1 on a GPU)")
     run.set_defaults(func=run_main)
 
 
@@ -240,6 +244,9 @@ def run_main(args: argparse.Namespace) -> int:
     from aestudy.runner.params import collect_params, parse_only
     from aestudy.runner.run import EXIT_INTERRUPTED, resume_study, run_study  # papermill: imported when used
 
+    # SIGTERM (a `kill`, a scheduler's time limit, a closing terminal session) stops the run the way Ctrl-C does:
+    # the notebooks running are marked pending and interrupted, the state stays resumable.
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         params = collect_params(args.parameters, args.params)
         if args.resume is not None:
@@ -249,14 +256,21 @@ def run_main(args: argparse.Namespace) -> int:
             if given:
                 raise ConfigError(f"--resume continues with the run's saved settings; drop {', '.join(given)} "
                                   "(-p/--params may change parameters of the notebooks not yet done).")
-            result = resume_study(args.resume, kernel=args.kernel, params=params, progress=not args.quiet)
+            result = resume_study(args.resume, kernel=args.kernel, params=params, progress=not args.quiet,
+                                  jobs=args.jobs)
         else:
             result = run_study(args.notebooks_dir, out=args.out, profile=args.profile, device=args.device,
                                only=parse_only(args.only), params=params,
-                               kernel=args.kernel or DEFAULT_KERNEL, progress=not args.quiet)
+                               kernel=args.kernel or DEFAULT_KERNEL, progress=not args.quiet, jobs=args.jobs)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return result.exit_code
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def sweep_main(args: argparse.Namespace) -> int:

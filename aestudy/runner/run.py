@@ -25,6 +25,7 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ from aestudy.runner.kernel import (
     describe_failure,
     execute_notebook,
     format_failure,
+    interrupt_kernels,
     kernel_log_path,
+    kernel_threads,
     mark_interrupted,
     notebook_env,
 )
@@ -69,99 +72,13 @@ from aestudy.runner.params import (
     notebook_key,
     route_parameters,
 )
+from aestudy.validate import as_int
 
-# Run-level settings: given by --profile/--device, injected only into notebooks that declare them.
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
-# Kernels inherit os.environ; this lock keeps two threads of one process from mixing their variables.
-
-
-# ----------------------------------------------------------------------------------------- notebooks
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------------------- parameters
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------------------- files
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------------------- environment
-
-
-
-
-
-
-
-
-
-
-
 
 # ----------------------------------------------------------------------------------------- execution
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @dataclass(frozen=True)
@@ -189,8 +106,6 @@ def _elapsed(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-
-
 def merge_metrics(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
     """Gather every notebook's ledger into `metrics.json` with statuses, timings, parameters, environment."""
     notebooks: dict[str, Any] = {}
@@ -206,7 +121,8 @@ def merge_metrics(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
         })
     merged = {
         "schema": 1, "run": state["name"], "status": state["run_status"], "started": state["started"],
-        "finished": state.get("finished"), "profile": state["profile"], "notebooks": notebooks,
+        "finished": state.get("finished"), "profile": state["profile"], "jobs": state.get("jobs"),
+        "series_wall_s": state.get("series_wall_s"), "notebooks": notebooks,
         "environment": state["environment"],
     }
     write_json_atomic(run_dir / "metrics.json", merged)
@@ -241,35 +157,59 @@ def _finish(run_dir: Path, state: dict[str, Any], status: str) -> None:
     write_report(run_dir)
 
 
-def _execute_series(run_dir: Path, state: dict[str, Any], *, progress: bool) -> RunResult:
-    """Execute every notebook of `state` not yet done, in order; Ctrl-C anywhere leaves it resumable."""
+def default_jobs(device: str) -> int:
+    """How many notebooks `aestudy run` executes at once by default: one per CPU core (at most two) on a CPU run,
+    one on a GPU run (the notebooks would share one accelerator).
+
+    Each notebook's torch then gets `cores // jobs` threads (`kernel_threads`): measured on the 2-core machine
+    this project is built on, two notebooks with one thread each finish the series sooner than one notebook with
+    two threads at a time, because much of a notebook (plots, small evaluations, Python overhead) uses one core.
+    """
+    if device not in ("auto", "cpu"):
+        return 1
+    if device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _execute_series(run_dir: Path, state: dict[str, Any], *, progress: bool, jobs: int = 1) -> RunResult:
+    """Execute every notebook of `state` not yet done; Ctrl-C anywhere leaves it resumable."""
     try:
-        return _execute_pending(run_dir, state, progress=progress)
+        return _execute_pending(run_dir, state, progress=progress, jobs=jobs)
     except KeyboardInterrupt:
+        interrupt_kernels()  # a SIGTERM reached only this process: stop the kernels' cells too
         running = [name for name in state["notebooks"] if state["status"][name] == "running"]
         for name in running:
             state["status"][name] = "pending"
             mark_interrupted(run_dir / name, run_dir)
         _finish(run_dir, state, "interrupted")
-        where = f"during {running[0]}" if running else "between notebooks"
+        where = f"during {', '.join(running)}" if running else "between notebooks"
         print(f"\ninterrupted {where}; completed notebooks are kept. Continue with: aestudy run --resume "
               f"{run_dir}", file=sys.stderr)
         raise
 
 
+def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jobs: int = 1) -> RunResult:
+    """Execute every notebook of `state` not yet done, in order, up to `jobs` at a time, saving state around each.
 
-
-
-
-def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool) -> RunResult:
-    """Execute every notebook of `state` not yet done, in order, saving state around each one."""
+    Notebooks start in series order; a notebook that needs a model another one is training waits for it on the
+    cache's lock (`aestudy.cache.load_or_build`) and then loads it, so concurrent notebooks never train one model
+    twice. After a failure no further notebook starts; those already running finish and are kept.
+    """
     notebooks_dir = Path(state["notebooks_dir"])
     names = state["notebooks"]
+    queue = [name for name in names if state["status"][name] != "done"]
+    jobs = max(1, min(jobs, len(queue) or 1))
+    threads = kernel_threads(jobs)
+    state["jobs"], state["kernel_threads"] = jobs, threads or None
     total_start = time.perf_counter()
-    for position, name in enumerate(names, start=1):
-        if state["status"][name] == "done":
-            continue
-        notebook = notebooks_dir / name
+    failed: list[str] = []
+    running: dict[Future[float], tuple[str, Path, float]] = {}
+
+    def start(name: str) -> tuple[Path, dict[str, str]]:
         key = notebook_key(name)
         metrics_file = run_dir / "metrics" / f"{key}.json"
         # A retried notebook starts from an empty ledger, so its claims are not recorded twice.
@@ -277,35 +217,86 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool) ->
         state["status"][name] = "running"
         state["errors"].pop(name, None)
         _save(run_dir, state)
-        _say(f"[{position}/{len(names)}] {name} (elapsed {_elapsed(time.perf_counter() - total_start)})",
-             progress)
-        env = notebook_env(notebook, metrics_file=metrics_file, profile=state["profile"], run_dir=run_dir)
-        start = time.perf_counter()
-        try:
-            execute_notebook(notebook, run_dir / name, state["parameters"][name], kernel=state["kernel"],
-                             env=env, progress=progress, kernel_log=kernel_log_path(run_dir, name))
-        except Exception as exc:  # noqa: BLE001 - any failure of a notebook stops the run the same way
-            failure = describe_failure(exc)
-            if failure["ename"] == "KeyboardInterrupt":  # the kernel got the Ctrl-C first
-                raise KeyboardInterrupt from exc
-            state["status"][name] = "failed"
-            state["errors"][name] = failure
-            state["wall_s"][name] = time.perf_counter() - start
-            _finish(run_dir, state, "failed")
+        _say(f"[{names.index(name) + 1}/{len(names)}] {name} (elapsed "
+             f"{_elapsed(time.perf_counter() - total_start)})", progress)
+        env = notebook_env(notebooks_dir / name, metrics_file=metrics_file, profile=state["profile"],
+                           run_dir=run_dir)
+        return metrics_file, {**env, **threads}
+
+    def execute(name: str, env: dict[str, str]) -> float:
+        return execute_notebook(notebooks_dir / name, run_dir / name, state["parameters"][name],
+                                kernel=state["kernel"], env=env, progress=progress and jobs == 1,
+                                kernel_log=kernel_log_path(run_dir, name))
+
+    def settle(name: str, metrics_file: Path, wall: float, exc: BaseException | None) -> None:
+        state["wall_s"][name] = wall
+        if exc is None:
+            state["status"][name] = "done"
+            _save(run_dir, state)
+            merge_metrics(run_dir, state)
+            _say(f"[{names.index(name) + 1}/{len(names)}] {name} done in {wall:.1f} s: "
+                 f"{claims_summary(load_metrics(metrics_file))}", progress)
+            return
+        failure = describe_failure(exc)
+        if failure["ename"] == "KeyboardInterrupt":  # the kernel got the Ctrl-C first
+            raise KeyboardInterrupt from exc
+        state["status"][name] = "failed"
+        state["errors"][name] = failure
+        _save(run_dir, state)
+        failed.append(name)
+        if jobs > 1 and running:
+            _say(f"[{names.index(name) + 1}/{len(names)}] {name} failed after {wall:.1f} s; no further notebook "
+                 "starts, the running ones finish", progress)
+
+    if jobs == 1:
+        for name in queue:
+            metrics_file, env = start(name)
+            began = time.perf_counter()
+            try:
+                execute(name, env)
+            except Exception as exc:  # noqa: BLE001 - any failure of a notebook stops the run the same way
+                settle(name, metrics_file, time.perf_counter() - began, exc)
+                break
+            settle(name, metrics_file, time.perf_counter() - began, None)
+    else:
+        with ThreadPoolExecutor(jobs, thread_name_prefix="aestudy-notebook") as pool:
+            try:
+                _run_concurrently(pool, queue, running, failed, jobs, start, execute, settle, names)
+            except KeyboardInterrupt:
+                # Only the main thread sees the interrupt; the kernels papermill drives in the worker threads
+                # get it passed on, so their cells stop and the pool's exit does not wait for whole notebooks.
+                interrupt_kernels()
+                raise
+    state["series_wall_s"] = state.get("series_wall_s", 0.0) + (time.perf_counter() - total_start)
+    if failed:
+        _finish(run_dir, state, "failed")
+        for name in failed:
+            failure = state["errors"][name]
             print(format_failure(name, failure), file=sys.stderr)
             print(f"The executed notebook (with its traceback) is {run_dir / name}; the kernel's own log is "
                   f"{kernel_log_path(run_dir, name)}. Completed notebooks and their metrics are kept; "
                   + next_step(run_dir, state, name, failure), file=sys.stderr)
-            return RunResult(run_dir, "failed", name)
-        state["status"][name] = "done"
-        state["wall_s"][name] = time.perf_counter() - start
-        _save(run_dir, state)
-        merge_metrics(run_dir, state)
-        _say(f"[{position}/{len(names)}] {name} done in {state['wall_s'][name]:.1f} s: "
-             f"{claims_summary(load_metrics(metrics_file))}", progress)
+        return RunResult(run_dir, "failed", failed[0])
     _finish(run_dir, state, "complete")
     _say(f"run complete in {_elapsed(time.perf_counter() - total_start)}: {run_dir / 'report.md'}", progress)
     return RunResult(run_dir, "complete")
+
+
+def _run_concurrently(pool: ThreadPoolExecutor, queue: list[str], running: dict[Future[float], Any],
+                      failed: list[str], jobs: int, start: Any, execute: Any, settle: Any, names: list[str]) -> None:
+    """Keep up to `jobs` notebooks of `queue` running in `pool` (none starts after a failure); settle each as it
+    ends, in series order when several end together."""
+    while queue or running:
+        while queue and len(running) < jobs and not failed:
+            name = queue.pop(0)
+            metrics_file, env = start(name)
+            running[pool.submit(execute, name, env)] = (name, metrics_file, time.perf_counter())
+        if not running:
+            return
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in sorted(finished, key=lambda f: names.index(running[f][0])):
+            name, metrics_file, began = running.pop(future)
+            settle(name, metrics_file, time.perf_counter() - began, future.exception())
 
 
 def next_step(run_dir: Path, state: Mapping[str, Any], name: str, failure: Mapping[str, Any]) -> str:
@@ -386,8 +377,11 @@ def plan_run(notebooks_dir: str | os.PathLike[str] | None = None, *, profile: st
 def run_study(notebooks_dir: str | os.PathLike[str] | None = None, *, out: str | os.PathLike[str] | None = None,
               profile: str | None = None, device: str | None = None, only: Sequence[str] | None = None,
               params: Mapping[str, Any] | None = None, kernel: str = DEFAULT_KERNEL,
-              progress: bool = True) -> RunResult:
+              progress: bool = True, jobs: int | None = None) -> RunResult:
     """Validate, then execute the series into `out` (default `runs/<timestamp>`); see the module docstring.
+
+    `jobs`: notebooks executed at once (None: `default_jobs(device)`; each kernel then gets `cores // jobs`
+    threads, see `kernel_threads`).
 
     Nothing is written before every parameter is valid; the run folder is then claimed atomically
     (`claim_folder`), so a second run into the same `--out` stops before doing any work. A failing notebook
@@ -396,6 +390,7 @@ def run_study(notebooks_dir: str | os.PathLike[str] | None = None, *, out: str |
     """
     notebooks, routed, profile, device = plan_run(notebooks_dir, profile=profile, device=device, only=only,
                                                   params=params, kernel=kernel)
+    jobs = resolve_jobs(jobs, device)
     run_dir = Path(out) if out is not None else default_run_dir()
     created = out is None or not run_dir.exists()
     check_new_folder(run_dir, option="--out", marker="state.json", resume_hint=True, claimed=False)
@@ -407,8 +402,8 @@ def run_study(notebooks_dir: str | os.PathLike[str] | None = None, *, out: str |
             _save(run_dir, state)
             point_latest(run_dir)
             _say(f"run {run_dir}: {len(notebooks)} notebook(s), profile {profile}, device {device}, "
-                 f"kernel {kernel}", progress)
-            return _execute_series(run_dir, state, progress=progress)
+                 f"kernel {kernel}, {jobs} at a time", progress)
+            return _execute_series(run_dir, state, progress=progress, jobs=jobs)
     except BaseException:  # refused (or Ctrl-C) before the first file: leave no empty folder behind
         if created:
             remove_unused_folder(run_dir)
@@ -438,8 +433,20 @@ def _is_complete(state: Mapping[str, Any]) -> bool:
     return state["run_status"] == "complete" and all(state["status"][n] == "done" for n in state["notebooks"])
 
 
+def resolve_jobs(jobs: int | None, device: str) -> int:
+    """`jobs` checked (an integer >= 1), or the default for `device` when None (`default_jobs`).
+
+    Raises:
+        ConfigError: naming --jobs, for a value that is not a positive integer.
+    """
+    if jobs is None:
+        return default_jobs(device)
+    return as_int(jobs, "--jobs", low=1, meaning="notebooks executed at once")
+
+
 def resume_study(run_dir: str | os.PathLike[str], *, kernel: str | None = None,
-                 params: Mapping[str, Any] | None = None, progress: bool = True) -> RunResult:
+                 params: Mapping[str, Any] | None = None, progress: bool = True,
+                 jobs: int | None = None) -> RunResult:
     """Continue a failed or interrupted run from its first notebook not done, with the saved parameters.
 
     `params` (from `-p`/`--params`) change parameters that only notebooks not yet done declare (a parameter a
@@ -475,9 +482,10 @@ def resume_study(run_dir: str | os.PathLike[str], *, kernel: str | None = None,
             state["kernel"] = kernel
         pending = [name for name in state["notebooks"] if state["status"][name] != "done"]
         state.setdefault("resumed", []).append(_now())
-        _say(f"resuming {run_dir} at {pending[0]} ({len(pending)} notebook(s) left)", progress)
+        jobs = resolve_jobs(jobs, state.get("device", "auto"))
+        _say(f"resuming {run_dir} at {pending[0]} ({len(pending)} notebook(s) left, {jobs} at a time)", progress)
         point_latest(run_dir.resolve())
-        return _execute_series(run_dir, state, progress=progress)
+        return _execute_series(run_dir, state, progress=progress, jobs=jobs)
 
 
 def _change_parameters(run_dir: Path, state: dict[str, Any], params: dict[str, Any]) -> None:

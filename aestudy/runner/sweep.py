@@ -32,6 +32,7 @@ from aestudy.parameters import parse_text
 from aestudy.runner.folders import check_new_folder, claim_folder, remove_unused_folder, write_json_atomic
 from aestudy.runner.kernel import (
     DEFAULT_KERNEL,
+    THREAD_VARS,
     describe_failure,
     execute_notebook,
     format_failure,
@@ -41,7 +42,6 @@ from aestudy.runner.kernel import (
 from aestudy.runner.params import RUN_LEVEL, notebook_key, route_parameters
 from aestudy.runner.run import plan_run
 
-THREAD_VARS: tuple[str, ...] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 TIDY_COLUMNS: tuple[str, ...] = ("point", "notebook", "metric", "value")
 
 

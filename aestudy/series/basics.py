@@ -14,11 +14,12 @@ from sklearn.decomposition import PCA
 from torch import Tensor
 
 from aestudy import generation
-from aestudy.data import Dataset, load_dataset
+from aestudy.data import Dataset, load_dataset, split_sizes
 from aestudy.ensemble import fit_many
 from aestudy.metrics import reconstruction_metrics
 from aestudy.models import ModelConfig
 from aestudy.stats import Verdict, compare_equivalent
+from aestudy.study import Study, sized
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
 SIZES = {  # knob: (smoke, standard, full)
@@ -58,6 +59,19 @@ def ae_config(arch: str, latent_dim: int, *, input_shape: tuple[int, int, int] =
     """The plain autoencoder of notebook 01: MSE loss, i.e. a Gaussian decoder with fixed σ = 1."""
     return ModelConfig(kind="ae", arch=arch, latent_dim=latent_dim, likelihood="gaussian", sigma=1.0,
                        input_shape=input_shape)
+
+
+def notebook01_ae(study: Study) -> TrainResult:
+    """Notebook 01's section-1 MLP AE for another notebook of the same run (02 shows its prior samples beside the
+    VAE's): 01's configuration rebuilt from `study`'s parameters (profile sizes, data split, latent size, training
+    parameters, the `epochs` parameter when given), so it is loaded from the checkpoint cache when 01 has run with
+    the same parameters, else trained once exactly as 01 would train it (grey levels, MSE).
+    """
+    size = sized(study.profile, SIZES)
+    data = load_dataset(study.config.dataset, seed=study.seed,
+                        **split_sizes(study.config.dataset, limit=size["limit"], val_size=size["val_size"]))
+    cfg = study.train_config(epochs=study.config.epochs_or(size["epochs"]))
+    return train_or_load(ae_config("mlp", study.config.latent_dim, input_shape=data.info.shape), cfg, data)
 
 
 def pca_mse(train_images: Tensor, test_images: Tensor, latent_dim: int, *, seed: int = 0) -> float:

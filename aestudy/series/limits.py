@@ -46,7 +46,7 @@ SIZES = {  # knob: (smoke, standard, full)
     "limit": (2000, None, None),  # training images of the reference AE/VAE (None = all 55,000), as notebook 03
     "val_size": (500, 5000, 5000),
     "epochs": shared.SIZES["vae_epochs"],  # the reference VAE's epochs (and the AE's beside it)
-    "n_seeds": (1, 5, 5),  # seeds per arm of the GAN-vs-VAE claim (the `n_seeds` parameter overrides)
+    "n_seeds": (1, 5, 10),  # seeds per arm of the GAN-vs-VAE claim (the `n_seeds` parameter overrides)
     "gan_limit": (500, None, None),  # the GAN's training images (stratified subset; None = all)
     # one pass over 55,000 images = 860 steps of 64, ~45 s a seed on one idle thread (~75 s on this busy CPU);
     # 310 steps (2 passes over 10,000) gave speckled blobs, too undertrained to speak for GANs
@@ -56,12 +56,12 @@ SIZES = {  # knob: (smoke, standard, full)
               ("digits", "fashion-mnist", "photo-patches-32", "photo-patches-64")),
     "ladder_limit": (300, 2000, 10000),  # training images per rung (fewer where the rung holds fewer)
     "ladder_steps": (8, 100, 2000),  # optimiser steps (batch 128) per model and rung: one budget for every rung
-    "ladder_seeds": (1, 3, 5),  # seeds per model and rung (the slope claims need 2 or more)
+    "ladder_seeds": (1, 5, 10),  # seeds per model and rung: the verdicts issue's 5 (standard) / 10 (full)
     "ladder_eval": (200, 1000, 2000),  # images per FID (capped by the rung's test split)
     "feature_epochs": (1, 3, 5),  # epochs of each rung's FID-AE feature autoencoder
     "label_counts": ((100,), (100, 1000), (100, 1000)),  # balanced labelled subsets for M2 and the probes
     "m2_limit": (600, 10000, None),  # M2's training images (labelled + unlabelled)
-    "m2_seeds": (1, 5, 5),  # labelled subsets (and M2 seeds) at the smallest label count; larger counts: one
+    "m2_seeds": (1, 5, 10),  # labelled subsets (and M2 seeds) at the smallest label count; larger counts: one
     "m2_epochs": (1, 4, 30),
     "m2_hidden": (100, 300, 500),  # units of M2's hidden layers (paper: 500)
 }

@@ -33,7 +33,7 @@ def vae_epochs(study: Study) -> int:
 
 
 def reference_vae(study: Study, binary: Dataset, *, beta: float = 1.0) -> TrainResult:
-    """The reference VAE (notebook 02, section 5): MLP, Bernoulli decoder, dynamically binarized data.
+    """The reference VAE (notebook 02, section 6): MLP, Bernoulli decoder, dynamically binarized data.
 
     `beta` is notebook 02's parameter (1 = the ELBO): the VAE that notebooks 03 and 04 reuse is the β = 1 one.
     """
