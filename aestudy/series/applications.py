@@ -61,7 +61,10 @@ SIZES = {  # knob: (smoke, standard, full)
     "n_per_class": (50, 500, 1000),  # synthetic images per class
     "n_seeds": (2, 5, 10),  # training seeds of the replicate models behind the comparative claims
     "seed_limit": (2000, 10000, None),  # training images of each replicate (None = all)
-    "seed_epochs": (1, 3, 10),  # epochs of each replicate (section 1's four models and the CVAE of section 4)
+    # Epochs of each replicate: section 1's four models and the CVAEs of section 4. A CVAE follows its label more
+    # the longer it trains (measured in standard: 0.30-0.34 of samples recognised per seed at 3 epochs on 10k images,
+    # 0.52 for the shown CVAE at 5 epochs on all images), so the CVAE verdicts speak for this budget, and say so.
+    "seed_epochs": (1, 3, 10),
     # Images each replicate scores in sections 3 and 5 (test images, and as many OOD images). A per-seed AUROC on
     # 1,000 vs 1,000 images has a standard error of about 0.01, a fifth of the claims' minimum effect (0.05): the
     # seed-to-seed spread, not the image count, limits these claims, and IS-NLL costs k passes per image.
@@ -72,6 +75,10 @@ SIZES = {  # knob: (smoke, standard, full)
     "holdout_seed_epochs": (1, 3, 10),
     # The VAE replicates of sections 3 and 5 (trained on binarized images of every class) are notebook 03's seed
     # replicates (its `subset` images, `rep_epochs` epochs, same configs): a series run loads them from the cache.
+    # Measured in standard (1,000 test and OOD images each): IS-NLL AUROC 0.35-0.38 per seed (the shown reference VAE:
+    # 0.42), ρ(σ², error) -0.25 to -0.36 (-0.39), ρ(−ELBO, error) 0.38-0.47 (0.41) agree with the shown model; the
+    # posterior-variance AUROC does not: 0.95-1.00 per seed with all 16 units active, 0.30 for the reference VAE with
+    # 7. Which units stay active depends on training, so that verdict speaks for this budget (the notebook says so).
     "lik_seed_limit": comparison.SIZES["subset"],
     "lik_seed_epochs": comparison.SIZES["rep_epochs"],
 }
