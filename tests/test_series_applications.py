@@ -474,3 +474,19 @@ def test_cvae_agreement_counts_samples_of_the_requested_class_and_the_verdicts_r
     assert s04.cvae_label_matters(high, 10).verdict == "holds" and s04.cvae_follows_label(high).verdict == "holds"
     assert s04.cvae_label_matters(low, 10).verdict == "does not hold"
     assert s04.cvae_follows_label(low).verdict == "does not hold"
+
+
+def test_likelihood_beats_recon_is_paired_over_seeds_and_needs_both_scores():
+    rows = lambda vae, ae: [{"seed": s, "score": name, "auroc": v}  # noqa: E731 - a table builder
+                            for s, (a, b) in enumerate(zip(vae, ae, strict=True))
+                            for name, v in (("VAE IS-NLL", a), ("AE recon error", b), ("VAE −ELBO", 0.5))]
+    # A seed-shared offset (the hard seeds are hard for both) cancels in the paired test: +0.1 every seed holds.
+    base = [0.55, 0.70, 0.62, 0.80, 0.66]
+    jitter = [0.004, -0.003, 0.001, -0.002, 0.0]
+    better = s04.likelihood_beats_recon(pd.DataFrame(rows([b + 0.1 + j for b, j in zip(base, jitter, strict=True)], base)))
+    assert better.verdict == "holds" and better.effect == pytest.approx(0.1) and better.n_seeds == (5, 5)
+    assert "paired" in better.test
+    worse = s04.likelihood_beats_recon(pd.DataFrame(rows([b - 0.1 + j for b, j in zip(base, jitter, strict=True)], base)))
+    assert worse.verdict == "does not hold"
+    with pytest.raises(ConfigError, match=r"no VAE IS-NLL score; score the held-out replicates with k set"):
+        s04.likelihood_beats_recon(pd.DataFrame([r for r in rows(base, base) if r["score"] != "VAE IS-NLL"]))

@@ -40,7 +40,7 @@ from aestudy.noise import NoiseConfig
 from aestudy.probes import active_features, probe_table
 from aestudy.series import comparison
 from aestudy.series.basics import subset
-from aestudy.stats import Verdict, compare_to_value
+from aestudy.stats import Verdict, compare, compare_to_value
 from aestudy.study import Study
 from aestudy.train import TrainConfig, train_or_load
 
@@ -245,6 +245,26 @@ def anomaly_beats_chance(aurocs: pd.DataFrame) -> Verdict:
     for a seed at its worst score, so the per-seed minimum AUROC over scores is tested against 0.5."""
     worst = aurocs.groupby("seed")["auroc"].min().sort_index().to_numpy(dtype=float)
     return compare_to_value(worst, CHANCE_AUROC, higher_is_better=True, min_effect=MIN_AUROC_EFFECT)
+
+
+LIKELIHOOD_VS_RECON_MIN_EFFECT = 0.02  # AUROC: a smaller difference would not change which detector one picks
+
+
+def likelihood_beats_recon(aurocs: pd.DataFrame) -> Verdict:
+    """The verdict on 04.likelihood-beats-recon-error from `holdout_seed_aurocs`: the VAE's IS-NLL AUROC minus the
+    AE's reconstruction-error AUROC, paired by training seed (each seed's AE and VAE saw the same images in the same
+    order), min effect `LIKELIHOOD_VS_RECON_MIN_EFFECT`. Needs the "VAE IS-NLL" score (k not None).
+
+    Raises:
+        ConfigError: when `aurocs` lacks either score.
+    """
+    table = aurocs.pivot(index="seed", columns="score", values="auroc").sort_index()
+    missing = [name for name in ("VAE IS-NLL", "AE recon error") if name not in table.columns]
+    if missing:
+        raise ConfigError(f"likelihood_beats_recon: the AUROC table has no {', '.join(missing)} score; score the "
+                          "held-out replicates with k set (IS-NLL).")
+    return compare(table["VAE IS-NLL"].to_numpy(float), table["AE recon error"].to_numpy(float),
+                   higher_is_better=True, min_effect=LIKELIHOOD_VS_RECON_MIN_EFFECT, paired=True)
 
 
 def likelihood_seed_table(models: Mapping[int, nn.Module], inside: tuple[Tensor, Tensor],
