@@ -483,10 +483,11 @@ def test_likelihood_beats_recon_is_paired_over_seeds_and_needs_both_scores():
     # A seed-shared offset (the hard seeds are hard for both) cancels in the paired test: +0.1 every seed holds.
     base = [0.55, 0.70, 0.62, 0.80, 0.66]
     jitter = [0.004, -0.003, 0.001, -0.002, 0.0]
-    better = s04.likelihood_beats_recon(pd.DataFrame(rows([b + 0.1 + j for b, j in zip(base, jitter, strict=True)], base)))
+    shifted = lambda by: [b + by + j for b, j in zip(base, jitter, strict=True)]  # noqa: E731
+    better = s04.likelihood_beats_recon(pd.DataFrame(rows(shifted(0.1), base)))
     assert better.verdict == "holds" and better.effect == pytest.approx(0.1) and better.n_seeds == (5, 5)
     assert "paired" in better.test
-    worse = s04.likelihood_beats_recon(pd.DataFrame(rows([b - 0.1 + j for b, j in zip(base, jitter, strict=True)], base)))
+    worse = s04.likelihood_beats_recon(pd.DataFrame(rows(shifted(-0.1), base)))
     assert worse.verdict == "does not hold"
     with pytest.raises(ConfigError, match=r"no VAE IS-NLL score; score the held-out replicates with k set"):
         s04.likelihood_beats_recon(pd.DataFrame([r for r in rows(base, base) if r["score"] != "VAE IS-NLL"]))
