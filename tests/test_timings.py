@@ -1,4 +1,4 @@
-"""The measured run time at the top of each notebook: recorded from a run's state.json, never made up (issue 19, item 7)."""
+"""The measured run time at the top of each notebook: from a run's state.json, never made up (issue 19, item 7)."""
 
 from __future__ import annotations
 
