@@ -17,11 +17,12 @@ else
 PIP_TORCH :=
 endif
 
-.PHONY: setup data browser run test lint unit notebooks e2e bench lab clean help gpu-wheels gpu-check
+.PHONY: setup data browser run timings test lint unit notebooks e2e bench lab clean help gpu-wheels gpu-check
 
 help:
 	@echo "make setup  - create .venv, install aestudy[dev,bench], register the 'aestudy' kernel, fetch data"
 	@echo "make run    - setup, then run the notebook series with papermill into runs/ (PROFILE=$(PROFILE))"
+	@echo "make timings RUN=runs/NAME [NOTE=...] - merge that run's wall times into notebooks/timings.json"
 	@echo "make test   - setup, then ruff + unit tests + notebooks (smoke) + browser tests"
 	@echo "make bench  - setup, then the training-speed / quality benchmarks"
 	@echo "make lab    - JupyterLab on the venv, opened on notebooks/"
@@ -59,6 +60,12 @@ browser:
 
 run: setup
 	$(BIN)/aestudy run --profile $(PROFILE)
+
+# The run time each notebook shows at its top is read from notebooks/timings.json; this merges a finished run's
+# wall times into it (NOTE: how it ran when that matters, e.g. "5 notebooks at once").
+timings: $(STAMP)
+	@test -n "$(RUN)" || { echo "make timings needs RUN=runs/NAME (a finished aestudy run)"; exit 2; }
+	$(BIN)/python -m aestudy.runner.timings "$(RUN)" "$(NOTE)"
 
 lint: $(STAMP)
 	@echo "==> ruff"

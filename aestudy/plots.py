@@ -18,6 +18,10 @@ from aestudy.data import UNLABELLED
 from aestudy.errors import ConfigError
 
 NATS = "nats / image"
+# The printed size of one image tile in every sample grid (issue 19: tiles of 0.4-0.8 inch were too small to judge
+# a sample by; at 1.1 inch a 28×28 image shows each pixel as a visible square on a laptop screen).
+TILE_INCHES = 1.1
+MAX_FIGURE_WIDTH = 18.0  # inches: wider figures are shrunk by JupyterLab, which would undo TILE_INCHES
 # One colour per model across the whole series (issue 19): every plot of a model takes its colour from here through
 # `model_palette`, so the AE is the same blue in 01's curves, 03's bars and 05's ladder. A variant shares its
 # family's hue only when it never appears beside it; ex-post samplers and data get their own.
@@ -107,13 +111,43 @@ def image_grid(
 ) -> Axes:
     """Images (N,1,H,W) in [0, 1] as one mosaic with `nrow` images per row."""
     tiles = mosaic(images, nrow=nrow, padding=padding)
-    width = min(0.8 * tiles.shape[1] / 30, 12.0)
-    ax = _axes(ax, (width, min(width * tiles.shape[0] / tiles.shape[1], 12.0)))
+    n = len(_as_images(images))
+    cols, rows = min(nrow, max(n, 1)), max(math.ceil(n / nrow), 1)
+    if ax is None:  # room for the title and margins on top of the tiles themselves
+        ax = plt.subplots(figsize=(min(TILE_INCHES * cols + 0.5, MAX_FIGURE_WIDTH), TILE_INCHES * rows + 0.8),
+                          layout="constrained")[1]
     _show(ax, tiles)
     ax.set_axis_off()
     if title:
         ax.set_title(title)
     return ax
+
+
+def sample_panels(grids: Mapping[str, ImageLike], *, nrow: int = 4, per_row: int | None = None,
+                  tile: float = TILE_INCHES) -> plt.Figure:
+    """One titled panel of images per entry of `grids` (name -> images (N,C,H,W) in [0, 1]), `nrow` images per panel
+    row, `per_row` panels per figure row (default: as many as fit in `MAX_FIGURE_WIDTH`), each tile `tile` inches
+    wide, so that samples stay large enough to judge however many sources sit side by side.
+
+    Returns the Figure. Raises ConfigError for no grids, `nrow` or `per_row` < 1, or `tile` ≤ 0.
+    """
+    if not grids:
+        raise ConfigError("grids must hold at least one name -> images entry.")
+    if nrow < 1 or (per_row is not None and per_row < 1) or not tile > 0:
+        raise ConfigError(f"nrow={nrow} and per_row={per_row} must be ≥ 1 and tile={tile} > 0.")
+    arrays = {name: _as_images(images) for name, images in grids.items()}
+    cols = min(nrow, max(len(a) for a in arrays.values()))
+    rows = max(math.ceil(len(a) / nrow) for a in arrays.values())
+    panel_w, panel_h = tile * cols + 0.5, tile * rows + 0.8  # + room for the title and the gaps
+    per_row = min(per_row or max(int(MAX_FIGURE_WIDTH // panel_w), 1), len(arrays))
+    lines = math.ceil(len(arrays) / per_row)
+    fig, axes = plt.subplots(lines, per_row, figsize=(panel_w * per_row, panel_h * lines), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(arrays):]:
+        ax.set_axis_off()
+    for ax, (name, images) in zip(axes.flat, arrays.items(), strict=False):
+        image_grid(images, nrow=nrow, ax=ax, title=name)
+    return fig
 
 
 def image_rows(
@@ -131,7 +165,7 @@ def image_rows(
     blank = np.ones(shape)
     stacked = [img for a in arrays.values() for img in [*a, *[blank] * (cols - len(a))]]
     pad = 2
-    ax = _axes(ax, (max(0.7 * cols, 3.0) + 1.5, 0.7 * len(arrays) + 0.6))
+    ax = _axes(ax, (min(max(TILE_INCHES * cols, 3.0) + 1.5, MAX_FIGURE_WIDTH), TILE_INCHES * len(arrays) + 0.6))
     _show(ax, mosaic(np.stack(stacked), nrow=cols, padding=pad))
     ax.set_yticks([pad + (h + pad) * k + h / 2 for k in range(len(arrays))], list(arrays))
     ax.set_xticks([])

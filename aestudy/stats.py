@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -545,3 +545,113 @@ def holm(verdicts: Mapping[str, Verdict], alpha: float = 0.05) -> dict[str, bool
     p_values = [1.0 if v.p_value is None else v.p_value for v in verdicts.values()]
     reject = multipletests(p_values, alpha=alpha, method="holm")[0]
     return {key: bool(r) and v.holds for (key, v), r in zip(verdicts.items(), reject, strict=True)}
+
+
+# --- one arm against a fixed value, and equivalence ("matches") claims ----------------------------------------
+
+
+def compare_to_value(values: Sequence[float], reference: float, *, higher_is_better: bool, min_effect: float,
+                     alpha: float = 0.05) -> Verdict:
+    """The three-way verdict on "the per-seed values lie above (or below) a fixed reference value".
+
+    For claims about one method measured once per training seed against a number that has no seed of its own:
+    chance (AUROC 0.5, accuracy 1/K), zero correlation, equal variance (a log-ratio of 0). The effect is
+    ``mean(values) - reference`` (``reference - mean(values)`` when lower is better) and the verdict follows the
+    rule of `compare` (comment above `VERDICTS`).
+
+    Args:
+        values: (n,) one value per training seed, in the metric's units.
+        reference: the fixed value the claim compares with, same units.
+        higher_is_better: True when the claim says the values are above the reference.
+        min_effect: the smallest distance from the reference (>= 0, metric units) the claim counts as real,
+            fixed before measuring.
+        alpha: level of the test and of the two-sided (1 - alpha) interval, in (0, 1).
+
+    Returns:
+        A `Verdict` from the one-sample t test of ``values - reference`` (scipy.stats.ttest_rel against a constant
+        arm, which is that test; Student 1908); `mean_b` is the reference and `n_seeds` (n, n). Fewer than 2 values,
+        or no spread at all: "inconclusive" with no interval.
+
+    Raises:
+        ConfigError: naming the parameter, for empty or non-finite values, a non-finite reference, min_effect < 0
+            or alpha outside (0, 1).
+    """
+    reference = as_float(reference, "reference")
+    arr = _values(values, "values")
+    verdict = compare(arr, np.full(arr.size, reference), higher_is_better=higher_is_better, min_effect=min_effect,
+                      alpha=alpha, paired=True)
+    if verdict.test == "none":
+        return verdict
+    return replace(verdict, test=f"one-sample t against {reference:g} (scipy.stats.ttest_rel on value − reference)")
+
+
+def compare_equivalent(a: Sequence[float], b: Sequence[float], *, tolerance: float, alpha: float = 0.05,
+                       paired: bool = False) -> Verdict:
+    """The three-way verdict on an equivalence claim, "arm a matches arm b within ± tolerance".
+
+    Equivalence testing (two one-sided tests, TOST; Schuirmann 1987, J. Pharmacokinet. Biopharm. 15(6); Lakens
+    2017): with the two-sided (1 - alpha) interval of ``mean(a) - mean(b)`` across seeds,
+
+        holds          the interval lies inside (-tolerance, +tolerance);
+        does not hold  the interval lies entirely outside it (above +tolerance or below -tolerance);
+        inconclusive   otherwise (it straddles a bound), and with fewer than 2 seeds or no spread at all.
+
+    As in `compare`, each wrong decision has probability <= alpha/2 (the interval is the 1 - alpha one, not
+    TOST's 1 - 2·alpha).
+
+    Args:
+        a, b: (n_a,), (n_b,) one value per training seed, in the metric's units (pass log values to state the
+            tolerance as a ratio; a seedless reference such as PCA's error as n equal values with paired=True).
+        tolerance: the half-width (> 0, metric units) of the region the claim calls "the same", fixed before
+            measuring; recorded as the verdict's `min_effect`.
+        alpha: level, in (0, 1).
+        paired: seed i of a and of b belong together (paired t on the differences; needs n_a == n_b), else Welch.
+
+    Returns:
+        A `Verdict` with effect = mean(a) - mean(b), the t interval, and the TOST p-value (statsmodels
+        `ttost_paired` / `ttost_ind(usevar="unequal")`: the larger of the two one-sided p-values).
+
+    Raises:
+        ConfigError: naming the parameter, for empty or non-finite arms, tolerance <= 0, alpha outside (0, 1) or
+            unequal paired arms.
+    """
+    from statsmodels.stats.weightstats import ttost_ind, ttost_paired  # see compare_accuracy on the local import
+
+    tolerance = as_float(tolerance, "tolerance", low=0.0, low_open=True)
+    alpha = as_float(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
+    paired = as_bool(paired, "paired")
+    a, b = _values(a, "a"), _values(b, "b")
+    require(not paired or a.size == b.size, "b", f"<{b.size} values>",
+            f"paired=True needs one value per seed of a ({a.size})")
+    mean_a, mean_b = float(a.mean()), float(b.mean())
+    effect = mean_a - mean_b
+    common = {"effect": effect, "n_seeds": (int(a.size), int(b.size)), "min_effect": tolerance, "alpha": alpha,
+              "higher_is_better": True, "mean_a": mean_a, "mean_b": mean_b}
+    if min(a.size, b.size) < 2:
+        return Verdict(ci_low=None, ci_high=None, p_value=None, test="none", verdict="inconclusive",
+                       reason="fewer than 2 seeds in an arm: the seed-to-seed spread cannot be estimated", **common)
+    if paired:
+        d = a - b
+        se, df = float(np.std(d, ddof=1) / math.sqrt(d.size)), float(d.size - 1)
+    else:
+        va, vb = float(np.var(a, ddof=1)) / a.size, float(np.var(b, ddof=1)) / b.size
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if se > 0 else 1.0
+    if not se > 0:
+        return Verdict(ci_low=None, ci_high=None, p_value=None, test="none", verdict="inconclusive",
+                       reason="no spread between seeds: the t interval is undefined", **common)
+    half = float(student_t.ppf(1 - alpha / 2, df)) * se
+    low, high = effect - half, effect + half
+    if paired:
+        p, test = float(ttost_paired(a, b, -tolerance, tolerance)[0]), "TOST, paired t (statsmodels ttost_paired)"
+    else:
+        p = float(ttost_ind(a, b, -tolerance, tolerance, usevar="unequal")[0])
+        test = "TOST, Welch t (statsmodels ttost_ind)"
+    if -tolerance < low and high < tolerance:
+        verdict, reason = "holds", f"CI inside ±{tolerance:.3g}"
+    elif low > tolerance or high < -tolerance:
+        verdict, reason = "does not hold", f"CI entirely outside ±{tolerance:.3g}"
+    else:
+        verdict, reason = "inconclusive", f"CI straddles ±{tolerance:.3g}"
+    return Verdict(ci_low=low, ci_high=high, p_value=p, test=test + f", equivalence within ±{tolerance:.3g}",
+                   verdict=verdict, reason=reason, **common)

@@ -278,3 +278,48 @@ def test_manifold_grid_tiles_are_square_on_screen(bounds):
     per_x = box.width / (x1 - x0 + (x1 - x0) / 4)
     per_y = box.height / (y1 - y0 + (y1 - y0) / 4)
     np.testing.assert_allclose(per_x * (x1 - x0) / 4, per_y * (y1 - y0) / 4, rtol=0.02)
+
+
+def _square(n: int) -> torch.Tensor:
+    """n Fashion-MNIST-sized images (28×28, grey)."""
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
+
+
+def _drawn_tile_inches(ax, images, nrow):
+    """The printed width of one tile of an image_grid drawn on `ax` (the mosaic keeps its aspect inside the Axes)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    tiles = plots.mosaic(images, nrow=nrow)
+    scale = min(box.width / tiles.shape[1], box.height / tiles.shape[0])  # screen pixels per image pixel
+    return scale * (images.shape[-1] + 2) / fig.dpi
+
+
+@pytest.mark.parametrize(("n_grids", "n", "nrow", "per_row"), [(3, 16, 4, None), (4, 16, 4, 2), (2, 36, 6, None),
+                                                               (5, 16, 4, 3), (1, 16, 8, None)])
+def test_sample_grids_are_large_enough_to_judge(n_grids, n, nrow, per_row):
+    """Issue 19: sample tiles readable, at least TILE_INCHES (1.1 inch) each, however many sources sit side by side."""
+    grids = {f"source {k}": _square(n) for k in range(n_grids)}
+    fig = plots.sample_panels(grids, nrow=nrow, per_row=per_row)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == n_grids and [ax.get_title() for ax in drawn] == list(grids)
+    for ax in drawn:
+        assert _drawn_tile_inches(ax, _square(n), nrow) >= plots.TILE_INCHES - 0.02
+    assert fig.get_figwidth() <= plots.MAX_FIGURE_WIDTH + 1e-9 or per_row is not None
+    plt.close(fig)
+
+
+def test_a_standalone_grid_and_image_rows_have_large_tiles():
+    ax = plots.image_grid(_square(16), nrow=8, title="samples")
+    assert _drawn_tile_inches(ax, _square(16), 8) >= plots.TILE_INCHES - 0.02
+    assert ax.figure.get_figwidth() >= 8 * plots.TILE_INCHES
+    ax = plots.reconstruction_pairs(_square(8), _square(8), n=8)
+    assert ax.figure.get_figwidth() >= 8 * plots.TILE_INCHES
+    plt.close("all")
+
+
+def test_sample_panels_rejects_bad_layouts():
+    with pytest.raises(ConfigError, match="at least one"):
+        plots.sample_panels({})
+    with pytest.raises(ConfigError, match="nrow=0"):
+        plots.sample_panels({"a": _square(4)}, nrow=0)

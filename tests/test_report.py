@@ -394,3 +394,19 @@ def test_for_this_data_is_shown_for_every_run_even_without_its_claims(tmp_path):
     assert report.goal_answer([("does not hold", "AE"), ("inconclusive", "VAE")]) == "no clear difference"
     assert report.goal_answer([("holds", "VAE"), ("inconclusive", "VAE")]) == "VAE"
     assert "## For this data" in report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
+
+
+def test_timings_say_the_series_wall_time_and_how_many_notebooks_ran_at_once(tmp_path):
+    def texts(metrics):
+        blocks = report.report_blocks(metrics, tmp_path)
+        start = next(i for i, b in enumerate(blocks) if b.kind == "h2" and b.content == "Timings")
+        return [b.content for b in blocks[start + 1:start + 3] if b.kind == "p"]
+
+    base = {"run": "r", "status": "complete", "profile": "smoke", "notebooks": {
+        "01_a": {"claims": [], "metrics": {}, "wall_s": 70.0}, "02_b": {"claims": [], "metrics": {}, "wall_s": 60.0}}}
+    assert texts({**base, "series_wall_s": 80.4, "jobs": 2}) == [
+        "The series took 80 s of wall time, 2 notebooks at a time (each notebook's wall time below overlaps others', "
+        "so they add up to more)."]
+    assert texts({**base, "series_wall_s": 130.0, "jobs": 1}) == ["The series took 130 s of wall time, one notebook "
+                                                                  "at a time."]
+    assert texts(base) == []  # a run from before the runner recorded it

@@ -511,6 +511,38 @@ def test_jobs_must_be_a_positive_integer():
         resolve_jobs(0, "cpu")
 
 
+@pytest.mark.slow
+def test_sigterm_during_concurrent_notebooks_leaves_a_resumable_run(tmp_path):
+    """SIGTERM (a kill, a scheduler's limit) reaches only the runner: it stops like Ctrl-C, passes the interrupt on to
+    the kernel still running (01, held at its gate) and leaves the run resumable; 02, already done, is kept."""
+    run_dir = tmp_path / "runs" / "terminated"
+    reached = tmp_path / "reached"
+    env = {**os.environ, "TOY_GATE": str(tmp_path / "never"), "TOY_GATE_REACHED": str(reached)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aestudy.runner.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--jobs", "2",
+         "--profile", "smoke", "--out", str(run_dir), "--quiet"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+    def beta_done() -> bool:
+        return (run_dir / "state.json").exists() and load_state(run_dir)["status"][f"{BETA}.ipynb"] == "done"
+
+    _wait_for(reached.exists, proc, "01 to reach its gate cell")
+    _wait_for(beta_done, proc, "02 to finish while 01 waits")
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=50)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - began < 40  # the gate would hold 01 for 60 s: the kernel was interrupted
+    assert err.endswith(f"interrupted during {ALPHA}.ipynb; completed notebooks are kept. Continue with: aestudy "
+                        f"run --resume {run_dir}\n")
+    state = load_state(run_dir)
+    assert state["run_status"] == "interrupted"
+    assert state["status"] == {f"{ALPHA}.ipynb": "pending", f"{BETA}.ipynb": "done"}
+    partial = nbformat.read(str(run_dir / f"{ALPHA}.ipynb"), as_version=4)
+    assert partial.metadata["aestudy"]["status"] == "interrupted"
+
+
 # ------------------------------------------------------------------------------------------ run-folder integrity
 # These drive the runner with papermill's execution replaced by a stand-in (no kernel): what they test is the
 # runner's bookkeeping around it: claims, state, resume and the advice it prints.

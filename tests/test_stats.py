@@ -368,3 +368,77 @@ def test_holm_against_a_hand_worked_example():
     assert holm({}) == {}
     with pytest.raises(ConfigError, match=r"verdicts\['x'\]='float' is invalid; it must be a Verdict"):
         holm({"x": 0.01})  # type: ignore[dict-item]
+
+
+# --- one arm against a fixed value; equivalence ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_compare_to_value_calibration(higher_is_better):
+    """The issue-14 bounds for a one-sample claim: 5 seeds of sd 1 against a fixed reference, min effect 0.5."""
+    rng = np.random.default_rng(17)
+    sign, reference = (1.0 if higher_is_better else -1.0), 10.0
+
+    def study(effect: float) -> Verdict:
+        return stats.compare_to_value(rng.normal(reference + sign * effect, 1.0, N_SEEDS), reference,
+                                      higher_is_better=higher_is_better, min_effect=MIN_EFFECT)
+
+    _check_calibration(study, n=1000)
+
+
+def test_compare_to_value_is_the_one_sample_t_test():
+    from scipy.stats import ttest_1samp
+
+    values = np.array([0.61, 0.58, 0.66, 0.55, 0.63])
+    v = stats.compare_to_value(values, 0.5, higher_is_better=True, min_effect=0.05)
+    expected = ttest_1samp(values, 0.5)
+    ci = expected.confidence_interval(0.95)
+    assert v.effect == pytest.approx(values.mean() - 0.5) and v.p_value == pytest.approx(expected.pvalue)
+    assert (v.ci_low, v.ci_high) == (pytest.approx(ci.low - 0.5), pytest.approx(ci.high - 0.5))
+    assert v.verdict == "holds" and v.mean_b == 0.5 and v.test.startswith("one-sample t against 0.5")
+    below = stats.compare_to_value(1.0 - values, 0.5, higher_is_better=False, min_effect=0.05)
+    assert below.effect == pytest.approx(v.effect) and below.verdict == "holds"  # the mirror image, lower is better
+    assert stats.compare_to_value([0.7], 0.5, higher_is_better=True, min_effect=0.05).verdict == "inconclusive"
+    with pytest.raises(ConfigError, match="reference="):
+        stats.compare_to_value(values, float("nan"), higher_is_better=True, min_effect=0.05)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_equivalence_calibration(paired):
+    """TOST within ±tolerance: identical arms are called equivalent most of the time (5 seeds, sd 0.1, tolerance 0.5),
+    a shift of exactly the tolerance is called equivalent at most alpha/2 of the time, a shift of 4× the tolerance
+    is called "does not hold" almost always."""
+    rng = np.random.default_rng(18)
+    n, tol, sd = 1000, 0.5, 0.1
+
+    def study(shift: float) -> Verdict:
+        b = rng.normal(0.0, sd, N_SEEDS)
+        a = (b if paired else rng.normal(0.0, sd, N_SEEDS)) + shift + rng.normal(0.0, sd, N_SEEDS)
+        return stats.compare_equivalent(a, b, tolerance=tol, paired=paired)
+
+    same, edge, far = ([study(s) for _ in range(n)] for s in (0.0, tol, 4 * tol))
+    assert sum(v.verdict == "holds" for v in same) / n >= 0.80
+    assert sum(v.verdict == "holds" for v in edge) / n <= ALPHA / 2 + _mc_error(ALPHA / 2, n)
+    assert sum(v.verdict == "does not hold" for v in far) / n >= 0.95
+    assert all(v.ci_low <= v.effect <= v.ci_high for v in same + edge + far)
+
+
+def test_equivalence_verdicts_and_statsmodels_p_value():
+    from statsmodels.stats.weightstats import ttost_paired
+
+    pca = np.full(5, np.log(0.02))
+    close, shifted = pca + [0.01, 0.02, 0.015, 0.012, 0.018], pca + [0.31, 0.29, 0.33, 0.30, 0.32]
+    straddle = pca + [0.02, 0.15, 0.05, 0.12, 0.0]
+    v = stats.compare_equivalent(close, pca, tolerance=math.log(1.08), paired=True)
+    assert v.verdict == "holds" and v.effect == pytest.approx(0.015) and v.min_effect == pytest.approx(math.log(1.08))
+    assert v.p_value == pytest.approx(ttost_paired(close, pca, -math.log(1.08), math.log(1.08))[0])
+    assert stats.compare_equivalent(shifted, pca, tolerance=math.log(1.08), paired=True).verdict == "does not hold"
+    assert stats.compare_equivalent(-shifted + 2 * pca, pca, tolerance=math.log(1.08), paired=True).verdict == \
+        "does not hold"  # outside below -tolerance too
+    assert stats.compare_equivalent(straddle, pca, tolerance=math.log(1.08), paired=True).verdict == "inconclusive"
+    assert stats.compare_equivalent(close[:1], pca[:1], tolerance=0.1, paired=True).verdict == "inconclusive"
+    assert stats.compare_equivalent(pca, pca, tolerance=0.1, paired=True).reason.startswith("no spread")
+    with pytest.raises(ConfigError, match="tolerance="):
+        stats.compare_equivalent(close, pca, tolerance=0.0)
+    with pytest.raises(ConfigError, match="paired=True needs one value per seed"):
+        stats.compare_equivalent(close, pca[:3], tolerance=0.1, paired=True)

@@ -4,6 +4,7 @@ options `run` and `sweep` share are defined once, in `_study_options`)."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -243,6 +244,9 @@ def run_main(args: argparse.Namespace) -> int:
     from aestudy.runner.params import collect_params, parse_only
     from aestudy.runner.run import EXIT_INTERRUPTED, resume_study, run_study  # papermill: imported when used
 
+    # SIGTERM (a `kill`, a scheduler's time limit, a closing terminal session) stops the run the way Ctrl-C does:
+    # the notebooks running are marked pending and interrupted, the state stays resumable.
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         params = collect_params(args.parameters, args.params)
         if args.resume is not None:
@@ -260,7 +264,13 @@ def run_main(args: argparse.Namespace) -> int:
                                kernel=args.kernel or DEFAULT_KERNEL, progress=not args.quiet, jobs=args.jobs)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return result.exit_code
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def sweep_main(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -126,8 +128,31 @@ def _kernel_manager_with_env(env: Mapping[str, str], base: type | None = None) -
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             kw["env"] = {**(kw.get("env") or os.environ), **extra}
             await super()._async_launch_kernel(kernel_cmd, **kw)
+            pid = getattr(getattr(self, "provisioner", None), "pid", None)
+            if pid is not None:
+                with _KERNELS_LOCK:
+                    _KERNEL_PIDS.add(pid)
 
     return EnvKernelManager
+
+
+# Kernel processes this runner started (pids), so an interrupt of the runner alone (SIGTERM, or a Ctrl-C that
+# reached only this process) can be passed on to kernels that papermill drives in worker threads.
+_KERNEL_PIDS: set[int] = set()
+_KERNELS_LOCK = threading.Lock()
+
+
+def interrupt_kernels() -> None:
+    """Send SIGINT to every kernel this process started that still runs: its cell stops with KeyboardInterrupt,
+    papermill returns, and the notebook is left resumable like after a Ctrl-C in the terminal."""
+    with _KERNELS_LOCK:
+        pids = list(_KERNEL_PIDS)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except (ProcessLookupError, PermissionError):  # finished (or the pid reused by someone else's process)
+            with _KERNELS_LOCK:
+                _KERNEL_PIDS.discard(pid)
 
 
 def _kernel_manager_logging_to(log: Path, base: type | None = None) -> type:

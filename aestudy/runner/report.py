@@ -669,7 +669,14 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
                          for metric, table in table_metrics(entry, skip=CONFIG_METRICS)]
         if measurements:
             blocks.append(Block("details", measurements, caption=f"Every measurement {name} recorded"))
-    blocks += [Block("h2", "Timings"), Block("table", timings_frame(metrics))]
+    blocks += [Block("h2", "Timings")]
+    if metrics.get("series_wall_s") is not None:
+        jobs = metrics.get("jobs") or 1
+        blocks.append(Block("p", f"The series took {float(metrics['series_wall_s']):.0f} s of wall time, "
+                                 + ("one notebook at a time." if jobs == 1 else
+                                    f"{jobs} notebooks at a time (each notebook's wall time below overlaps "
+                                    "others', so they add up to more).")))
+    blocks.append(Block("table", timings_frame(metrics)))
     closing: list[Block] = [Block("table", parameters_frame(metrics), caption="parameters of each notebook")]
     for name, entry in notebooks.items():
         for metric in CONFIG_METRICS:

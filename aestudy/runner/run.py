@@ -57,6 +57,7 @@ from aestudy.runner.kernel import (
     describe_failure,
     execute_notebook,
     format_failure,
+    interrupt_kernels,
     kernel_log_path,
     kernel_threads,
     mark_interrupted,
@@ -120,7 +121,8 @@ def merge_metrics(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
         })
     merged = {
         "schema": 1, "run": state["name"], "status": state["run_status"], "started": state["started"],
-        "finished": state.get("finished"), "profile": state["profile"], "notebooks": notebooks,
+        "finished": state.get("finished"), "profile": state["profile"], "jobs": state.get("jobs"),
+        "series_wall_s": state.get("series_wall_s"), "notebooks": notebooks,
         "environment": state["environment"],
     }
     write_json_atomic(run_dir / "metrics.json", merged)
@@ -178,6 +180,7 @@ def _execute_series(run_dir: Path, state: dict[str, Any], *, progress: bool, job
     try:
         return _execute_pending(run_dir, state, progress=progress, jobs=jobs)
     except KeyboardInterrupt:
+        interrupt_kernels()  # a SIGTERM reached only this process: stop the kernels' cells too
         running = [name for name in state["notebooks"] if state["status"][name] == "running"]
         for name in running:
             state["status"][name] = "pending"
@@ -257,17 +260,13 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
             settle(name, metrics_file, time.perf_counter() - began, None)
     else:
         with ThreadPoolExecutor(jobs, thread_name_prefix="aestudy-notebook") as pool:
-            while queue or running:
-                while queue and len(running) < jobs and not failed:
-                    name = queue.pop(0)
-                    metrics_file, env = start(name)
-                    running[pool.submit(execute, name, env)] = (name, metrics_file, time.perf_counter())
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: names.index(running[f][0])):
-                    name, metrics_file, began = running.pop(future)
-                    settle(name, metrics_file, time.perf_counter() - began, future.exception())
+            try:
+                _run_concurrently(pool, queue, running, failed, jobs, start, execute, settle, names)
+            except KeyboardInterrupt:
+                # Only the main thread sees the interrupt; the kernels papermill drives in the worker threads
+                # get it passed on, so their cells stop and the pool's exit does not wait for whole notebooks.
+                interrupt_kernels()
+                raise
     state["series_wall_s"] = state.get("series_wall_s", 0.0) + (time.perf_counter() - total_start)
     if failed:
         _finish(run_dir, state, "failed")
@@ -281,6 +280,23 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
     _finish(run_dir, state, "complete")
     _say(f"run complete in {_elapsed(time.perf_counter() - total_start)}: {run_dir / 'report.md'}", progress)
     return RunResult(run_dir, "complete")
+
+
+def _run_concurrently(pool: ThreadPoolExecutor, queue: list[str], running: dict[Future[float], Any],
+                      failed: list[str], jobs: int, start: Any, execute: Any, settle: Any, names: list[str]) -> None:
+    """Keep up to `jobs` notebooks of `queue` running in `pool` (none starts after a failure); settle each as it
+    ends, in series order when several end together."""
+    while queue or running:
+        while queue and len(running) < jobs and not failed:
+            name = queue.pop(0)
+            metrics_file, env = start(name)
+            running[pool.submit(execute, name, env)] = (name, metrics_file, time.perf_counter())
+        if not running:
+            return
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in sorted(finished, key=lambda f: names.index(running[f][0])):
+            name, metrics_file, began = running.pop(future)
+            settle(name, metrics_file, time.perf_counter() - began, future.exception())
 
 
 def next_step(run_dir: Path, state: Mapping[str, Any], name: str, failure: Mapping[str, Any]) -> str:

@@ -10,17 +10,37 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from aestudy.anomaly import check_class, neg_elbo, recon_error, unavailable_reason
-from aestudy.data import DATASET_NAMES, Dataset, DatasetInfo
+from aestudy.anomaly import (
+    anomaly_auroc,
+    anomaly_scores,
+    auroc_table,
+    check_class,
+    model_scorers,
+    neg_elbo,
+    recon_error,
+    score_sets,
+    split_by_class,
+    unavailable_reason,
+    without_class,
+)
+from aestudy.data import DATASET_NAMES, Dataset, DatasetInfo, Split
 from aestudy.denoising import denoising_noise, denoising_table
+from aestudy.ensemble import fit_many
 from aestudy.errors import ConfigError
-from aestudy.evaluation import encode_means
+from aestudy.evaluation import encode_means, generator_on, model_device
+from aestudy.generation import conditional_samples
 from aestudy.latent import posterior_variance
+from aestudy.metrics import active_units
 from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig
 from aestudy.probes import active_features, probe_table
+from aestudy.series import comparison
+from aestudy.series.basics import subset
+from aestudy.stats import Verdict, compare, compare_to_value
 from aestudy.study import Study
 from aestudy.train import TrainConfig, train_or_load
 
@@ -41,8 +61,43 @@ SIZES = {  # knob: (smoke, standard, full)
     "n_per_class": (50, 500, 1000),  # synthetic images per class
     "n_seeds": (2, 5, 10),  # training seeds of the replicate models behind the comparative claims
     "seed_limit": (2000, 10000, None),  # training images of each replicate (None = all)
-    "seed_epochs": (1, 3, 10),  # epochs of each replicate
+    # Epochs of each replicate: section 1's four models and the CVAEs of section 4. A CVAE follows its label more
+    # the longer it trains (measured in standard: 0.30-0.34 of samples recognised per seed at 3 epochs on 10k images,
+    # 0.52 for the shown CVAE at 5 epochs on all images), so the CVAE verdicts speak for this budget, and say so.
+    "seed_epochs": (1, 3, 10),
+    # Images each replicate scores in sections 3 and 5 (test images, and as many OOD images). A per-seed AUROC on
+    # 1,000 vs 1,000 images has a standard error of about 0.01, a fifth of the claims' minimum effect (0.05): the
+    # seed-to-seed spread, not the image count, limits these claims, and IS-NLL costs k passes per image.
+    "seed_eval": (500, 1000, 10000),
+    # The held-out-class replicates (section 3): trained like the table over held-out classes (`table_limit`
+    # images, `table_epochs` epochs in standard), so seed `seed`'s pair is the table's and is loaded, not retrained.
+    "holdout_seed_limit": (2000, 5000, None),
+    "holdout_seed_epochs": (1, 3, 10),
+    # The VAE replicates of sections 3 and 5 (trained on binarized images of every class) are notebook 03's seed
+    # replicates (its `subset` images, `rep_epochs` epochs, same configs): a series run loads them from the cache.
+    # Measured in standard (1,000 test and OOD images each): IS-NLL AUROC 0.35-0.38 per seed (the shown reference VAE:
+    # 0.42), ρ(σ², error) -0.25 to -0.36 (-0.39), ρ(−ELBO, error) 0.38-0.47 (0.41) agree with the shown model; the
+    # posterior-variance AUROC does not: 0.95-1.00 per seed with all 16 units active, 0.30 for the reference VAE with
+    # 7. Which units stay active depends on training, so that verdict speaks for this budget (the notebook says so).
+    "lik_seed_limit": comparison.SIZES["subset"],
+    "lik_seed_epochs": comparison.SIZES["rep_epochs"],
 }
+
+# Pre-specified minimum effects of notebook 04's examined claims about one method against a fixed value (chance,
+# no correlation), each tested over training seeds with `stats.compare_to_value` (one value per seed). With 5 seeds
+# a one-sample t test settles an effect of about 2.5 seed-to-seed standard deviations (issue 14's power figures):
+# these minimum effects are settled when per-seed AUROCs and ρ vary by less than about 0.02-0.04 between seeds.
+CHANCE_AUROC = 0.5
+# AUROC units: 0.05 from chance is the smallest departure that changes whether one would use (or distrust) a score;
+# it is also above the image noise of one replicate's AUROC (~0.01 at `seed_eval` = 1,000).
+MIN_AUROC_EFFECT = 0.05
+# Spearman ρ units: a rank correlation of 0.1 (1 % of rank variance) is the least that makes a score useful as an
+# uncertainty signal for single images.
+MIN_RHO = 0.1
+# Share of CVAE samples the domain classifier assigns to the requested class, against a majority (0.5): 5 points
+# past it, since the classifier's own error on real images is about 10 %, a "majority" by less is not a majority
+# of samples that look like their class.
+MAJORITY, MIN_MAJORITY_EFFECT = 0.5, 0.05
 
 
 
@@ -177,3 +232,137 @@ def per_seed(table: pd.DataFrame, value: str, **where: Any) -> np.ndarray:
     for column, wanted in where.items():
         rows = rows[rows[column] == wanted]
     return rows.sort_values("seed")[value].to_numpy()
+
+
+# --- seed replicates of the claims about one method (issue 14) -------------------------------------------------------
+
+def seed_models(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset, seeds: Sequence[int]
+                ) -> dict[int, nn.Module]:
+    """`model_cfg` trained at `train_cfg` once per seed, the seeds as one batched computation (`ensemble.fit_many`:
+    exact vs one `fit` per seed, each model cached under its own key): {seed: model on the CPU in eval mode}."""
+    runs = fit_many(model_cfg, [replace(train_cfg, seed=int(s), progress=False) for s in seeds], data)
+    return {int(s): r.model.cpu().eval() for s, r in zip(seeds, runs, strict=True)}
+
+
+def likelihood_seed_models(binary: Dataset, vae_cfg: ModelConfig, train_cfg: TrainConfig, seeds: Sequence[int], *,
+                           limit: int | None, data_seed: int) -> dict[int, nn.Module]:
+    """VAEs on `limit` binarized training images (`basics.subset` drawn with `data_seed`), once per seed
+    (`seed_models`): with notebook 03's subset, epochs and config they are its seed replicates of the VAE."""
+    return seed_models(vae_cfg, train_cfg, subset(binary, limit, seed=data_seed), seeds)
+
+
+def holdout_seed_aurocs(data: Dataset, anomaly_class: int, ae_cfg: ModelConfig, vae_cfg: ModelConfig,
+                        train_cfg: TrainConfig, seeds: Sequence[int], test: tuple[Split, Split], *,
+                        k: int | None, seed: int = 0) -> pd.DataFrame:
+    """AUROC of each anomaly score with `anomaly_class` held out, per training seed of the AE and VAE pair.
+
+    The AE and VAE are trained on every class of `data` (binarized) but `anomaly_class`, once per seed
+    (`seed_models`); `test` = (grey, binarized) splits of the same test images, scored as in section 3
+    (`anomaly.model_scorers`, IS-NLL with `k` samples when k is not None). Columns: seed, score, auroc.
+    """
+    held = without_class(data, anomaly_class)
+    aes, vaes = seed_models(ae_cfg, train_cfg, held, seeds), seed_models(vae_cfg, train_cfg, held, seeds)
+    (grey_normal, grey_anomalous), (normal, anomalous) = (split_by_class(test[0], anomaly_class),
+                                                          split_by_class(test[1], anomaly_class))
+    rows = []
+    for s in aes:
+        scores = score_sets(model_scorers(aes[s], vaes[s], k=k, seed=seed), (grey_normal, normal),
+                            (grey_anomalous, anomalous))
+        rows += [{"seed": s, "score": name, "auroc": row.auroc} for name, row in auroc_table(scores).iterrows()]
+    return pd.DataFrame(rows)
+
+
+def anomaly_beats_chance(aurocs: pd.DataFrame) -> Verdict:
+    """The verdict on 04.anomaly-scores-beat-chance from `holdout_seed_aurocs`: "every score beats chance" holds
+    for a seed at its worst score, so the per-seed minimum AUROC over scores is tested against 0.5."""
+    worst = aurocs.groupby("seed")["auroc"].min().sort_index().to_numpy(dtype=float)
+    return compare_to_value(worst, CHANCE_AUROC, higher_is_better=True, min_effect=MIN_AUROC_EFFECT)
+
+
+LIKELIHOOD_VS_RECON_MIN_EFFECT = 0.02  # AUROC: a smaller difference would not change which detector one picks
+
+
+def likelihood_beats_recon(aurocs: pd.DataFrame) -> Verdict:
+    """The verdict on 04.likelihood-beats-recon-error from `holdout_seed_aurocs`: the VAE's IS-NLL AUROC minus the
+    AE's reconstruction-error AUROC, paired by training seed (each seed's AE and VAE saw the same images in the same
+    order), min effect `LIKELIHOOD_VS_RECON_MIN_EFFECT`. Needs the "VAE IS-NLL" score (k not None).
+
+    Raises:
+        ConfigError: when `aurocs` lacks either score.
+    """
+    table = aurocs.pivot(index="seed", columns="score", values="auroc").sort_index()
+    missing = [name for name in ("VAE IS-NLL", "AE recon error") if name not in table.columns]
+    if missing:
+        raise ConfigError(f"likelihood_beats_recon: the AUROC table has no {', '.join(missing)} score; score the "
+                          "held-out replicates with k set (IS-NLL).")
+    return compare(table["VAE IS-NLL"].to_numpy(float), table["AE recon error"].to_numpy(float),
+                   higher_is_better=True, min_effect=LIKELIHOOD_VS_RECON_MIN_EFFECT, paired=True)
+
+
+def likelihood_seed_table(models: Mapping[int, nn.Module], inside: tuple[Tensor, Tensor],
+                          outside: tuple[Tensor, Tensor], *, k: int, seed: int = 0) -> pd.DataFrame:
+    """Per VAE seed (trained on binarized images of every class): the OOD and uncertainty numbers of sections 3, 5.
+
+    `inside` / `outside` = (grey, binarized) test and OOD images. Columns: seed; auroc_is_nll (IS-NLL with `k`
+    samples, OOD vs test: < 0.5 means the OOD images look MORE likely); rho_var_error and rho_elbo_error (Spearman ρ
+    of the mean posterior variance over active units, and of −ELBO, with the reconstruction MSE against grey
+    levels, on the test images; `uncertainty_table`); auroc_var (posterior variance, OOD vs test); active_units.
+    """
+    rows = []
+    for s, model in models.items():
+        n_active, unit_var = active_units(model, inside[1])
+        dims = torch.nonzero(unit_var > 0.01).flatten()
+        unc = uncertainty_table(model, {"in": inside, "out": outside}, dims=dims if len(dims) else None, seed=seed)
+        test, ood = unc[unc["set"] == "in"], unc[unc["set"] == "out"]
+        nll = [anomaly_scores(model, x[1], score="is_nll", k=k, generator=generator_on(seed, model_device(model)))
+               for x in (inside, outside)]
+        rows.append({"seed": int(s), "auroc_is_nll": anomaly_auroc(nll[0].numpy(), nll[1].numpy()),
+                     "rho_var_error": float(spearmanr(test["posterior_var"], test["recon_mse"]).statistic),
+                     "rho_elbo_error": float(spearmanr(test["neg_elbo"], test["recon_mse"]).statistic),
+                     "auroc_var": anomaly_auroc(test["posterior_var"].to_numpy(), ood["posterior_var"].to_numpy()),
+                     "active_units": int(n_active)})
+    return pd.DataFrame(rows)
+
+
+def ood_likelihood_failure(table: pd.DataFrame) -> Verdict:
+    """The verdict on 04.ood-likelihood-failure: the per-seed IS-NLL AUROC (OOD vs test) BELOW chance."""
+    return compare_to_value(table["auroc_is_nll"].to_numpy(dtype=float), CHANCE_AUROC, higher_is_better=False,
+                            min_effect=MIN_AUROC_EFFECT)
+
+
+def tracks_error(table: pd.DataFrame, column: str) -> Verdict:
+    """The verdict on "`column` rises with the reconstruction error": per-seed Spearman ρ (`column` of
+    `likelihood_seed_table`, rho_var_error or rho_elbo_error) above 0 by at least `MIN_RHO`."""
+    return compare_to_value(table[column].to_numpy(dtype=float), 0.0, higher_is_better=True, min_effect=MIN_RHO)
+
+
+def variance_flags_ood(table: pd.DataFrame) -> Verdict:
+    """The verdict on 04.variance-flags-ood: the per-seed posterior-variance AUROC (OOD vs test) above chance."""
+    return compare_to_value(table["auroc_var"].to_numpy(dtype=float), CHANCE_AUROC, higher_is_better=True,
+                            min_effect=MIN_AUROC_EFFECT)
+
+
+def cvae_agreement(models: Mapping[int, nn.Module], classifier: Any, n_per_class: int, *, seed: int = 0
+                   ) -> pd.DataFrame:
+    """Per class-conditional VAE seed: the share of its prior samples (`n_per_class` per class) that `classifier`
+    (with `predict_proba(images) -> (N, K)`) assigns to the requested class. Columns: seed, agreement."""
+    rows = []
+    for s, model in models.items():
+        images, labels = conditional_samples(model, n_per_class, seed=seed)
+        predicted = classifier.predict_proba(images).argmax(dim=1)
+        rows.append({"seed": int(s), "agreement": float((predicted == labels).double().mean())})
+    return pd.DataFrame(rows)
+
+
+def cvae_label_matters(agreement: pd.DataFrame, num_classes: int) -> Verdict:
+    """The verdict on 04.cvae-label-matters: per-seed agreement above chance (1/K) by at least 1/K more, i.e. at
+    least twice chance ("far more often than chance"; the min effect, in shares, is the claim's own 2/K line)."""
+    chance = 1.0 / num_classes
+    return compare_to_value(agreement["agreement"].to_numpy(dtype=float), chance, higher_is_better=True,
+                            min_effect=chance)
+
+
+def cvae_follows_label(agreement: pd.DataFrame) -> Verdict:
+    """The verdict on 04.cvae-follows-label: per-seed agreement above a majority (0.5) by `MIN_MAJORITY_EFFECT`."""
+    return compare_to_value(agreement["agreement"].to_numpy(dtype=float), MAJORITY, higher_is_better=True,
+                            min_effect=MIN_MAJORITY_EFFECT)

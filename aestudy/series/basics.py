@@ -15,8 +15,10 @@ from torch import Tensor
 
 from aestudy import generation
 from aestudy.data import Dataset, load_dataset, split_sizes
+from aestudy.ensemble import fit_many
 from aestudy.metrics import reconstruction_metrics
 from aestudy.models import ModelConfig
+from aestudy.stats import Verdict, compare_equivalent
 from aestudy.study import Study, sized
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
@@ -35,7 +37,21 @@ SIZES = {  # knob: (smoke, standard, full)
     "rep_epochs": (1, 5, 30),  # epochs of the seed replicates (the `epochs` parameter does not override)
     "gap_rep_budget": (2000, 30_000, 1_000_000),  # training samples per replicate of the overfitting claim
     "gap_rep_latent": (16, 16, 16),  # latent size of the overfitting replicates
+    # Linear AE replicates (claim 01.linear-ae-matches-pca), on the `rep_subset` images at the study's latent size
+    # (`latent_dim`, the size of section 1's models). A linear AE is cheap (784·d weights) but slow to converge, and
+    # the claim is about its optimum: on 10k images at d = 16, 5 epochs left a seed 30-40 % above PCA's MSE, 20 epochs
+    # 1.6-6 % (five seeds). At d = 64 even 20 epochs left one seed of five 30 % above (40 epochs: 4-7 %), an
+    # unfinished optimisation rather than a property of the model, so d = 64 is shown by the sweep, not tested here.
+    "lin_rep_epochs": (20, 20, 30),
 }
+
+LINEAR_LR = 3e-3  # the linear AE's step size (its loss surface is a stretched quadratic; see notebook 01, section 2)
+# 01.linear-ae-matches-pca: "matches" = the linear AE's test MSE within ±8 % of PCA's, tested as an equivalence
+# (stats.compare_equivalent) on log MSE, so the tolerance is log(1.08) ≈ 0.077 (log units, i.e. a ratio of 1.08).
+# 8 % is a difference one barely sees in reconstructions; it is wider than the optimisation's residue at the
+# replicate budget (1.6-6 % at d = 16, see `lin_rep_epochs`) and far narrower than what a model that has not found
+# the principal subspace shows (30-40 % after 5 epochs).
+LINEAR_PCA_TOLERANCE = math.log(1.08)
 
 
 
@@ -159,3 +175,25 @@ def gap_replicates(data: Dataset, small_set: int, latent_dim: int, train_cfg: Tr
     parts = [generalisation_gaps(data, (small_set, len(data.train)), (latent_dim,), replace(train_cfg, seed=seed),
                                  samples_budget=samples_budget).assign(seed=seed) for seed in seeds]
     return pd.concat(parts, ignore_index=True)
+
+
+def linear_replicates(data: Dataset, latent_dim: int, train_cfg: TrainConfig, seeds: Sequence[int]) -> pd.DataFrame:
+    """Seed replicates of the linear AE at one latent size against PCA fitted to the same training images.
+
+    The seeds train as one batched computation (`ensemble.fit_many`, exact vs one `fit` per seed) at `train_cfg`
+    with lr = `LINEAR_LR`. Columns: seed, latent_dim, ae_mse, pca_mse (test MSE per pixel, intensity²; PCA has no
+    seed, so its column repeats one value).
+    """
+    pca = pca_mse(data.train.images, data.test.images, latent_dim)
+    cfgs = [replace(train_cfg, seed=int(s), lr=LINEAR_LR, progress=False) for s in seeds]
+    runs = fit_many(ae_config("linear", latent_dim, input_shape=data.info.shape), cfgs, data)
+    return pd.DataFrame([{"seed": int(s), "latent_dim": latent_dim,
+                          "ae_mse": reconstruction_metrics(r.model, data.test.images)["mse"], "pca_mse": pca}
+                         for s, r in zip(seeds, runs, strict=True)])
+
+
+def linear_matches_pca(reps: pd.DataFrame, *, tolerance: float = LINEAR_PCA_TOLERANCE) -> Verdict:
+    """The verdict on 01.linear-ae-matches-pca from `linear_replicates`: log MSE of the linear AE equivalent to
+    PCA's within ± `tolerance` (log units), paired by seed against PCA's seedless value (`compare_equivalent`)."""
+    return compare_equivalent(np.log(reps["ae_mse"].to_numpy(dtype=float)),
+                              np.log(reps["pca_mse"].to_numpy(dtype=float)), tolerance=tolerance, paired=True)

@@ -4,7 +4,8 @@ complex, and semi-supervised learning with the M2 model against probes on codes 
 Each measurement returns a tidy DataFrame (one row per model, source and seed); the examined claims compare
 per-seed values with `aestudy.stats.compare` (or per-image correctness with `compare_accuracy`), each with a
 minimum effect fixed here, before measuring, with its reason. `limits_table` turns the claims' records into the
-rows the AE-vs-VAE table lacked ("Output vs GANs", "Scaling to complex data", "Semi-supervised learning").
+rows the AE-vs-VAE table lacked ("Output vs GANs", "Scaling to complex data", "Semi-supervised learning");
+`series_recap` is the series' closing table: the seed's rows with this session's measured answers.
 
 Cost of `standard`, estimated from one seed of each training on a busy 2-core machine (load ≈ 5) and extrapolated:
 reference VAEs 140 s a seed (seeds 0 and 1 are notebooks 02/03's, cached in a series run; 3 more here), GANs 75 s
@@ -15,8 +16,10 @@ a seed × 5, the ladder ≈ 190 s (three rungs × 3 seeds + three FID-AE feature
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from aestudy import blur
+from aestudy.claims import load_metrics
 from aestudy.data import Dataset, binarize_images, load_dataset, split_sizes
 from aestudy.errors import ConfigError
 from aestudy.evaluation import encode_means, reconstruct
@@ -463,3 +467,62 @@ def limits_table(evidence: Mapping[str, str], records: Mapping[str, Mapping[str,
                      "Verdict": f"{verdict}: {claim}{detail}"})
     return pd.DataFrame(rows, columns=["Aspect", "AE", "VAE", "Evidence", "Verdict"])
 
+
+
+# --- 6. the series recap: the seed's table with this run's answers ---------------------------------------------------
+
+RUN_DIR_ENV = "AESTUDY_RUN_DIR"  # set by `aestudy run` for every kernel (aestudy.runner.kernel.RUN_DIR_ENV)
+RECAP_COLUMNS: tuple[str, ...] = ("Aspect", "AE (textbook)", "VAE (textbook)", "This run")
+NOT_RUN = "not run in this session (notebook {nb})"
+
+
+def run_ledgers(own: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The ledgers of every notebook of this session merged into one `{"notebooks": {name: entry}}`.
+
+    Under `aestudy run`, `$AESTUDY_RUN_DIR/metrics/*.json` (one ledger per notebook of the run); by hand, the
+    ledger `own` (the study's, which holds every notebook run by hand: `runs/interactive/metrics.json`). `own` is
+    read last, so this notebook's newest records win. Raises DataError for a file that is not an aestudy ledger.
+    """
+    files: list[Path] = []
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if run_dir and (Path(run_dir) / "metrics").is_dir():
+        files += sorted((Path(run_dir) / "metrics").glob("*.json"))
+    if own is not None:
+        files.append(Path(own))
+    merged: dict[str, Any] = {"notebooks": {}}
+    for file in files:
+        if file.exists():
+            merged["notebooks"].update(load_metrics(file)["notebooks"])
+    return merged
+
+
+def series_recap(ledgers: Mapping[str, Any]) -> pd.DataFrame:
+    """The seed's AE-vs-VAE table (notebook 03's aspects, then this notebook's) with this run's answer per row.
+
+    "This run" is the runner report's finding for the row (`aestudy.runner.report.row_sentence`: its verdict, the
+    claims behind it with effect, interval and verdict, and the evidence it quotes), so the recap and `report.md`
+    say the same; a row whose notebook did not run in this session says so. Columns: `RECAP_COLUMNS`.
+    """
+    from aestudy.runner.report import _all_claims, comparison_frame, row_sentence  # the report's own templates
+    from aestudy.series.comparison import TABLE_ASPECTS, TEXTBOOK
+
+    table = comparison_frame(ledgers)
+    measured = {} if table is None else {str(r.get("Aspect")): r for r in table.to_dict("records")}
+    claims = _all_claims(ledgers)
+    textbook = {**TEXTBOOK, **{aspect: (ae, vae) for aspect, (ae, vae, _) in LIMIT_ROWS.items()}}
+    rows = []
+    for aspect in (*TABLE_ASPECTS, *LIMIT_ROWS):
+        row = measured.get(aspect)
+        if row is None:
+            answer = NOT_RUN.format(nb="03" if aspect in TABLE_ASPECTS else "05")
+        else:
+            answer = row_sentence(row, claims).removeprefix(f"**{aspect}** — ")
+        rows.append(dict(zip(RECAP_COLUMNS, (aspect, *textbook[aspect], answer), strict=True)))
+    return pd.DataFrame(rows, columns=list(RECAP_COLUMNS))
+
+
+def recap_markdown(ledgers: Mapping[str, Any]) -> str:
+    """`series_recap` as a markdown table (the notebook renders it with IPython's Markdown)."""
+    from aestudy.runner.report import markdown_table
+
+    return markdown_table(series_recap(ledgers))
