@@ -47,7 +47,8 @@ FIGURES_KEY = "figures"  # ledger entry key written by claims.record_figure: [{"
 CONFIG_METRICS: tuple[str, ...] = ("config", "watermark")  # go to the closing configuration section
 CLAIM_COLUMNS: tuple[str, ...] = ("id", "statement", "kind", "measured", "verdict")
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive")
-STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha")
+STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha",
+                                 "replicates")
 # Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
 STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
 FINDINGS_ID = "findings"
@@ -150,8 +151,9 @@ def stats_phrase(stats: Mapping[str, Any]) -> str:
     if isinstance(stats.get("p_value"), (int, float)):
         parts.append(f"p = {stats['p_value']:.2g}")
     if stats.get("n_seeds") is not None:  # None: a test over images (DeLong, McNemar), not over seeds
-        seeds = stats["n_seeds"]
-        parts.append(f"{' vs '.join(map(str, seeds))} seeds" if isinstance(seeds, (list, tuple)) else f"{seeds} seeds")
+        seeds, unit = stats["n_seeds"], stats.get("replicates") or "seeds"  # timing rounds, held-out classes...
+        counts = " vs ".join(map(str, seeds)) if isinstance(seeds, (list, tuple)) else str(seeds)
+        parts.append(f"{counts} {unit}")
     if stats.get("test") and str(stats["test"]).lower() != "none":
         parts.append(str(stats["test"]))
     return ", ".join(parts)
