@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -406,15 +407,21 @@ def skipped_claims(metrics: Mapping[str, Any]) -> dict[str, str]:
 def goal_answer(rows: Sequence[tuple[str, str]]) -> str:
     """The answer for one goal from its claims' (verdict, favoured model) pairs.
 
-    The model every holding claim favours; "mixed (…)" when holding claims favour different models; "no clear
-    difference" when none holds and at least one does not hold; "undecided" when all are inconclusive; "not
-    measured" without any recorded claim.
+    The model every holding claim favours — with "on k of n claims (…)" when the goal's other claims do not hold
+    or are inconclusive, so one holding claim never reads as the whole answer; "mixed (…)" when holding claims
+    favour different models; "no clear difference" when none holds and at least one does not hold; "undecided"
+    when all are inconclusive; "not measured" without any recorded claim.
     """
     if not rows:
         return "not measured"
     favoured = list(dict.fromkeys(model for word, model in rows if word == "holds"))
     if len(favoured) == 1:
-        return favoured[0]
+        holding = sum(word == "holds" for word, _ in rows)
+        if holding == len(rows):
+            return favoured[0]
+        rest = Counter(word for word, _ in rows if word != "holds")
+        others = ", ".join(f"{n} {word}" for word, n in sorted(rest.items()))
+        return f"{favoured[0]}, on {holding} of {len(rows)} claims ({others})"
     if favoured:
         return f"mixed ({' and '.join(favoured)})"
     if any(word == "does not hold" for word, _ in rows):
