@@ -318,6 +318,7 @@ def verdict_from_record(record: Mapping[str, Any]) -> Verdict:
     """The `Verdict` stored in an examined claim's record (its fields sit at the record's top level)."""
     values = {f.name: record.get(f.name) for f in dataclasses.fields(Verdict)}
     values["n_seeds"] = None if values["n_seeds"] is None else tuple(values["n_seeds"])
+    values["replicates"] = values.get("replicates") or "seeds"  # records from before the field existed
     return Verdict(**values)
 
 

@@ -139,6 +139,8 @@ class Verdict:
         higher_is_better: the orientation the claim was measured in.
         mean_a, mean_b: the raw means of the two arms (unsigned, metric units).
         reason: one phrase saying why this verdict was reached.
+        replicates: what the values of each arm are replicates of, for display ("seeds" by default; "timing
+            rounds", "held-out classes"...): `n_seeds` counts them.
     """
 
     effect: float
@@ -155,9 +157,12 @@ class Verdict:
     mean_b: float
     n_images: int | None = None
     reason: str = ""
+    replicates: str = "seeds"
 
     def __post_init__(self) -> None:
         as_choice(self.verdict, "verdict", VERDICTS)
+        require(isinstance(self.replicates, str) and bool(self.replicates.strip()), "replicates", self.replicates,
+                "it must be a non-empty phrase such as 'seeds' or 'timing rounds'")
 
     @property
     def holds(self) -> bool:
@@ -179,7 +184,8 @@ class Verdict:
     def evidence(self) -> str:
         """The numbers behind the verdict, one line: effect, interval, minimum effect, test, p, sample size."""
         test = f"no test ({self.reason})" if self.p_value is None else f"{self.test} p = {self.p_value:.2g}"
-        size = f"{self.n_images} images" if self.n_seeds is None else f"{self.n_seeds[0]} vs {self.n_seeds[1]} seeds"
+        size = (f"{self.n_images} images" if self.n_seeds is None
+                else f"{self.n_seeds[0]} vs {self.n_seeds[1]} {self.replicates}")
         return f"effect {self.effect:+.3g} {self.ci_text()} (min effect {self.min_effect:g}), {test}, {size}"
 
     def __str__(self) -> str:
@@ -311,7 +317,7 @@ def _seed_test(a: np.ndarray, b: np.ndarray, *, paired: bool, method: str, alpha
 def compare(a: Sequence[float], b: Sequence[float], *, higher_is_better: bool, min_effect: float,
             alpha: float = 0.05, paired: bool = False, per_image_a: Sequence[Sequence[float]] | None = None,
             per_image_b: Sequence[Sequence[float]] | None = None, n_boot: int = 1000, seed: int = 0,
-            method: str = "t") -> Verdict:
+            method: str = "t", replicates: str = "seeds") -> Verdict:
     """The three-way verdict on "arm a is better than arm b" from per-seed values of a metric.
 
     Args:
@@ -335,6 +341,8 @@ def compare(a: Sequence[float], b: Sequence[float], *, higher_is_better: bool, m
         seed: seed of the bootstrap and permutation generators (results are reproducible).
         method: "t" (Welch's t, or paired t; interval from the same t distribution) or "permutation" (exact
             label/sign-flip permutation test; t interval with a bootstrap standard error, `_small_sample_interval`).
+        replicates: what the values are replicates of, as the verdict line names them ("seeds"; "timing rounds",
+            "held-out classes" where those are the replicates). Display only.
 
     Returns:
         A `Verdict` (rule in the comment above `VERDICTS`: two-sided (1 - alpha) interval, each wrong decision at
@@ -370,7 +378,7 @@ def compare(a: Sequence[float], b: Sequence[float], *, higher_is_better: bool, m
     effect = sign * (mean_a - mean_b)
     common = {"effect": effect, "n_seeds": (int(a.size), int(b.size)), "min_effect": min_effect, "alpha": alpha,
               "higher_is_better": higher_is_better, "mean_a": mean_a, "mean_b": mean_b,
-              "n_images": None if images is None else int(images[0][0].size)}
+              "n_images": None if images is None else int(images[0][0].size), "replicates": replicates}
     if min(a.size, b.size) < 2:
         return Verdict(ci_low=None, ci_high=None, p_value=None, test="none", verdict="inconclusive",
                        reason="fewer than 2 seeds in an arm: the seed-to-seed spread cannot be estimated", **common)

@@ -363,7 +363,8 @@ def test_for_this_data_answers_ae_or_vae_per_goal_from_the_ledger(tmp_path):
     assert table["Goal"].tolist() == [goal for goal, _ in report.GOAL_CLAIMS] == [
         "exact reconstruction", "new samples", "anomaly scores", "features for few labels"]
     answers = dict(zip(table["Goal"], table["Answer"], strict=True))
-    assert answers == {"exact reconstruction": "AE", "new samples": "mixed (VAE and AE + GMM ex post)",
+    assert answers == {"exact reconstruction": "AE, on 1 of 2 claims (1 does not hold)",
+                       "new samples": "mixed (VAE and AE + GMM ex post)",
                        "anomaly scores": "undecided", "features for few labels": "skipped: this dataset has no labels"}
     evidence = dict(zip(table["Goal"], table["Evidence"], strict=True))
     assert evidence["exact reconstruction"].startswith(
@@ -392,7 +393,8 @@ def test_for_this_data_is_shown_for_every_run_even_without_its_claims(tmp_path):
     assert set(table["Answer"]) == {"not measured"}
     assert table["Evidence"].iloc[3] == "`04.vae-beats-ae-few-labels`: not run"
     assert report.goal_answer([("does not hold", "AE"), ("inconclusive", "VAE")]) == "no clear difference"
-    assert report.goal_answer([("holds", "VAE"), ("inconclusive", "VAE")]) == "VAE"
+    assert report.goal_answer([("holds", "VAE"), ("inconclusive", "VAE")]) == "VAE, on 1 of 2 claims (1 inconclusive)"
+    assert report.goal_answer([("holds", "VAE"), ("holds", "VAE")]) == "VAE"
     assert "## For this data" in report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
 
 

@@ -491,3 +491,47 @@ def test_likelihood_beats_recon_is_paired_over_seeds_and_needs_both_scores():
     assert worse.verdict == "does not hold"
     with pytest.raises(ConfigError, match=r"no VAE IS-NLL score; score the held-out replicates with k set"):
         s04.likelihood_beats_recon(pd.DataFrame([r for r in rows(base, base) if r["score"] != "VAE IS-NLL"]))
+
+
+def test_ood_fixes_per_seed_are_computed_from_each_replicates_own_is_nll_and_background() -> None:
+    """04.ood-likelihood-ratio-helps and 04.ood-complexity-correction-helps over seeds: the likelihood-ratio and
+    complexity-corrected AUROCs of a replicate use the same IS-NLL draws as its raw AUROC and its own background."""
+    g = torch.Generator().manual_seed(1)
+    inside_grey, outside_grey = torch.rand((40, 1, 4, 4), generator=g), torch.rand((30, 1, 4, 4), generator=g) * 0.3
+    inside = (inside_grey, torch.bernoulli(inside_grey, generator=g))
+    outside = (outside_grey, torch.bernoulli(outside_grey, generator=g))
+    models = {s: _model("vae", seed=s) for s in (0, 1)}
+    backgrounds = {s: _model("vae", seed=10 + s) for s in (0, 1)}
+    table = s04.likelihood_seed_table(models, inside, outside, k=5, seed=0, backgrounds=backgrounds)
+    for s in (0, 1):
+        row = table[table["seed"] == s].iloc[0]
+        draw = lambda m: [anomaly.anomaly_scores(m, x[1], score="is_nll", k=5,  # noqa: E731
+                                                 generator=torch.Generator().manual_seed(0)) for x in (inside, outside)]
+        nll, bg = draw(models[s]), draw(backgrounds[s])
+        ratio = [(n - b).numpy() for n, b in zip(nll, bg, strict=True)]
+        corrected = [anomaly.complexity_corrected(n, x[1]).numpy() for n, x in zip(nll, (inside, outside), strict=True)]
+        assert row["auroc_likelihood_ratio"] == pytest.approx(anomaly.anomaly_auroc(*ratio))
+        assert row["auroc_complexity_corrected"] == pytest.approx(anomaly.anomaly_auroc(*corrected))
+    assert "auroc_likelihood_ratio" not in s04.likelihood_seed_table(models, inside, outside, k=5).columns
+    # The verdict: the fix's AUROC minus the raw one, paired by seed, min effect 0.02.
+    per_seed = pd.DataFrame({"seed": range(5), "auroc_is_nll": [0.30, 0.35, 0.28, 0.33, 0.31],
+                             "auroc_likelihood_ratio": [0.52, 0.58, 0.49, 0.57, 0.50],
+                             "auroc_complexity_corrected": [0.25, 0.31, 0.22, 0.27, 0.26]})
+    helps = s04.ood_fix_helps(per_seed, "likelihood ratio")
+    assert helps.verdict == "holds" and helps.n_seeds == (5, 5) and "paired" in helps.test
+    assert s04.ood_fix_helps(per_seed, "complexity-corrected IS-NLL").verdict == "does not hold"
+    with pytest.raises(ConfigError, match=r"fix='likelihood ratio' has no per-seed AUROC in the table"):
+        s04.ood_fix_helps(per_seed.drop(columns="auroc_likelihood_ratio"), "likelihood ratio")
+
+
+def test_tstr_verdicts_pair_accuracies_by_seed_and_pick_the_best_synthetic_source_by_its_mean() -> None:
+    acc = {s04.TSTR_REAL: [0.80, 0.82, 0.79, 0.81, 0.80], s04.TSTR_CVAE: [0.70, 0.73, 0.69, 0.72, 0.71],
+           s04.TSTR_AE_GMM: [0.74, 0.77, 0.73, 0.75, 0.76]}
+    table = pd.DataFrame([{"seed": s, "source": name, "test_accuracy": v[s]} for name, v in acc.items()
+                          for s in range(5)])
+    cvae_vs_ae, real_vs_best, best = s04.tstr_verdicts(table)
+    assert best == s04.TSTR_AE_GMM
+    assert cvae_vs_ae.verdict == "does not hold" and cvae_vs_ae.effect == pytest.approx(-0.04)
+    assert real_vs_best.verdict == "holds" and real_vs_best.n_seeds == (5, 5) and "paired" in real_vs_best.test
+    with pytest.raises(ConfigError, match=r"the CVAE seeds \[0, 1\] and the AE seeds \[0\] must be the same"):
+        s04.tstr_seed_table({0: None, 1: None}, {0: None}, None, None, None, None, 10, classifier_fn=None)

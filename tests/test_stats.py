@@ -442,3 +442,21 @@ def test_equivalence_verdicts_and_statsmodels_p_value():
         stats.compare_equivalent(close, pca, tolerance=0.0)
     with pytest.raises(ConfigError, match="paired=True needs one value per seed"):
         stats.compare_equivalent(close, pca[:3], tolerance=0.1, paired=True)
+
+
+def test_a_verdict_names_what_its_replicates_are():
+    """Timing rounds or held-out classes are not training seeds: the verdict line and the report say which."""
+    from aestudy.claims import verdict_from_record
+    from aestudy.runner.report import stats_phrase
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 0.1, 20), rng.normal(0.0, 0.1, 20)
+    rounds = stats.compare(a, b, higher_is_better=True, min_effect=0.1, paired=True, replicates="timing rounds")
+    assert rounds.evidence().endswith("20 vs 20 timing rounds") and rounds.to_dict()["replicates"] == "timing rounds"
+    assert stats_phrase(rounds.to_dict()).split(", ")[2] == "20 vs 20 timing rounds"
+    seeds = stats.compare(a[:5], b[:5], higher_is_better=True, min_effect=0.1)
+    assert seeds.evidence().endswith("5 vs 5 seeds")
+    old_record = {k: v for k, v in seeds.to_dict().items() if k != "replicates"}  # a ledger from before the field
+    assert verdict_from_record(old_record).evidence().endswith("5 vs 5 seeds")
+    with pytest.raises(ConfigError, match=r"replicates='' is invalid; it must be a non-empty phrase"):
+        stats.compare(a, b, higher_is_better=True, min_effect=0.1, replicates="")

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,8 @@ FIGURES_KEY = "figures"  # ledger entry key written by claims.record_figure: [{"
 CONFIG_METRICS: tuple[str, ...] = ("config", "watermark")  # go to the closing configuration section
 CLAIM_COLUMNS: tuple[str, ...] = ("id", "statement", "kind", "measured", "verdict")
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive")
-STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha")
+STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha",
+                                 "replicates")
 # Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
 STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
 FINDINGS_ID = "findings"
@@ -150,8 +152,9 @@ def stats_phrase(stats: Mapping[str, Any]) -> str:
     if isinstance(stats.get("p_value"), (int, float)):
         parts.append(f"p = {stats['p_value']:.2g}")
     if stats.get("n_seeds") is not None:  # None: a test over images (DeLong, McNemar), not over seeds
-        seeds = stats["n_seeds"]
-        parts.append(f"{' vs '.join(map(str, seeds))} seeds" if isinstance(seeds, (list, tuple)) else f"{seeds} seeds")
+        seeds, unit = stats["n_seeds"], stats.get("replicates") or "seeds"  # timing rounds, held-out classes...
+        counts = " vs ".join(map(str, seeds)) if isinstance(seeds, (list, tuple)) else str(seeds)
+        parts.append(f"{counts} {unit}")
     if stats.get("test") and str(stats["test"]).lower() != "none":
         parts.append(str(stats["test"]))
     return ", ".join(parts)
@@ -404,15 +407,21 @@ def skipped_claims(metrics: Mapping[str, Any]) -> dict[str, str]:
 def goal_answer(rows: Sequence[tuple[str, str]]) -> str:
     """The answer for one goal from its claims' (verdict, favoured model) pairs.
 
-    The model every holding claim favours; "mixed (…)" when holding claims favour different models; "no clear
-    difference" when none holds and at least one does not hold; "undecided" when all are inconclusive; "not
-    measured" without any recorded claim.
+    The model every holding claim favours — with "on k of n claims (…)" when the goal's other claims do not hold
+    or are inconclusive, so one holding claim never reads as the whole answer; "mixed (…)" when holding claims
+    favour different models; "no clear difference" when none holds and at least one does not hold; "undecided"
+    when all are inconclusive; "not measured" without any recorded claim.
     """
     if not rows:
         return "not measured"
     favoured = list(dict.fromkeys(model for word, model in rows if word == "holds"))
     if len(favoured) == 1:
-        return favoured[0]
+        holding = sum(word == "holds" for word, _ in rows)
+        if holding == len(rows):
+            return favoured[0]
+        rest = Counter(word for word, _ in rows if word != "holds")
+        others = ", ".join(f"{n} {word}" for word, n in sorted(rest.items()))
+        return f"{favoured[0]}, on {holding} of {len(rows)} claims ({others})"
     if favoured:
         return f"mixed ({' and '.join(favoured)})"
     if any(word == "does not hold" for word, _ in rows):

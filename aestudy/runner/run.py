@@ -205,6 +205,10 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
     jobs = max(1, min(jobs, len(queue) or 1))
     threads = kernel_threads(jobs)
     state["jobs"], state["kernel_threads"] = jobs, threads or None
+    device = state.get("environment", {}).get("device", {})
+    if jobs > 1 and device.get("resolved") == "cpu":  # the runner's own thread count is not the kernels'
+        per_kernel = threads.get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "?"))
+        device["name"] = f"{device.get('cpu', 'CPU')} ({per_kernel} torch threads per notebook, {jobs} at a time)"
     total_start = time.perf_counter()
     failed: list[str] = []
     running: dict[Future[float], tuple[str, Path, float]] = {}

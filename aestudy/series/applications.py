@@ -19,8 +19,10 @@ from aestudy.anomaly import (
     anomaly_scores,
     auroc_table,
     check_class,
+    complexity_corrected,
     model_scorers,
     neg_elbo,
+    perturbed_dataset,
     recon_error,
     score_sets,
     split_by_class,
@@ -32,7 +34,13 @@ from aestudy.denoising import denoising_noise, denoising_table
 from aestudy.ensemble import fit_many
 from aestudy.errors import ConfigError
 from aestudy.evaluation import encode_means, generator_on, model_device
-from aestudy.generation import conditional_samples
+from aestudy.generation import (
+    classifier_labelled_samples,
+    conditional_samples,
+    fit_code_density,
+    real_subset,
+    tstr_results,
+)
 from aestudy.latent import posterior_variance
 from aestudy.metrics import active_units
 from aestudy.models import ModelConfig
@@ -299,14 +307,48 @@ def likelihood_beats_recon(aurocs: pd.DataFrame) -> Verdict:
                    higher_is_better=True, min_effect=LIKELIHOOD_VS_RECON_MIN_EFFECT, paired=True)
 
 
+def background_seed_models(binary: Dataset, vae_cfg: ModelConfig, train_cfg: TrainConfig, seeds: Sequence[int], *,
+                           limit: int | None, data_seed: int, rate: float) -> dict[int, nn.Module]:
+    """The likelihood-ratio background VAEs (Ren et al. 2019) of `likelihood_seed_models`' replicates: the same
+    subset, config and budget, trained on it with a share `rate` of pixels randomised (`anomaly.perturbed_dataset`),
+    once per seed, so each replicate VAE has its own background model."""
+    return seed_models(vae_cfg, train_cfg, perturbed_dataset(subset(binary, limit, seed=data_seed), rate,
+                                                             seed=data_seed), seeds)
+
+
+def ood_fix_helps(table: pd.DataFrame, fix: str) -> Verdict:
+    """The verdict on "the OOD fix `fix` flags the OOD set better than the raw IS-NLL", over training seeds:
+    `likelihood_seed_table`'s auroc_<fix> minus auroc_is_nll, paired by seed (each fix is computed from the same
+    replicate's IS-NLL), min effect `LIKELIHOOD_VS_RECON_MIN_EFFECT` (0.02 AUROC).
+
+    Raises:
+        ConfigError: when the table has no column for `fix` (the replicates were scored without backgrounds).
+    """
+    column = OOD_FIX_COLUMNS.get(fix)
+    if column is None or column not in table.columns:
+        raise ConfigError(f"ood_fix_helps: fix={fix!r} has no per-seed AUROC in the table (columns: "
+                          f"{', '.join(table.columns)}); score the replicates with their background models.")
+    ordered = table.sort_values("seed")
+    return compare(ordered[column].to_numpy(float), ordered["auroc_is_nll"].to_numpy(float), higher_is_better=True,
+                   min_effect=LIKELIHOOD_VS_RECON_MIN_EFFECT, paired=True)
+
+
+OOD_FIX_COLUMNS = {"likelihood ratio": "auroc_likelihood_ratio",
+                   "complexity-corrected IS-NLL": "auroc_complexity_corrected"}
+
+
 def likelihood_seed_table(models: Mapping[int, nn.Module], inside: tuple[Tensor, Tensor],
-                          outside: tuple[Tensor, Tensor], *, k: int, seed: int = 0) -> pd.DataFrame:
+                          outside: tuple[Tensor, Tensor], *, k: int, seed: int = 0,
+                          backgrounds: Mapping[int, nn.Module] | None = None) -> pd.DataFrame:
     """Per VAE seed (trained on binarized images of every class): the OOD and uncertainty numbers of sections 3, 5.
 
     `inside` / `outside` = (grey, binarized) test and OOD images. Columns: seed; auroc_is_nll (IS-NLL with `k`
     samples, OOD vs test: < 0.5 means the OOD images look MORE likely); rho_var_error and rho_elbo_error (Spearman ρ
     of the mean posterior variance over active units, and of −ELBO, with the reconstruction MSE against grey
-    levels, on the test images; `uncertainty_table`); auroc_var (posterior variance, OOD vs test); active_units.
+    levels, on the test images; `uncertainty_table`); auroc_var (posterior variance, OOD vs test); active_units;
+    with `backgrounds` (seed -> its background VAE, `background_seed_models`) also auroc_likelihood_ratio (IS-NLL
+    minus the background's IS-NLL, Ren et al. 2019) and auroc_complexity_corrected (Serrà et al. 2020), both from
+    the same IS-NLL draws as auroc_is_nll.
     """
     rows = []
     for s, model in models.items():
@@ -316,7 +358,16 @@ def likelihood_seed_table(models: Mapping[int, nn.Module], inside: tuple[Tensor,
         test, ood = unc[unc["set"] == "in"], unc[unc["set"] == "out"]
         nll = [anomaly_scores(model, x[1], score="is_nll", k=k, generator=generator_on(seed, model_device(model)))
                for x in (inside, outside)]
-        rows.append({"seed": int(s), "auroc_is_nll": anomaly_auroc(nll[0].numpy(), nll[1].numpy()),
+        fixes = {}
+        if backgrounds is not None:
+            background = backgrounds[s]
+            bg = [anomaly_scores(background, x[1], score="is_nll", k=k,
+                                 generator=generator_on(seed, model_device(background))) for x in (inside, outside)]
+            ratio = [(n.cpu() - b.cpu()).numpy() for n, b in zip(nll, bg, strict=True)]
+            corrected = [complexity_corrected(n, x[1]).numpy() for n, x in zip(nll, (inside, outside), strict=True)]
+            fixes = {"auroc_likelihood_ratio": anomaly_auroc(*ratio),
+                     "auroc_complexity_corrected": anomaly_auroc(*corrected)}
+        rows.append({"seed": int(s), "auroc_is_nll": anomaly_auroc(nll[0].numpy(), nll[1].numpy()), **fixes,
                      "rho_var_error": float(spearmanr(test["posterior_var"], test["recon_mse"]).statistic),
                      "rho_elbo_error": float(spearmanr(test["neg_elbo"], test["recon_mse"]).statistic),
                      "auroc_var": anomaly_auroc(test["posterior_var"].to_numpy(), ood["posterior_var"].to_numpy()),
@@ -340,6 +391,51 @@ def variance_flags_ood(table: pd.DataFrame) -> Verdict:
     """The verdict on 04.variance-flags-ood: the per-seed posterior-variance AUROC (OOD vs test) above chance."""
     return compare_to_value(table["auroc_var"].to_numpy(dtype=float), CHANCE_AUROC, higher_is_better=True,
                             min_effect=MIN_AUROC_EFFECT)
+
+
+TSTR_MIN_EFFECT = 0.02  # accuracy: two points of test accuracy; less would not change which source one trains on
+TSTR_REAL, TSTR_CVAE, TSTR_AE_GMM = "real images", "CVAE samples (own labels)", "AE + GMM samples (classifier labels)"
+
+
+def tstr_seed_table(cvaes: Mapping[int, nn.Module], aes: Mapping[int, nn.Module], train: Split, test: Split,
+                    info: DatasetInfo, classifier: Any, n_per_class: int, *, classifier_fn: Any) -> pd.DataFrame:
+    """"Train on synthetic, test on real" per training seed: for seed s, `n_per_class` samples per class of the CVAE
+    replicate `cvaes[s]`, as many samples of the AE replicate `aes[s]` + a 10-component GMM fitted to its codes of
+    `train` (labelled by the domain `classifier`, the AE's fair sampler), and as many real images of `train`, each
+    drawn with seed s; a classifier (`classifier_fn(dataset)`, as in section 4) is trained on each and tested on the
+    real `test` split. Columns: seed, source, test_accuracy (share of `test`).
+
+    Raises:
+        ConfigError: when the seeds of `cvaes` and `aes` differ, or `test` has no labels (`tstr_results`).
+    """
+    if sorted(cvaes) != sorted(aes):
+        raise ConfigError(f"tstr_seed_table: the CVAE seeds {sorted(cvaes)} and the AE seeds {sorted(aes)} must be the "
+                          "same (one of each per training seed).")
+    rows = []
+    for s in sorted(cvaes):
+        synthetic = conditional_samples(cvaes[s], n_per_class, seed=s)
+        n = len(synthetic[1])
+        density = fit_code_density(encode_means(aes[s], train.images), seed=s)
+        sources = {TSTR_REAL: real_subset(train, n, seed=s), TSTR_CVAE: synthetic,
+                   TSTR_AE_GMM: classifier_labelled_samples(aes[s], classifier, n, seed=s, density=density)}
+        table, _ = tstr_results(sources, test, info, classifier_fn=classifier_fn)
+        rows += [{"seed": int(s), "source": name, "test_accuracy": float(acc)}
+                 for name, acc in table["test_accuracy"].items()]
+    return pd.DataFrame(rows)
+
+
+def tstr_verdicts(table: pd.DataFrame) -> tuple[Verdict, Verdict, str]:
+    """The verdicts on 04.cvae-samples-train-better-than-ae-samples (CVAE samples vs AE + GMM samples) and
+    04.real-data-beats-synthetic (real images vs the synthetic source with the higher mean accuracy), from
+    `tstr_seed_table`: test accuracies paired by seed, min effect `TSTR_MIN_EFFECT`. Returns (cvae_vs_ae,
+    real_vs_best, best synthetic source's name)."""
+    pivot = table.pivot(index="seed", columns="source", values="test_accuracy").sort_index()
+    cvae_vs_ae = compare(pivot[TSTR_CVAE].to_numpy(float), pivot[TSTR_AE_GMM].to_numpy(float), higher_is_better=True,
+                         min_effect=TSTR_MIN_EFFECT, paired=True)
+    best = str(pivot.drop(columns=TSTR_REAL).mean().idxmax())
+    real_vs_best = compare(pivot[TSTR_REAL].to_numpy(float), pivot[best].to_numpy(float), higher_is_better=True,
+                           min_effect=TSTR_MIN_EFFECT, paired=True)
+    return cvae_vs_ae, real_vs_best, best
 
 
 def cvae_agreement(models: Mapping[int, nn.Module], classifier: Any, n_per_class: int, *, seed: int = 0
