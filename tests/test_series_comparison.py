@@ -505,8 +505,8 @@ def test_comparison_table_reads_three_way_verdicts_and_skips_inconclusive_ones()
 
 def test_comparison_table_names_a_missing_claim_record():
     records = _records()
-    del records["03.ae-faster-per-epoch"]
-    with pytest.raises(ConfigError, match=r"needs the record of claim 03\.ae-faster-per-epoch"):
+    del records["03.ae-faster-per-step"]
+    with pytest.raises(ConfigError, match=r"needs the record of claim 03\.ae-faster-per-step"):
         s03.comparison_table(_facts(), records)
 
 
