@@ -48,7 +48,8 @@ def test_auto_and_cpu_devices() -> None:
     ("field", "value", "message"),
     [
         ("dataset", "cifar", "dataset='cifar' is invalid; valid values: 'fashion-mnist', 'mnist', 'digits', "
-                             "'photo-patches-32', 'photo-patches-64', 'cifar-10'."),
+                             "'photo-patches-32', 'photo-patches-64', 'cifar-10', or a path to a folder of images or "
+                             "an .npz/.npy file."),
         ("latent_dim", 0, "latent_dim=0 is invalid; it must be an integer >= 1."),
         ("epochs", 0, "epochs=0 is invalid; it must be None (the profile's default) or an integer >= 1."),
         ("batch_size", 0, "batch_size=0 is invalid; it must be an integer >= 1."),
