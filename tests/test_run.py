@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -417,17 +418,22 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.slow
-def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
-    run_dir = tmp_path / "runs" / "interrupted"
+def _gated_cli_run(tmp_path: Path, run_dir: Path, *options: str, **popen: Any) -> tuple[subprocess.Popen, Path]:
+    """`aestudy run` of the toy series in a subprocess, notebook 01 held at its gate (a file that never appears);
+    returns the process and the file 01 touches when it reaches the gate."""
     reached = tmp_path / "reached"
     env = {**os.environ, "TOY_GATE": str(tmp_path / "never"), "TOY_GATE_REACHED": str(reached)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aestudy.runner.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--only", "01",
+        [sys.executable, "-m", "aestudy.runner.cli", "run", "--notebooks-dir", str(NOTEBOOKS), *options,
          "--profile", "smoke", "--out", str(run_dir), "--quiet"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_default_sigint,
-    )
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return proc, reached
+
+
+@pytest.mark.slow
+def test_sigint_mid_run_leaves_a_resumable_run(tmp_path):
+    run_dir = tmp_path / "runs" / "interrupted"
+    proc, reached = _gated_cli_run(tmp_path, run_dir, "--only", "01", preexec_fn=_default_sigint)
     state_file = run_dir / "state.json"
 
     def running() -> bool:
@@ -519,13 +525,7 @@ def test_sigterm_during_concurrent_notebooks_leaves_a_resumable_run(tmp_path):
     """SIGTERM (a kill, a scheduler's limit) reaches only the runner: it stops like Ctrl-C, passes the interrupt on to
     the kernel still running (01, held at its gate) and leaves the run resumable; 02, already done, is kept."""
     run_dir = tmp_path / "runs" / "terminated"
-    reached = tmp_path / "reached"
-    env = {**os.environ, "TOY_GATE": str(tmp_path / "never"), "TOY_GATE_REACHED": str(reached)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aestudy.runner.cli", "run", "--notebooks-dir", str(NOTEBOOKS), "--jobs", "2",
-         "--profile", "smoke", "--out", str(run_dir), "--quiet"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    proc, reached = _gated_cli_run(tmp_path, run_dir, "--jobs", "2", start_new_session=True)
 
     def beta_done() -> bool:
         return (run_dir / "state.json").exists() and load_state(run_dir)["status"][f"{BETA}.ipynb"] == "done"
