@@ -21,6 +21,7 @@ from aestudy.claims import METRICS_FILE_ENV
 from aestudy.config import PROFILE_ENV
 from aestudy.runner.folders import _now
 from aestudy.runner.params import notebook_key
+from aestudy.runner.thread_budget import THREAD_BUDGET_ENV
 
 DEFAULT_KERNEL = "aestudy"
 
@@ -35,7 +36,7 @@ def kernel_threads(jobs: int) -> dict[str, str]:
     """Thread-count variables for each kernel when `jobs` notebooks share the CPU: `cores // jobs` each (at least
     one), so concurrent kernels do not oversubscribe the cores (measured here to slow torch 10-30x). Variables the
     user already set are kept; one job changes nothing. Thread counts change speed, not results beyond float
-    rounding order."""
+    rounding order. While they run, the runner can raise a kernel's count (`aestudy.runner.thread_budget`)."""
     if jobs <= 1:
         return {}
     per_kernel = max(1, (os.cpu_count() or 1) // jobs)
@@ -118,7 +119,8 @@ def _kernel_manager_with_env(env: Mapping[str, str], base: type | None = None) -
     """A kernel manager (a subclass of `base`) whose kernel process gets `env` on top of the inherited environment.
 
     Passing the variables to this one kernel, rather than setting `os.environ` around papermill, lets several
-    notebooks run at once (`aestudy run --jobs N`), each kernel with its own ledger file and thread count.
+    notebooks run at once (`aestudy run --jobs N`), each kernel with its own ledger file and thread count. With a
+    thread budget in `env` the kernel also loads the hook that follows it (`kernel_command`).
     """
     from jupyter_client.manager import AsyncKernelManager
 
@@ -127,6 +129,7 @@ def _kernel_manager_with_env(env: Mapping[str, str], base: type | None = None) -
     class EnvKernelManager(base or AsyncKernelManager):  # type: ignore[misc, valid-type]
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             kw["env"] = {**(kw.get("env") or os.environ), **extra}
+            kernel_cmd = kernel_command(kernel_cmd, extra)
             await super()._async_launch_kernel(kernel_cmd, **kw)
             pid = getattr(getattr(self, "provisioner", None), "pid", None)
             if pid is not None:
@@ -134,6 +137,22 @@ def _kernel_manager_with_env(env: Mapping[str, str], base: type | None = None) -
                     _KERNEL_PIDS.add(pid)
 
     return EnvKernelManager
+
+
+THREAD_BUDGET_EXTENSION = "aestudy.runner.thread_budget"
+
+
+def kernel_command(command: list[str], env: Mapping[str, str]) -> list[str]:
+    """The kernel's command line: `command`, plus the thread-budget extension when `env` names a budget file
+    (`$AESTUDY_THREAD_BUDGET`, given only with `--jobs` > 1) and the kernel is ipykernel.
+
+    The extension registers a `pre_run_cell` hook that follows the budget (`aestudy.runner.thread_budget`); it is
+    loaded by ipykernel's own option, so the notebooks stay as they are. Other kernels (which would not know the
+    option) start unchanged and keep their first thread count.
+    """
+    if THREAD_BUDGET_ENV not in env or not any("ipykernel" in word for word in command):
+        return list(command)
+    return [*command, f"--IPKernelApp.extra_extensions={THREAD_BUDGET_EXTENSION}"]
 
 
 # Kernel processes this runner started (pids), so an interrupt of the runner alone (SIGTERM, or a Ctrl-C that

@@ -11,6 +11,8 @@ A run lives in one folder, `runs/NAME/`:
   written atomically after every change, so a failed or interrupted run continues with `--resume`;
 * `report.md` and `report.html` (see `aestudy.runner.report`);
 * `logs/NB.kernel.log`: the kernel process's own stdout/stderr (kept off the terminal);
+* `threads/NB` (with `--jobs` > 1): the torch thread count the runner gives that kernel while it runs
+  (`aestudy.runner.thread_budget`); `state.json`'s `thread_changes` lists every change;
 * `.aestudy.lock` (+ `.aestudy.owner.json` while held): the claim of the one process working in the folder.
 
 Before any of it exists, every parameter value each notebook will run with is checked by the notebooks' own rules
@@ -54,6 +56,7 @@ from aestudy.runner.folders import (
 )
 from aestudy.runner.kernel import (
     DEFAULT_KERNEL,
+    THREAD_VARS,
     describe_failure,
     execute_notebook,
     format_failure,
@@ -72,6 +75,7 @@ from aestudy.runner.params import (
     notebook_key,
     route_parameters,
 )
+from aestudy.runner.thread_budget import THREAD_BUDGET_ENV, write_budget
 from aestudy.validate import as_int
 
 EXIT_FAILED = 1
@@ -175,6 +179,19 @@ def default_jobs(device: str) -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def threads_follow(jobs: int) -> bool:
+    """Whether the kernels of a run with `jobs` notebooks at once follow a thread budget the runner changes while
+    they run (`aestudy.runner.thread_budget`): when `kernel_threads` split the cores, i.e. `jobs` > 1 and the user
+    set none of `THREAD_VARS` (a count the user chose is left alone, as `kernel_threads` leaves it)."""
+    return jobs > 1 and not any(var in os.environ for var in THREAD_VARS)
+
+
+def tail_threads(running: int) -> int:
+    """Torch threads for each of `running` kernels once no further notebook will start: `cores // running`, at
+    least 1 (speed only: results equal within float rounding order)."""
+    return max(1, (os.cpu_count() or 1) // max(1, running))
+
+
 def _execute_series(run_dir: Path, state: dict[str, Any], *, progress: bool, jobs: int = 1) -> RunResult:
     """Execute every notebook of `state` not yet done; Ctrl-C anywhere leaves it resumable."""
     try:
@@ -198,6 +215,10 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
     Notebooks start in series order; a notebook that needs a model another one is training waits for it on the
     cache's lock (`aestudy.cache.load_or_build`) and then loads it, so concurrent notebooks never train one model
     twice. After a failure no further notebook starts; those already running finish and are kept.
+
+    With `jobs` > 1 each kernel follows a thread budget (`threads_follow`): once no further notebook will start,
+    the kernels still running share the cores a finished one freed (`tail_threads`), each change recorded in
+    `state["thread_changes"]`.
     """
     notebooks_dir = Path(state["notebooks_dir"])
     names = state["notebooks"]
@@ -212,6 +233,11 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
     total_start = time.perf_counter()
     failed: list[str] = []
     running: dict[Future[float], tuple[str, Path, float]] = {}
+    follow = threads_follow(jobs)
+    budgets: dict[str, int] = {}  # the thread budget each running kernel was last given
+
+    def budget_file(name: str) -> Path:
+        return (run_dir / "threads" / notebook_key(name)).resolve()
 
     def start(name: str) -> tuple[Path, dict[str, str]]:
         key = notebook_key(name)
@@ -225,7 +251,28 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
              f"{_elapsed(time.perf_counter() - total_start)})", progress)
         env = notebook_env(notebooks_dir / name, metrics_file=metrics_file, profile=state["profile"],
                            run_dir=run_dir)
+        if follow:
+            budgets[name] = int(threads["OMP_NUM_THREADS"])
+            env[THREAD_BUDGET_ENV] = str(write_budget(budget_file(name), budgets[name]))
         return metrics_file, {**env, **threads}
+
+    def share_freed_cores(still_running: list[str], ended: list[str]) -> None:
+        if not follow:
+            return
+        for name in ended:
+            budgets.pop(name, None)
+        share = tail_threads(len(still_running))
+        changes = [name for name in still_running if budgets.get(name) != share]
+        for name in changes:
+            write_budget(budget_file(name), share)
+            budgets[name] = share
+            state.setdefault("thread_changes", []).append({
+                "time": _now(), "elapsed_s": round(time.perf_counter() - total_start, 1), "notebook": name,
+                "threads": share, "after": ", ".join(ended)})
+        if changes:
+            _save(run_dir, state)
+            _say(f"{', '.join(ended)} ended and no further notebook starts: {', '.join(changes)} now "
+                 f"{'use' if len(changes) > 1 else 'uses'} {share} torch thread(s) each", progress)
 
     def execute(name: str, env: dict[str, str]) -> float:
         return execute_notebook(notebooks_dir / name, run_dir / name, state["parameters"][name],
@@ -265,7 +312,8 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
     else:
         with ThreadPoolExecutor(jobs, thread_name_prefix="aestudy-notebook") as pool:
             try:
-                _run_concurrently(pool, queue, running, failed, jobs, start, execute, settle, names)
+                _run_concurrently(pool, queue, running, failed, jobs, start, execute, settle, names,
+                                  share_freed_cores)
             except KeyboardInterrupt:
                 # Only the main thread sees the interrupt; the kernels papermill drives in the worker threads
                 # get it passed on, so their cells stop and the pool's exit does not wait for whole notebooks.
@@ -287,9 +335,11 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
 
 
 def _run_concurrently(pool: ThreadPoolExecutor, queue: list[str], running: dict[Future[float], Any],
-                      failed: list[str], jobs: int, start: Any, execute: Any, settle: Any, names: list[str]) -> None:
+                      failed: list[str], jobs: int, start: Any, execute: Any, settle: Any, names: list[str],
+                      share_freed_cores: Any = None) -> None:
     """Keep up to `jobs` notebooks of `queue` running in `pool` (none starts after a failure); settle each as it
-    ends, in series order when several end together."""
+    ends, in series order when several end together. Once no further notebook will start, each ending passes the
+    notebooks still running and those that ended to `share_freed_cores`."""
     while queue or running:
         while queue and len(running) < jobs and not failed:
             name = queue.pop(0)
@@ -298,9 +348,13 @@ def _run_concurrently(pool: ThreadPoolExecutor, queue: list[str], running: dict[
         if not running:
             return
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        ended = []
         for future in sorted(finished, key=lambda f: names.index(running[f][0])):
             name, metrics_file, began = running.pop(future)
+            ended.append(name)
             settle(name, metrics_file, time.perf_counter() - began, future.exception())
+        if share_freed_cores is not None and running and (failed or not queue):
+            share_freed_cores([running[f][0] for f in running], ended)
 
 
 def next_step(run_dir: Path, state: Mapping[str, Any], name: str, failure: Mapping[str, Any]) -> str:
