@@ -160,8 +160,8 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="continue a failed or interrupted run (default: runs/latest) with its parameters; "
                      "-p may change those of notebooks not yet done")
     run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                     help="notebooks executed at once, each kernel with cores/N torch threads (default: one per "
-                     "core, at most 2, on CPU; 1 on a GPU)")
+                     help="notebooks executed at once, each kernel with cores/N torch threads, more for the last ones "
+                     "running (default: one per core, at most 2, on CPU; 1 on a GPU)")
     run.set_defaults(func=run_main)
 
 
