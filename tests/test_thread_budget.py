@@ -186,13 +186,15 @@ def _budget_reading_execution(monkeypatch, *, slow: str, fail: str | None = None
     return seen
 
 
-def test_when_a_notebook_ends_the_one_still_running_gets_its_cores(tmp_path, monkeypatch, no_user_threads):
+def test_when_a_notebook_ends_the_one_still_running_gets_its_cores(tmp_path, monkeypatch, no_user_threads, capsys):
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     seen = _budget_reading_execution(monkeypatch, slow="01_long")
     run_dir = tmp_path / "runs" / "tail"
     result = run_study(_series(tmp_path, "01_long", "02_short"), out=run_dir, profile="smoke", device="cpu",
-                       progress=False, jobs=2)
+                       progress=True, jobs=2)
     assert result.status == "complete"
+    assert ("02_short.ipynb ended and no further notebook starts: 01_long.ipynb now uses 4 torch threads\n"
+            in capsys.readouterr().err)
     assert seen["01_long"]["first"] == seen["02_short"]["first"] == 2  # 4 cores // 2 jobs
     assert seen["01_long"]["env"]["OMP_NUM_THREADS"] == "2"
     assert seen["01_long"]["later"] == 4  # 02 ended: 4 cores // 1 running

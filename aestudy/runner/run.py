@@ -272,7 +272,8 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
         if changes:
             _save(run_dir, state)
             _say(f"{', '.join(ended)} ended and no further notebook starts: {', '.join(changes)} now "
-                 f"{'use' if len(changes) > 1 else 'uses'} {share} torch thread(s) each", progress)
+                 + (f"use {share} torch threads each" if len(changes) > 1 else f"uses {share} torch threads"),
+                 progress)
 
     def execute(name: str, env: dict[str, str]) -> float:
         return execute_notebook(notebooks_dir / name, run_dir / name, state["parameters"][name],
