@@ -196,6 +196,9 @@ def linear_vae_bounds(model: nn.Module, images: Tensor) -> pd.DataFrame:
     """Per image: exact log p(x) of a linear VAE, its closed-form ELBO, and KL(q(z|x) ‖ p(z|x)) (nats)."""
     ppca = ppca_of_linear_vae(model)
     q_mean = encode_means(model, images).double()  # (N, k)
+    # The model's own q(z|x): VAE.encode returns the log-variance clamped to the range the model samples and scores
+    # with, so this closed form follows the model (issue 17: the raw value of a linear encoder on RGB crops reached
+    # −72, and the closed form of *that* q was 55 nats below the model's Monte-Carlo ELBO).
     logvar = batched(model, lambda x: model.encode(x).logvar, images).double()  # (N, k)
     q_cov = torch.diag_embed(logvar.exp())  # (N, k, k)
     log_px = ppca.log_prob(images)
