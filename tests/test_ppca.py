@@ -250,3 +250,14 @@ def test_closed_form_elbo_is_the_models_own_elbo_when_the_encoder_leaves_the_log
     assert (bounds["gap"] >= 0).all()
     torch.testing.assert_close(torch.tensor(bounds["gap"].to_numpy()),
                                torch.tensor(bounds["kl_to_posterior"].to_numpy()), rtol=1e-6, atol=1e-6)
+
+
+def test_linear_vae_from_ppca_refuses_a_posterior_variance_the_vae_cannot_hold():
+    """A direction 1e16 times the noise variance: σ² M⁻¹ ≈ 1e-16 < e^LOGVAR_MIN, which the VAE would clamp."""
+    W = torch.zeros(D, K, dtype=torch.float64)
+    W[0, 0], W[1, 1] = 1e8, 1.0
+    with pytest.raises(DataError) as err:
+        linear_vae_from_ppca(PPCA(W=W, mu=torch.zeros(D, dtype=torch.float64), sigma2=1.0))
+    assert str(err.value) == ("the exact posterior has log-variance -36.8 < -30.0 (σ² = 1), below what a VAE's q(z|x) "
+                              "holds, so the exact-posterior VAE would not be exact; use fewer latent dimensions or "
+                              "data whose discarded directions are not ~0 variance.")
