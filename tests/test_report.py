@@ -229,7 +229,8 @@ def test_findings_show_three_way_verdicts_when_recorded(runs):
     assert ("- **Output** — **inconclusive**: “the AE is sharper” inconclusive ([toy.ae-sharper]"
             f"({NB}.html#cell-id=c1): effect +0.03 (95% CI -0.01 to +0.07), p = 0.2, 5 seeds, permutation test)"
             in md)
-    assert "3 claims recorded: 2 hold, 0 do not, 1 inconclusive (0 of those enforced)." in md
+    assert ("3 claims recorded: 2 hold, 0 do not, 1 inconclusive. Of these: 2 examined statements (reported "
+            "whichever way they fall); 1 asserted invariant (none failed).") in md
 
 
 def test_without_a_table_findings_list_the_examined_claims(tmp_path):
@@ -378,7 +379,9 @@ def test_for_this_data_answers_ae_or_vae_per_goal_from_the_ledger(tmp_path):
     assert blocks[1].content == ("AE or VAE for `scans`, goal by goal, from this run's examined claims (the model a "
                                  "holding claim favours; its effect and 95% interval).")  # standard: no smoke caveat
     smoke = report.for_this_data_blocks({**metrics, "profile": "smoke"})[1].content
-    assert smoke.endswith(" A smoke run is too small to decide anything.")
+    assert smoke.endswith(" A smoke run checks that everything runs: with the smoke profile's 2 seeds per arm (a "
+                          "decisive verdict needs 3, `aestudy.stats.MIN_DECISIVE_REPLICATES`) its answers are "
+                          "inconclusive.")
     text = report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
     assert "## For this data" in text and text.index("## For this data") < text.index("## Claims")
     assert ("Claims not recorded in this run: `04.vae-beats-ae-few-labels` (this dataset has no labels); "

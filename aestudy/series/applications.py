@@ -46,14 +46,14 @@ from aestudy.metrics import active_units
 from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig
 from aestudy.probes import active_features, probe_table
-from aestudy.series import comparison
+from aestudy.series import comparison, shared
 from aestudy.series.basics import subset
 from aestudy.stats import Verdict, compare, compare_to_value
 from aestudy.study import Study
 from aestudy.train import TrainConfig, train_or_load
 
 SIZES = {  # knob: (smoke, standard, full)
-    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "limit": shared.SIZES["limit"],  # training images of the shown models (None = all 55,000)
     "val_size": (500, 5000, 5000),
     "epochs": (1, 5, 30),  # this notebook's own models
     "n_eval": (500, 2000, 10000),  # test images scored in each section

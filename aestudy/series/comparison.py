@@ -54,7 +54,7 @@ Results = Mapping[tuple[str, int], TrainResult]
 Spec = tuple[ModelConfig, TrainConfig]
 
 SIZES = {  # knob: (smoke, standard, full)
-    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "limit": shared.SIZES["limit"],  # training images of the main models (None = all 55,000)
     "val_size": (500, 5000, 5000),
     "epochs": shared.SIZES["vae_epochs"],  # every compared model: its VAE is the reference VAE
     "n_seeds": (2, 5, 10),  # seed replicates per model behind every claim (the `n_seeds` parameter overrides)

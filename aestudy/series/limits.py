@@ -47,14 +47,15 @@ from aestudy.train import TrainConfig, TrainResult, train_or_load
 from aestudy.validate import as_int, require
 
 SIZES = {  # knob: (smoke, standard, full)
-    "limit": (2000, None, None),  # training images of the reference AE/VAE (None = all 55,000), as notebook 03
+    "limit": shared.SIZES["limit"],  # training images of the reference AE/VAE (None = all 55,000), as notebook 03
     "val_size": (500, 5000, 5000),
     "epochs": shared.SIZES["vae_epochs"],  # the reference VAE's epochs (and the AE's beside it)
     "n_seeds": (1, 5, 10),  # seeds per arm of the GAN-vs-VAE claim (the `n_seeds` parameter overrides)
     "gan_limit": (500, None, None),  # the GAN's training images (stratified subset; None = all)
-    # one pass over 55,000 images = 860 steps of 64, ~45 s a seed on one idle thread (~75 s on this busy CPU);
-    # 310 steps (2 passes over 10,000) gave speckled blobs, too undertrained to speak for GANs
-    "gan_epochs": (1, 1, 5),
+    # Epochs over the `limit` training images (20,000 in standard): 3 passes = 940 steps of 64, ~50 s a seed on one
+    # idle thread. One pass over 55,000 (860 steps) gave recognisable garments; 310 steps (2 passes over 10,000)
+    # gave speckled blobs, too undertrained to speak for GANs.
+    "gan_epochs": (1, 3, 5),
     "n_gen": (300, 2000, 10000),  # samples per source for FID, precision/recall and blur
     "rungs": (("digits", "fashion-mnist", "photo-patches-32"), ("digits", "fashion-mnist", "photo-patches-32"),
               ("digits", "fashion-mnist", "photo-patches-32", "photo-patches-64")),
