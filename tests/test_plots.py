@@ -338,7 +338,8 @@ def test_kl_per_unit_colours_each_bar_by_the_criterion_its_title_counts():
     assert [b.get_facecolor()[3] for b in bars] == pytest.approx([1.0, 1.0, 0.3, 0.3])
     dots = ax.figure.axes[1].lines[0].get_ydata()
     assert list(dots) == pytest.approx([0.9, 0.3, 0.005, 0.001])
-    assert plots.active_units_title(variances, kl, threshold=0.004).startswith("3 of 4 units active (Var_x E_q[z_d] > 0.004")
+    assert plots.active_units_title(variances, kl, threshold=0.004).startswith(
+        "3 of 4 units active (Var_x E_q[z_d] > 0.004")
     plt.close("all")
 
 
