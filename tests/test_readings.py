@@ -98,3 +98,33 @@ def test_ood_reading_quotes_the_mean_ratios_when_the_table_has_them():
     assert "(mean ratio -51.0 on them vs -40.6 on the test images: lower = more normal)" in text
     table["mean_anomalous"] = -30.0  # the ratio no longer prefers them on average: no such clause
     assert "mean ratio" not in s04.ood_reading(table, "digits, MNIST layout")
+
+
+def test_generation_reading_explains_the_ex_post_ae_only_when_it_is_the_best_sampler():
+    from aestudy.series import comparison as s03
+
+    fid = {("AE", "prior N(0, I)"): 245.0, ("AE", "GMM ex post"): 59.7, ("VAE", "prior N(0, I)"): 158.0,
+           ("VAE", "GMM ex post"): 79.7, ("DAE", "prior N(0, I)"): 10.0}  # other models are not the AE-vs-VAE reading
+    gen = pd.DataFrame([{"model": m, "source": s, "seed": 0, "fid": v} for (m, s), v in fid.items()])
+    text = s03.generation_reading(gen)
+    assert text.startswith("**Reading:** the lowest FID of the AE and VAE samplers is the AE's from its GMM ex post "
+                           "(59.7; the VAE's prior samples 158.0). A deterministic AE")
+    assert "Ghosh et al. (2020)" in text
+    gen.loc[gen["source"] == "GMM ex post", "fid"] = 300.0
+    text = s03.generation_reading(gen)
+    assert "is the VAE's from its prior N(0, I) (158.0;" in text and "Ghosh" not in text
+    with pytest.raises(ConfigError, match="needs AE and VAE rows"):
+        s03.generation_reading(gen[gen["model"] == "AE"])
+
+
+def test_interpolation_reading_points_out_when_the_two_path_measures_disagree():
+    from aestudy.series import comparison as s03
+
+    lat = pd.DataFrame([{"model": "AE", "seed": 0, "off_manifold": 1.15, "path_realism": 0.901},
+                        {"model": "VAE", "seed": 0, "off_manifold": 1.19, "path_realism": 0.929}])
+    text = s03.interpolation_reading(lat)
+    assert ("the AE's images lie closer to real images (off-manifold distance AE 1.15, VAE 1.19) and the VAE's stay "
+            "more recognisable (realism AE 90.1%, VAE 92.9%). The two measures disagree") in text
+    lat.loc[1, "off_manifold"] = 1.0
+    text = s03.interpolation_reading(lat)
+    assert "the VAE's images lie closer" in text and "disagree" not in text

@@ -632,3 +632,58 @@ def holm_summary(verdicts: Mapping[str, Verdict], *, alpha: float = 0.05) -> str
             f"α = {alpha:g}): {len(held)} hold, {len(kept)} survive the correction"
             + (f" ({', '.join(kept)})" if kept else "")
             + (f"; not surviving: {', '.join(lost)}" if lost else "") + ".")
+
+
+# --- readings of surprising results (issue 19): one sentence each, its wording chosen from the measured values ---
+
+def generation_reading(gen: pd.DataFrame) -> str:
+    """Markdown interpreting the sample FIDs where they go against the textbook (the VAE is the better sampler): which
+    (model, source) of the AE and VAE has the lowest mean FID, and, when it is the AE with an ex-post density, why.
+
+    `gen`: `generation.generation_table` rows (model, source, seed, fid, …; FID lower = better). Source: Ghosh et al.
+    (2020), "From variational to deterministic autoencoders".
+
+    Raises:
+        ConfigError: when the table has no AE or no VAE rows.
+    """
+    rows = gen[gen["model"].isin(["AE", "VAE"])]
+    if set(rows["model"]) != {"AE", "VAE"}:
+        raise ConfigError(f"generation_reading needs AE and VAE rows; the table has {sorted(set(gen['model']))}.")
+    fid = rows.groupby(["model", "source"])["fid"].mean().sort_values()
+    (model, source), value = fid.index[0], float(fid.iloc[0])
+    vae_prior = float(fid.get(("VAE", PRIOR), math.nan))
+    text = (f"**Reading:** the lowest FID of the AE and VAE samplers is the {model}'s from its {source} ({value:.1f}; "
+            f"the VAE's prior samples {vae_prior:.1f}).")
+    if model == "AE" and source != PRIOR:
+        text += (" A deterministic AE whose codes get a density after training samples better than the VAE here: its "
+                 "decoder is trained only to reconstruct, so its outputs stay sharper, and the fitted density puts "
+                 "samples where the codes are, while the VAE's prior also covers regions its codes leave empty (the "
+                 "VAE's own GMM samples show how much of its FID is that mismatch). Ghosh et al. (2020) report the "
+                 "same kind of result.")
+    return text
+
+
+def interpolation_reading(lat: pd.DataFrame) -> str:
+    """Markdown interpreting the latent-path measures where they disagree with each other or with the textbook (the
+    VAE's paths are smoother): the off-manifold distance and the realism of the AE's and VAE's paths.
+
+    `lat`: `latent_table` rows (model, seed, off_manifold (1 ≈ a real image, lower = closer to real images),
+    path_realism (share of the end points' classifier confidence kept midway, higher = more recognisable)).
+
+    Raises:
+        ConfigError: when the table has no AE or no VAE rows.
+    """
+    mean = lat.groupby("model")[["off_manifold", "path_realism"]].mean()
+    if not {"AE", "VAE"} <= set(mean.index):
+        raise ConfigError(f"interpolation_reading needs AE and VAE rows; the table has {sorted(mean.index)}.")
+    ae, vae = mean.loc["AE"], mean.loc["VAE"]
+    closer = "VAE" if vae["off_manifold"] < ae["off_manifold"] else "AE"
+    clearer = "VAE" if vae["path_realism"] > ae["path_realism"] else "AE"
+    text = (f"**Reading:** midway along the paths the {closer}'s images lie closer to real images (off-manifold "
+            f"distance AE {ae['off_manifold']:.2f}, VAE {vae['off_manifold']:.2f}) and the {clearer}'s stay more "
+            f"recognisable (realism AE {ae['path_realism']:.1%}, VAE {vae['path_realism']:.1%}).")
+    if closer != clearer:
+        text += (f" The two measures disagree: the {clearer}'s midpoints keep a class the classifier recognises but "
+                 "look less like any single real image; blurrier decoder means (section 7) can do both, being "
+                 "averages of plausible images rather than one of them.")
+    return text
