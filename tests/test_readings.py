@@ -128,3 +128,12 @@ def test_interpolation_reading_points_out_when_the_two_path_measures_disagree():
     lat.loc[1, "off_manifold"] = 1.0
     text = s03.interpolation_reading(lat)
     assert "the VAE's images lie closer" in text and "disagree" not in text
+
+
+def test_ood_reading_calls_no_score_a_detector_when_all_are_below_chance():
+    table = _ood({"AE recon error": 0.332, "VAE IS-NLL": 0.029, "likelihood ratio": 0.022},
+                 {"AE recon error": 0.5, "VAE IS-NLL": 0.5, "likelihood ratio": 0.4})
+    text = s04.ood_reading(table, "digits, MNIST layout")
+    assert text.startswith("**Reading: no score detects digits, MNIST layout better than chance here** (the highest "
+                           "AUROC is AE recon error's, 0.332)")
+    assert "is the best detector" not in text

@@ -488,7 +488,11 @@ def ood_reading(ood_table: pd.DataFrame, deciding: str) -> str:
         raise ConfigError(f"ood_reading needs the scores {missing} on {deciding!r}; it has {list(here.index)}.")
     best, nll, ratio = str(here.idxmax()), float(here["VAE IS-NLL"]), float(here["likelihood ratio"])
     lines = []
-    if best == "AE recon error":
+    if here[best] <= CHANCE_AUROC:
+        lines.append(f"**Reading: no score detects {deciding} better than chance here** (the highest AUROC is "
+                     f"{best}'s, {here[best]:.3f}): every score ranks these OOD images as more normal than the test "
+                     "images, the failure Nalisnick et al. (2019) describe, reaching even the reconstruction error.")
+    elif best == "AE recon error":
         lines.append(
             f"**Reading: the AE's reconstruction error is the best detector of {deciding}** (AUROC "
             f"{here[best]:.3f}, the VAE's IS-NLL {nll:.3f}). It asks whether the AE can redraw the image, which it "
