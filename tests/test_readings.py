@@ -137,3 +137,15 @@ def test_ood_reading_calls_no_score_a_detector_when_all_are_below_chance():
     assert text.startswith("**Reading: no score detects digits, MNIST layout better than chance here** (the highest "
                            "AUROC is AE recon error's, 0.332)")
     assert "is the best detector" not in text
+
+
+def test_a_sampler_within_ten_percent_of_the_vae_is_not_called_the_better_one():
+    from aestudy.series import comparison as s03
+
+    fid = {"VAE": 108.2, "GAN": 200.0, "AE + GMM ex post": 108.0, "data": 1.0}
+    text = s05.sample_reading(_samples(fid, dict.fromkeys(fid, 0.5)))
+    assert "It is within 10% of the VAE's: no clear winner" in text and "Ghosh" not in text
+    gen = pd.DataFrame([{"model": m, "source": s, "seed": 0, "fid": v} for m, s, v in (
+        ("AE", "prior N(0, I)", 245.0), ("AE", "GMM ex post", 150.0), ("VAE", "prior N(0, I)", 158.0))])
+    text = s03.generation_reading(gen)
+    assert "within 10% of the VAE's prior samples: no clear winner" in text and "Ghosh" not in text
