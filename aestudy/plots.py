@@ -371,7 +371,7 @@ def active_units_title(variances: Any, kl: Any, *, threshold: float = 0.01) -> s
     active = var > threshold
     total = float(kl_.sum())
     share = float(kl_[active].sum()) / total if total > 0 else 0.0
-    return (f"{int(active.sum())} of {var.size} units active (Var_x E_q[z_d] > {threshold:g}, dark bars), "
+    return (f"{int(active.sum())} of {var.size} units active (Var_x E_q[z_d] > {threshold:g}, dark bars),\n"
             f"carrying {share:.0%} of the KL ({total:.1f} {NATS})")
 
 

@@ -330,7 +330,7 @@ def test_kl_per_unit_colours_each_bar_by_the_criterion_its_title_counts():
     kl = torch.tensor([0.6, 3.0, 0.4, 1.0])
     variances = torch.tensor([0.005, 0.9, 0.001, 0.3])  # units 1 and 3 active; unit 0 has KL but no variance
     ax = plots.kl_per_unit(kl, variances)
-    assert ax.get_title() == ("2 of 4 units active (Var_x E_q[z_d] > 0.01, dark bars), carrying 80% of the KL "
+    assert ax.get_title() == ("2 of 4 units active (Var_x E_q[z_d] > 0.01, dark bars),\ncarrying 80% of the KL "
                               "(5.0 nats / image)")
     bars = ax.patches
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "3", "0", "2"]  # sorted by KL
