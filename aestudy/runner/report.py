@@ -4,7 +4,8 @@ Both are made from one list of blocks (headings, paragraphs, lists, tables, figu
 in this order:
 
 1. **What this run found**: one plain sentence per row of the AE-vs-VAE table (metric `comparison_table`, a
-   list of row dicts with Aspect, AE, VAE, Evidence, Verdict), each naming the claims the row rests on with
+   list of row dicts with Aspect, AE, VAE, Evidence, Verdict and optionally Claims, the ids a row rests on, later
+   notebooks' included: see `row_claims`), each naming the claims the row rests on with
    their measured effect, interval and verdict (holds / does not hold / inconclusive). Generated from the
    ledger: a claim that carries a three-way verdict record (`effect`, `ci_low`, `ci_high`, `p_value`,
    `n_seeds`, `test`, `verdict`; see `claim_stats`) is shown with it, an older yes/no claim with its `holds`.
