@@ -23,13 +23,16 @@ from aestudy.validate import as_int, is_int, is_number, require
 KINDS: tuple[str, ...] = ("ae", "vae")
 ARCHS: tuple[str, ...] = ("linear", "mlp", "conv")
 
-# log-variance is kept raw; only where it is exponentiated (sampling, KL) is it clamped to this range,
-# so a runaway encoder gives a large-but-finite loss instead of inf/NaN (e^-30 ≈ 1e-13, e^20 ≈ 5e8).
+# The VAE's q(z|x) has its log-variance in this range, so a runaway encoder gives a large-but-finite loss instead of
+# inf/NaN (e^-30 ≈ 1e-13, e^20 ≈ 5e8). `VAE.encode` returns it already clamped: the clamp is part of the model, and
+# every reader of `Posterior.logvar` (sampling, KL, the closed-form pPCA bounds, latent statistics) must see the q
+# that is sampled and scored. A raw value read elsewhere is another distribution: on 32×32 RGB crops a linear
+# encoder gave −72, and the closed-form ELBO of that q sat 55 nats below the model's own (issue 17).
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 
 def clamp_logvar(logvar: Tensor) -> Tensor:
-    """log-variance clamped to [LOGVAR_MIN, LOGVAR_MAX] before it is exponentiated."""
+    """log-variance clamped to [LOGVAR_MIN, LOGVAR_MAX]; idempotent, so applying it twice changes nothing."""
     return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
@@ -104,7 +107,7 @@ class Posterior:
     """q(z|x) = N(mu, diag(e^logvar)); logvar None is the AE's point mass at mu."""
 
     mu: Tensor  # (B, D)
-    logvar: Tensor | None = None  # (B, D)
+    logvar: Tensor | None = None  # (B, D), in [LOGVAR_MIN, LOGVAR_MAX] when it comes from `VAE.encode`
 
     def rsample(self, generator: torch.Generator | None = None) -> Tensor:
         """A reparameterised draw z = mu + σ ε (the AE returns mu)."""
@@ -282,9 +285,13 @@ class VAE(_Autoencoder):
         super().__init__(cfg, 2 * cfg.latent_dim)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
-        """Posterior(mu, logvar), each (B, latent_dim); logvar is raw (clamped where exponentiated)."""
+        """Posterior(mu, logvar), each (B, latent_dim); logvar clamped to [LOGVAR_MIN, LOGVAR_MAX].
+
+        The clamp is part of the model's q(z|x): sampling and the KL always used the clamped value (the loss and
+        its gradient are unchanged by clamping here), and returning it makes every reader agree with them.
+        """
         mu, logvar = self.encoder(x, self._onehot(y, x.shape[0])).chunk(2, dim=1)
-        return Posterior(mu=mu, logvar=logvar)
+        return Posterior(mu=mu, logvar=clamp_logvar(logvar))
 
 
 def build_model(cfg: ModelConfig) -> AE | VAE:

@@ -352,3 +352,56 @@ def line_vs(
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
     return ax
+
+
+def active_units_title(variances: Any, kl: Any, *, threshold: float = 0.01) -> str:
+    """The title of `kl_per_unit`, generated from the measurement: how many of the D units are active by the
+    criterion the bars are coloured by, and what share of the total KL those units carry.
+
+    `variances` (D,): Var_x E_q[z_d | x] per unit (`aestudy.metrics.active_units`), latent units²; `kl` (D,):
+    mean KL(q(z_d|x) ‖ N(0, 1)) per unit, nats / image. Active: variance > `threshold` (Burda et al. 2016, §5.2).
+
+    Raises:
+        ConfigError: when `variances` and `kl` differ in length or are empty.
+    """
+    var, kl_ = to_numpy(variances).astype(float).ravel(), to_numpy(kl).astype(float).ravel()
+    if var.size == 0 or var.size != kl_.size:
+        raise ConfigError(f"active_units_title needs one variance and one KL per latent unit; got {var.size} "
+                          f"variances and {kl_.size} KL values (pass metrics.active_units(...)[1] and kl_per_dim).")
+    active = var > threshold
+    total = float(kl_.sum())
+    share = float(kl_[active].sum()) / total if total > 0 else 0.0
+    return (f"{int(active.sum())} of {var.size} units active (Var_x E_q[z_d] > {threshold:g}, dark bars),\n"
+            f"carrying {share:.0%} of the KL ({total:.1f} {NATS})")
+
+
+def kl_per_unit(kl: Any, variances: Any, *, threshold: float = 0.01, ax: Axes | None = None) -> Axes:
+    """KL per latent unit as bars, sorted by KL, each bar coloured by the active-unit criterion (dark: active,
+    Var_x E_q[z_d] > `threshold`; light: inactive), and that variance as dots on a log right axis with the threshold
+    dashed, so the title's count and the bars speak of the same units (Burda et al. 2016, §5.2).
+
+    `kl` (D,): nats / image per unit (`aestudy.metrics.kl_per_dim`); `variances` (D,): latent units²
+    (`aestudy.metrics.active_units`). Title: `active_units_title`.
+
+    Raises:
+        ConfigError: when the two differ in length or are empty.
+    """
+    title = active_units_title(variances, kl, threshold=threshold)
+    var, kl_ = to_numpy(variances).astype(float).ravel(), to_numpy(kl).astype(float).ravel()
+    order = np.argsort(-kl_, kind="stable")
+    ax = _axes(ax, (max(6.0, 0.45 * var.size), 4.0))
+    active = var[order] > threshold
+    colour = MODEL_COLOURS["VAE"]
+    ax.bar(np.arange(var.size), kl_[order], color=[colour if a else (*colour, 0.3) for a in active],
+           edgecolor=colour, label="KL per unit")
+    ax.set_xticks(np.arange(var.size), [str(int(d)) for d in order])
+    ax.set(xlabel="latent dimension (sorted by KL)", ylabel=f"KL [{NATS}]", title=title)
+    right = ax.twinx()
+    right.plot(np.arange(var.size), np.maximum(var[order], 1e-12), "o", color="black", ms=4,
+               label="Var_x E_q[z_d] (right axis)")
+    right.axhline(threshold, color="black", ls="--", lw=1, label=f"activity threshold {threshold:g}")
+    right.set(yscale="log", ylabel="Var_x E_q[z_d]  [latent units²]")
+    right.grid(False)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    return ax

@@ -18,7 +18,7 @@ from torch.distributions import LowRankMultivariateNormal, MultivariateNormal, k
 
 from aestudy.errors import ConfigError, DataError
 from aestudy.evaluation import batched, encode_means
-from aestudy.models import VAE, ModelConfig
+from aestudy.models import LOGVAR_MIN, VAE, ModelConfig
 from aestudy.objectives import chunked_log_mean_exp
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -165,7 +165,13 @@ def iwae_with_posterior(ppca: PPCA, x: Tensor, q_mean: Tensor, q_cov: Tensor, k:
 def linear_vae_from_ppca(ppca: PPCA, input_shape: tuple[int, int, int] | None = None) -> VAE:
     """A linear `VAE` (fixed-σ Gaussian) whose decoder is the pPCA and whose encoder is its exact posterior.
 
-    Needs Wᵀ W diagonal (true of `PPCA.fit`), so that σ² M⁻¹ is diagonal like the VAE's q(z|x).
+    Needs Wᵀ W diagonal (true of `PPCA.fit`), so that σ² M⁻¹ is diagonal like the VAE's q(z|x), and the posterior
+    log-variances log(σ² / (‖w_j‖² + σ²)) ≥ LOGVAR_MIN, the smallest the VAE's q(z|x) holds (`models.clamp_logvar`).
+
+    Raises:
+        ConfigError: W has non-orthogonal columns.
+        DataError: a posterior log-variance is below LOGVAR_MIN (a direction ~1e13 times the noise variance): the
+            VAE would clamp it and its ELBO would no longer be log p(x).
     """
     k, d = ppca.latent_dim, ppca.data_dim
     wtw = ppca.W.T @ ppca.W
@@ -177,6 +183,11 @@ def linear_vae_from_ppca(ppca: PPCA, input_shape: tuple[int, int, int] | None = 
                       sigma=math.sqrt(ppca.sigma2))
     vae = VAE(cfg)
     m_diag = torch.diagonal(wtw) + ppca.sigma2
+    post_logvar = torch.log(ppca.sigma2 / m_diag)  # ≤ 0 always, so only the lower end can bind
+    if bool((post_logvar < LOGVAR_MIN).any()):
+        raise DataError(f"the exact posterior has log-variance {float(post_logvar.min()):.1f} < {LOGVAR_MIN} (σ² = "
+                        f"{ppca.sigma2:.3g}), below what a VAE's q(z|x) holds, so the exact-posterior VAE would not be "
+                        "exact; use fewer latent dimensions or data whose discarded directions are not ~0 variance.")
     A = ppca.W.T / m_diag[:, None]  # M⁻¹ Wᵀ, (k, D)
     with torch.no_grad():
         vae.encoder.head.weight.copy_(torch.cat([A, torch.zeros(k, d, dtype=A.dtype)]))
@@ -196,6 +207,9 @@ def linear_vae_bounds(model: nn.Module, images: Tensor) -> pd.DataFrame:
     """Per image: exact log p(x) of a linear VAE, its closed-form ELBO, and KL(q(z|x) ‖ p(z|x)) (nats)."""
     ppca = ppca_of_linear_vae(model)
     q_mean = encode_means(model, images).double()  # (N, k)
+    # The model's own q(z|x): VAE.encode returns the log-variance clamped to the range the model samples and scores
+    # with, so this closed form follows the model (issue 17: the raw value of a linear encoder on RGB crops reached
+    # −72, and the closed form of *that* q was 55 nats below the model's Monte-Carlo ELBO).
     logvar = batched(model, lambda x: model.encode(x).logvar, images).double()  # (N, k)
     q_cov = torch.diag_embed(logvar.exp())  # (N, k, k)
     log_px = ppca.log_prob(images)

@@ -107,7 +107,13 @@ def spearman_table(df: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.Dat
 #
 #   holds          the interval lies above 0, the effect is >= min_effect, and p < alpha;
 #   does not hold  the interval's upper end is below min_effect (the data exclude an effect that large);
-#   inconclusive   otherwise (including too few seeds to estimate the seed-to-seed spread).
+#   inconclusive   otherwise, and always with fewer than MIN_DECISIVE_REPLICATES (3) replicates in an arm.
+#
+# Why at least 3 replicates per arm for a decisive verdict: with 2 the seed-to-seed variance rests on one degree of
+# freedom, so the interval's width is itself a wild draw (its ratio to the true width is sqrt(chi²(1)): below 0.1
+# one time in 12). Measured: two smoke runs (2 vs 2 seeds) differing only in the run seed gave
+# 03.vae-smoother-interpolations +0.34 [+0.17, +0.51] ("holds") and −0.35 [−0.66, −0.05] ("does not hold"). With 2
+# replicates the interval and p-value are still computed and shown; only the verdict stays "inconclusive".
 #
 # One interval serves both decisions: the two-sided (1 - alpha) interval. So a wrong "holds" (true effect <= 0)
 # happens with probability <= alpha/2 and a wrong "does not hold" (true effect >= min_effect) with <= alpha/2:
@@ -116,6 +122,7 @@ def spearman_table(df: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.Dat
 # tests/test_stats.py.
 
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive")
+MIN_DECISIVE_REPLICATES = 3
 METHODS: tuple[str, ...] = ("t", "permutation")
 MIN_N_BOOT = 100
 
@@ -269,6 +276,15 @@ def _decide(effect: float, low: float | None, high: float | None, p: float | Non
     return "inconclusive", f"CI above 0 but effect {effect:.3g} < min effect {min_effect:g}, CI reaches it"
 
 
+def _require_replicates(verdict: str, reason: str, n: int, replicates: str = "seeds") -> tuple[str, str]:
+    """Keep a decisive verdict only with at least MIN_DECISIVE_REPLICATES replicates in the smaller arm (why: the
+    module comment above `VERDICTS`); otherwise "inconclusive", saying what the interval alone would have said."""
+    if n >= MIN_DECISIVE_REPLICATES or verdict == "inconclusive":
+        return verdict, reason
+    return "inconclusive", (f"only {n} {replicates} in an arm: a decisive verdict needs at least "
+                            f"{MIN_DECISIVE_REPLICATES} (the interval alone would say {verdict!r})")
+
+
 def _small_sample_interval(difference: float, boot_se: float, n: int, df: float,
                            alpha: float) -> tuple[float, float]:
     """(1 - alpha) interval `difference ± t(df) · sqrt(n / (n - 1)) · boot_se` from a bootstrap standard error.
@@ -346,9 +362,10 @@ def compare(a: Sequence[float], b: Sequence[float], *, higher_is_better: bool, m
 
     Returns:
         A `Verdict` (rule in the comment above `VERDICTS`: two-sided (1 - alpha) interval, each wrong decision at
-        most alpha/2). With fewer than 2 seeds in an arm (the smoke profile) the seed-to-seed spread cannot be
-        estimated: the verdict is "inconclusive", with no interval or p-value, and never an error; likewise for
-        `method="t"` when no arm varies at all.
+        most alpha/2). With fewer than 2 seeds in an arm the seed-to-seed spread cannot be estimated: the verdict
+        is "inconclusive", with no interval or p-value, and never an error; likewise for `method="t"` when no arm
+        varies at all. With 2 (the smoke profile) the interval and p-value are given but the verdict stays
+        "inconclusive": a decisive one needs `MIN_DECISIVE_REPLICATES` (3) per arm.
 
     Raises:
         ConfigError: naming the parameter, for empty arms, non-finite values, per-image data that do not match
@@ -395,6 +412,7 @@ def compare(a: Sequence[float], b: Sequence[float], *, higher_is_better: bool, m
     if sign < 0:
         low, high = -high, -low
     verdict, reason = _decide(effect, low, high, p, min_effect, alpha)
+    verdict, reason = _require_replicates(verdict, reason, min(a.size, b.size), replicates)
     return Verdict(ci_low=low, ci_high=high, p_value=p, test=test, verdict=verdict, reason=reason, **common)
 
 
@@ -578,7 +596,8 @@ def compare_to_value(values: Sequence[float], reference: float, *, higher_is_bet
     Returns:
         A `Verdict` from the one-sample t test of ``values - reference`` (scipy.stats.ttest_rel against a constant
         arm, which is that test; Student 1908); `mean_b` is the reference and `n_seeds` (n, n). Fewer than 2 values,
-        or no spread at all: "inconclusive" with no interval.
+        or no spread at all: "inconclusive" with no interval; 2 values: the interval, but "inconclusive" (fewer
+        than `MIN_DECISIVE_REPLICATES`).
 
     Raises:
         ConfigError: naming the parameter, for empty or non-finite values, a non-finite reference, min_effect < 0
@@ -602,7 +621,8 @@ def compare_equivalent(a: Sequence[float], b: Sequence[float], *, tolerance: flo
 
         holds          the interval lies inside (-tolerance, +tolerance);
         does not hold  the interval lies entirely outside it (above +tolerance or below -tolerance);
-        inconclusive   otherwise (it straddles a bound), and with fewer than 2 seeds or no spread at all.
+        inconclusive   otherwise (it straddles a bound), with no spread at all, and with fewer than
+                       `MIN_DECISIVE_REPLICATES` (3) seeds in an arm (with 2 the interval is still given).
 
     As in `compare`, each wrong decision has probability <= alpha/2 (the interval is the 1 - alpha one, not
     TOST's 1 - 2·alpha).
@@ -661,5 +681,6 @@ def compare_equivalent(a: Sequence[float], b: Sequence[float], *, tolerance: flo
         verdict, reason = "does not hold", f"CI entirely outside ±{tolerance:.3g}"
     else:
         verdict, reason = "inconclusive", f"CI straddles ±{tolerance:.3g}"
+    verdict, reason = _require_replicates(verdict, reason, min(a.size, b.size))
     return Verdict(ci_low=low, ci_high=high, p_value=p, test=test + f", equivalence within ±{tolerance:.3g}",
                    verdict=verdict, reason=reason, **common)

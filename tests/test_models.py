@@ -118,6 +118,47 @@ def test_rsample_stays_finite_for_extreme_log_variance():
     assert torch.isfinite(post.rsample(_gen())).all()
 
 
+@pytest.mark.parametrize("raw", [-60.0, 25.0])
+def test_encode_returns_the_log_variance_of_the_q_that_is_sampled_and_scored(raw):
+    """Issue 17: the encoder's raw log-variance can leave [LOGVAR_MIN, LOGVAR_MAX] (−72 on RGB crops); the model
+    samples and scores q(z|x) with it clamped, so `encode` must return that value, not the raw one, to every reader."""
+    from aestudy.models import LOGVAR_MAX, LOGVAR_MIN
+    from aestudy.objectives import gaussian_kl, loss_terms
+
+    vae = VAE(ModelConfig(kind="vae", arch="linear", input_shape=(3, 4, 4), latent_dim=2, likelihood="gaussian",
+                          sigma=0.5))
+    with torch.no_grad():  # latent unit 0: a constant raw log-variance outside the range; unit 1 stays in it
+        vae.encoder.head.weight[2].zero_()
+        vae.encoder.head.bias[2] = raw
+    x = torch.rand(20000, 3, 4, 4, generator=_gen(3))
+    with torch.no_grad():
+        post = vae.encode(x)
+    clamped = min(max(raw, LOGVAR_MIN), LOGVAR_MAX)
+    assert torch.all(post.logvar[:, 0] == clamped)
+    with torch.no_grad():
+        raw_out = vae.encoder(x)[:, 2:]
+    assert torch.equal(post.logvar[:, 1], raw_out[:, 1])  # in range: unchanged
+    # the draws have the variance exp(post.logvar) (checked on the standardised draws, so any scale works)
+    z = post.rsample(_gen(4))
+    ratio = float(((z[:, 0] - post.mu[:, 0]) ** 2).mean() / post.logvar[:, 0].exp().mean())
+    assert abs(ratio - 1.0) < 4 * (2 / len(x)) ** 0.5
+    # the KL is that q's: KL(N(μ, e^logvar) ‖ N(0, 1)) from encode's logvar, with nothing clamped a second time
+    expected = 0.5 * (post.mu**2 + post.logvar.exp() - 1 - post.logvar).sum(1)
+    torch.testing.assert_close(gaussian_kl(post.mu, post.logvar), expected)
+    # training is unchanged (cached models stay valid): the loss and its gradients equal the β-ELBO written from the
+    # raw encoder output, clamped only where exponentiated as before the fix
+    batch, params = x[:64], list(vae.parameters())
+    loss, _ = loss_terms(vae, batch, generator=_gen(5))
+    mu, lv = vae.encoder(batch).chunk(2, dim=1)
+    lv = lv.clamp(LOGVAR_MIN, LOGVAR_MAX)
+    eps = torch.randn(mu.shape, generator=_gen(5))
+    recon = vae.likelihood.log_prob(batch, vae.decode(mu + torch.exp(0.5 * lv) * eps))
+    reference = (-recon + 0.5 * (mu**2 + lv.exp() - 1 - lv).sum(1)).mean()
+    torch.testing.assert_close(loss, reference)
+    for g, g_ref in zip(torch.autograd.grad(loss, params), torch.autograd.grad(reference, params), strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
 def test_decode_returns_the_likelihood_parameter():
     z = torch.randn(64, 16, generator=_gen()) * 30
     bern = build_model(ModelConfig(likelihood="bernoulli"))

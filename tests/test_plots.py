@@ -323,3 +323,26 @@ def test_sample_panels_rejects_bad_layouts():
         plots.sample_panels({})
     with pytest.raises(ConfigError, match="nrow=0"):
         plots.sample_panels({"a": _square(4)}, nrow=0)
+
+
+def test_kl_per_unit_colours_each_bar_by_the_criterion_its_title_counts():
+    """Title and bars speak of one quantity: the dark bars are exactly the units the title counts as active."""
+    kl = torch.tensor([0.6, 3.0, 0.4, 1.0])
+    variances = torch.tensor([0.005, 0.9, 0.001, 0.3])  # units 1 and 3 active; unit 0 has KL but no variance
+    ax = plots.kl_per_unit(kl, variances)
+    assert ax.get_title() == ("2 of 4 units active (Var_x E_q[z_d] > 0.01, dark bars),\ncarrying 80% of the KL "
+                              "(5.0 nats / image)")
+    bars = ax.patches
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "3", "0", "2"]  # sorted by KL
+    assert [b.get_height() for b in bars] == pytest.approx([3.0, 1.0, 0.6, 0.4])
+    assert [b.get_facecolor()[3] for b in bars] == pytest.approx([1.0, 1.0, 0.3, 0.3])
+    dots = ax.figure.axes[1].lines[0].get_ydata()
+    assert list(dots) == pytest.approx([0.9, 0.3, 0.005, 0.001])
+    assert plots.active_units_title(variances, kl, threshold=0.004).startswith(
+        "3 of 4 units active (Var_x E_q[z_d] > 0.004")
+    plt.close("all")
+
+
+def test_kl_per_unit_needs_one_value_per_unit():
+    with pytest.raises(ConfigError, match="got 3 variances and 4 KL values"):
+        plots.kl_per_unit(torch.ones(4), torch.ones(3))

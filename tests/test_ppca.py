@@ -204,3 +204,60 @@ def test_fit_errors_name_the_fix(data):
     with pytest.raises(ConfigError) as err:
         mc_elbo_with_gaussian_posterior(PPCA.fit(data, 1), data[:2], torch.zeros(2, 1), torch.eye(1), 1)
     assert str(err.value) == "n_samples=1 is invalid; it must be an integer >= 2."
+
+
+def _rgb_crops(n: int = 300, side: int = 8) -> torch.Tensor:
+    """n random side×side RGB crops of scikit-learn's two sample photos, (n, 3, side, side) in [0, 1]."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    g = torch.Generator().manual_seed(0)
+    crops = []
+    for i in range(n):
+        p = photos[i % 2]
+        r = int(torch.randint(0, p.shape[0] - side, (1,), generator=g))
+        c = int(torch.randint(0, p.shape[1] - side, (1,), generator=g))
+        crops.append(torch.from_numpy(p[r:r + side, c:c + side].copy()).permute(2, 0, 1))
+    return torch.stack(crops).float() / 255.0
+
+
+@pytest.mark.parametrize("raw_logvar", [-60.0, 25.0])
+def test_closed_form_elbo_is_the_models_own_elbo_when_the_encoder_leaves_the_logvar_range(raw_logvar):
+    """Issue 17: on 32×32 RGB crops a trained linear VAE's encoder gave log-variances down to −72; the model samples
+    and scores q(z|x) with them clamped to [LOGVAR_MIN, LOGVAR_MAX], and the closed form must be that q's ELBO.
+
+    Before the fix the closed form used the raw value, so the model's Monte-Carlo ELBO (elbo_terms) sat far from it
+    (≈ +15 nats per image for raw −60, far below for +25) — not Monte-Carlo noise. Here one latent unit's log-variance
+    is pushed outside the range on RGB crops; the MC ELBO must match the closed form within 4 standard errors.
+    """
+    from aestudy.metrics import elbo_per_image
+    from aestudy.models import LOGVAR_MAX, LOGVAR_MIN
+    from aestudy.ppca import linear_vae_bounds
+    from aestudy.series.elbo import MC_Z, bound_order
+
+    x = _rgb_crops()
+    vae = linear_vae_from_ppca(PPCA.fit(x[:200], 4), input_shape=(3, 8, 8))
+    with torch.no_grad():  # latent unit 0's log-variance head: a constant raw_logvar for every image
+        vae.encoder.head.weight[4].zero_()
+        vae.encoder.head.bias[4] = raw_logvar
+    test = x[200:]
+    assert not (LOGVAR_MIN <= raw_logvar <= LOGVAR_MAX)  # the condition that bit on RGB data
+    bounds = linear_vae_bounds(vae, test)
+    mc = elbo_per_image(vae, test, n_samples=100, generator=_gen(7))["elbo"]
+    check = bound_order(mc, torch.tensor(bounds["elbo"].to_numpy()))
+    assert abs(check["z_score"]) < MC_Z, check
+    # the bound identities still hold for the q the model uses: ELBO ≤ log p(x), gap = KL(q ‖ p(z|x))
+    assert (bounds["gap"] >= 0).all()
+    torch.testing.assert_close(torch.tensor(bounds["gap"].to_numpy()),
+                               torch.tensor(bounds["kl_to_posterior"].to_numpy()), rtol=1e-6, atol=1e-6)
+
+
+def test_linear_vae_from_ppca_refuses_a_posterior_variance_the_vae_cannot_hold():
+    """A direction 1e16 times the noise variance: σ² M⁻¹ ≈ 1e-16 < e^LOGVAR_MIN, which the VAE would clamp."""
+    W = torch.zeros(D, K, dtype=torch.float64)
+    W[0, 0], W[1, 1] = 1e8, 1.0
+    with pytest.raises(DataError) as err:
+        linear_vae_from_ppca(PPCA(W=W, mu=torch.zeros(D, dtype=torch.float64), sigma2=1.0))
+    assert str(err.value) == ("the exact posterior has log-variance -36.8 < -30.0 (σ² = 1), below what a VAE's q(z|x) "
+                              "holds, so the exact-posterior VAE would not be exact; use fewer latent dimensions or "
+                              "data whose discarded directions are not ~0 variance.")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib
 import nbformat
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -229,7 +230,8 @@ def test_findings_show_three_way_verdicts_when_recorded(runs):
     assert ("- **Output** — **inconclusive**: “the AE is sharper” inconclusive ([toy.ae-sharper]"
             f"({NB}.html#cell-id=c1): effect +0.03 (95% CI -0.01 to +0.07), p = 0.2, 5 seeds, permutation test)"
             in md)
-    assert "3 claims recorded: 2 hold, 0 do not, 1 inconclusive (0 of those enforced)." in md
+    assert ("3 claims recorded: 2 hold, 0 do not, 1 inconclusive. Of these: 2 examined statements (reported "
+            "whichever way they fall); 1 asserted invariant (none failed).") in md
 
 
 def test_without_a_table_findings_list_the_examined_claims(tmp_path):
@@ -378,7 +380,9 @@ def test_for_this_data_answers_ae_or_vae_per_goal_from_the_ledger(tmp_path):
     assert blocks[1].content == ("AE or VAE for `scans`, goal by goal, from this run's examined claims (the model a "
                                  "holding claim favours; its effect and 95% interval).")  # standard: no smoke caveat
     smoke = report.for_this_data_blocks({**metrics, "profile": "smoke"})[1].content
-    assert smoke.endswith(" A smoke run is too small to decide anything.")
+    assert smoke.endswith(" A smoke run checks that everything runs: with the smoke profile's 2 seeds per arm (a "
+                          "decisive verdict needs 3, `aestudy.stats.MIN_DECISIVE_REPLICATES`) its answers are "
+                          "inconclusive.")
     text = report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
     assert "## For this data" in text and text.index("## For this data") < text.index("## Claims")
     assert ("Claims not recorded in this run: `04.vae-beats-ae-few-labels` (this dataset has no labels); "
@@ -412,3 +416,52 @@ def test_timings_say_the_series_wall_time_and_how_many_notebooks_ran_at_once(tmp
     assert texts({**base, "series_wall_s": 130.0, "jobs": 1}) == ["The series took 130 s of wall time, one notebook "
                                                                   "at a time."]
     assert texts(base) == []  # a run from before the runner recorded it
+
+
+def test_the_use_cases_row_of_the_report_weighs_notebook_04s_claims():
+    """Notebook 03 builds its table before 04 runs; the row it records names 04's claims too (`table_records`), and
+    the report weighs those the ledger holds: here they lean against the row, so the 03-only "holds" becomes mixed."""
+    from aestudy.series import comparison as s03
+
+    row = {"Aspect": "Use cases", "AE": "denoising", "VAE": "generation", "Evidence": s03.LATER_NOTE,
+           "Verdict": "holds: 03.vae-samples-beat-ae-prior holds", "Claims": s03.row_claims("Use cases")}
+    own = {"id": "03.vae-samples-beat-ae-prior", "sign": 1}
+    assert row["Claims"][0] == own and {"id": "04.ood-likelihood-failure", "sign": -1} in row["Claims"]
+    notebook_03 = {"claims": [_examined("03.vae-samples-beat-ae-prior", "holds", 0.4)],
+                   "metrics": {"comparison_table": [row]}}
+    only_03 = {"notebooks": {"03_ae_vs_vae_comparison": notebook_03}}
+    claims = report._all_claims(only_03)
+    assert report.row_claims(row, claims) == [("03.vae-samples-beat-ae-prior", 1)]  # 04 not run: 03's claim alone
+    assert report.findings(only_03)[0].startswith("**Use cases** — **holds**: ")
+
+    with_04 = {"notebooks": {"03_ae_vs_vae_comparison": notebook_03, "04_applications": {"claims": [
+        _examined("04.dae-beats-vae-denoising", "holds", 3.0),
+        _examined("04.likelihood-beats-recon-error", "inconclusive", 0.01),
+        _examined("04.ood-likelihood-failure", "holds", 0.14),
+        _examined("04.vae-beats-ae-few-labels", "does not hold", -0.01)]}}}  # across-classes claim: not recorded
+    claims = report._all_claims(with_04)
+    assert report.row_claims(row, claims) == [
+        ("03.vae-samples-beat-ae-prior", 1), ("04.dae-beats-vae-denoising", 1), ("04.likelihood-beats-recon-error", 1),
+        ("04.ood-likelihood-failure", -1), ("04.vae-beats-ae-few-labels", 1)]
+    sentence = report.findings(with_04)[0]
+    assert sentence.startswith("**Use cases** — **mixed**: ")
+    assert "“04.ood-likelihood-failure” (a claim against the row) holds" in sentence
+    assert "04.vae-elbo-beats-recon-across-classes" not in sentence
+    table = report.comparison_with_sentences(report.comparison_frame(with_04), claims)
+    assert "Claims" not in table.columns
+    assert table.loc[0, "Verdict"].startswith("Mixed: ")
+    assert "“04.ood-likelihood-failure” holds (`04.ood-likelihood-failure`, against the row)" in table.loc[0, "Verdict"]
+
+
+def test_the_recorded_table_rows_name_every_claim_their_row_rests_on():
+    from aestudy.series import comparison as s03
+
+    table = pd.DataFrame([{"Aspect": aspect, "Verdict": "v"} for aspect in ("Purpose", "Architecture", "Use cases")])
+    records = s03.table_records(table)
+    assert records[0]["Claims"] == [{"id": "03.ae-reconstructs-better", "sign": 1},
+                                    {"id": "03.vae-samples-beat-ae-prior", "sign": 1}]
+    assert records[1]["Claims"] == []
+    assert [c["id"] for c in records[2]["Claims"]] == ["03.vae-samples-beat-ae-prior", *(
+        cid for cid, _ in s03.LATER_ROW_CLAIMS["Use cases"])]
+    with pytest.raises(ConfigError, match="'Uses' is not a row of the AE-vs-VAE table"):
+        s03.row_claims("Uses")

@@ -313,7 +313,8 @@ def test_report_shows_findings_claims_comparison_timings_and_figures(series_run)
     run_dir = series_run.run_dir
     md = (run_dir / "report.md").read_text()
     assert "Status: **complete** · profile `smoke`" in md
-    assert "3 claims recorded: 2 hold, 1 do not (0 of those enforced)." in md
+    assert ("3 claims recorded: 2 hold, 1 do not. Of these: 1 examined statement (reported whichever way they "
+            "fall); 2 asserted invariants (none failed).") in md
     # the findings: one sentence per table row, from the ledger, each claim linked to its cell
     assert ("- **toy KL** — **holds**: “the toy KL grows linearly with beta” holds "
             "([toy-kl-scale](02_toy_beta.html#cell-id=cell-4): measured beta=4, kl=12; no interval recorded); "

@@ -207,7 +207,7 @@ def test_gradient_variance_ratios_are_the_decades_of_gradient_variance_per_seed(
     """02.reparam-lower-variance: the per-seed decades equal log10 of `gradient_variance`'s ratio, the worst over n
     is their minimum, and the verdict reads decades against 0 with a 1-decade minimum effect."""
     models = {}
-    for s in (0, 1):
+    for s in (0, 1, 2):
         torch.manual_seed(s)
         models[s] = build_model(ModelConfig(kind="vae", arch="mlp", input_shape=SHAPE, latent_dim=2, hidden=(8,)))
     x = (torch.rand(1, *SHAPE, generator=torch.Generator().manual_seed(0)) > 0.5).float()
@@ -219,8 +219,10 @@ def test_gradient_variance_ratios_are_the_decades_of_gradient_variance_per_seed(
         row = table[table["seed"] == s].iloc[0]
         assert row["decades_n1"] == pytest.approx(expected[1]) and row["decades_n10"] == pytest.approx(expected[10])
         assert row["min_decades"] == pytest.approx(expected.min()) and row["min_decades"] > 0
-    assert s02.reparam_lower_variance(table.assign(min_decades=[3.1, 3.3])).verdict == "holds"
-    assert s02.reparam_lower_variance(table.assign(min_decades=[0.31, 0.29])).verdict == "does not hold"
+    assert s02.reparam_lower_variance(table.assign(min_decades=[3.1, 3.3, 3.2])).verdict == "holds"
+    assert s02.reparam_lower_variance(table.assign(min_decades=[0.31, 0.29, 0.30])).verdict == "does not hold"
+    # two seeds never decide (aestudy.stats.MIN_DECISIVE_REPLICATES)
+    assert s02.reparam_lower_variance(table.iloc[:2].assign(min_decades=[3.1, 3.3])).verdict == "inconclusive"
 
 
 def test_notebook01_ae_is_notebook_01s_section_1_model_from_the_cache(tmp_path, monkeypatch) -> None:

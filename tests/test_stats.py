@@ -130,6 +130,28 @@ def test_one_seed_per_arm_is_inconclusive_never_an_error():
                             "the seed-to-seed spread cannot be estimated), 1 vs 1 seeds")
 
 
+def test_two_seeds_per_arm_give_an_interval_but_never_a_decisive_verdict():
+    # The smoke profile's 2 vs 2 seeds: a clear separation would pass the t test, but the spread rests on one degree
+    # of freedom (two smoke runs differing only in the run seed gave opposite decisive verdicts), so it stays
+    # inconclusive, while the interval and p-value are still reported.
+    a, b = np.array([1.0, 1.1]), np.array([3.0, 3.1])
+    verdict = compare(a, b, higher_is_better=False, min_effect=0.5)
+    assert verdict.ci_low > 0.5 and verdict.p_value < ALPHA  # the interval alone would say "holds"
+    assert verdict.verdict == "inconclusive" and verdict.n_seeds == (2, 2)
+    assert verdict.reason == ("only 2 seeds in an arm: a decisive verdict needs at least 3 (the interval alone "
+                              "would say 'holds')")
+    against = compare(b, a, higher_is_better=False, min_effect=0.5)
+    assert against.verdict == "inconclusive" and "would say 'does not hold'" in against.reason
+    rounds = compare(a, b, higher_is_better=False, min_effect=0.5, replicates="timing rounds")
+    assert rounds.reason.startswith("only 2 timing rounds in an arm")
+    assert stats.compare_to_value([3.0, 3.1], 0.0, higher_is_better=True, min_effect=0.5).verdict == "inconclusive"
+    same = stats.compare_equivalent([1.0, 1.01], [1.0, 1.02], tolerance=0.5, paired=True)
+    assert same.verdict == "inconclusive" and -0.5 < same.ci_low < same.ci_high < 0.5
+    # Three seeds per arm (one more in the smaller arm) are enough for the same separation to hold.
+    assert compare([1.0, 1.1, 1.05], [3.0, 3.1, 3.05], higher_is_better=False, min_effect=0.5).verdict == "holds"
+    assert compare([1.0, 1.1, 1.05], b, higher_is_better=False, min_effect=0.5).verdict == "inconclusive"
+
+
 def test_effect_is_signed_in_the_claimed_direction_and_matches_welch():
     a, b = np.array([1.0, 1.2, 0.9, 1.1, 1.0]), np.array([3.0, 2.8, 3.1, 3.3, 2.9])
     reference = ttest_ind(a, b, equal_var=False)

@@ -4,7 +4,8 @@ Both are made from one list of blocks (headings, paragraphs, lists, tables, figu
 in this order:
 
 1. **What this run found**: one plain sentence per row of the AE-vs-VAE table (metric `comparison_table`, a
-   list of row dicts with Aspect, AE, VAE, Evidence, Verdict), each naming the claims the row rests on with
+   list of row dicts with Aspect, AE, VAE, Evidence, Verdict and optionally Claims, the ids a row rests on, later
+   notebooks' included: see `row_claims`), each naming the claims the row rests on with
    their measured effect, interval and verdict (holds / does not hold / inconclusive). Generated from the
    ledger: a claim that carries a three-way verdict record (`effect`, `ci_low`, `ci_high`, `p_value`,
    `n_seeds`, `test`, `verdict`; see `claim_stats`) is shown with it, an older yes/no claim with its `holds`.
@@ -460,11 +461,12 @@ def for_this_data_blocks(metrics: Mapping[str, Any], links: NotebookLinks | None
     """The "For this data" heading, what data it is, the goal table and the run's skipped claims and FID space."""
     configs = [entry.get("metrics", {}).get("config") or {} for entry in metrics.get("notebooks", {}).values()]
     data = next((c.get("data") or c.get("dataset") for c in configs if c.get("data") or c.get("dataset")), None)
+    smoke = (" A smoke run checks that everything runs: with the smoke profile's 2 seeds per arm (a decisive verdict "
+             "needs 3, `aestudy.stats.MIN_DECISIVE_REPLICATES`) its answers are inconclusive.")
     blocks = [Block("h2", "For this data", anchor=FOR_THIS_DATA_ID),
               Block("p", f"AE or VAE for `{data or '?'}`, goal by goal, from this run's examined claims (the model a "
                          "holding claim favours; its effect and 95% interval)."
-                         + (" A smoke run is too small to decide anything." if metrics.get("profile") == "smoke"
-                            else "")),
+                         + (smoke if metrics.get("profile") == "smoke" else "")),
               Block("table", for_this_data(metrics, links))]
     skipped = skipped_claims(metrics)
     if skipped:
@@ -531,6 +533,25 @@ def claim_counts(claims: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     for claim in claims:
         counts[claim_verdict(claim)] += 1
     return counts
+
+
+def _kinds_sentence(claims: Iterable[Mapping[str, Any]], not_holding: list[Mapping[str, Any]]) -> str:
+    """What the counts mix: examined textbook statements (reported whichever way they fall) and asserted
+    invariants (identities and implementation checks that stop the run when they fail, "enforced")."""
+    claims = list(claims)
+    asserted = sum(c.get("kind") == "asserted" for c in claims)
+    failed = sum(bool(c.get("enforced")) for c in not_holding)
+    examined = sum(c.get("kind") == "examined" for c in claims)
+    parts = []
+    if examined:
+        parts.append(f"{examined} examined statement{'s' * (examined != 1)} (reported whichever way they fall)")
+    if asserted:
+        parts.append(f"{asserted} asserted invariant{'s' * (asserted != 1)} ({'none' if failed == 0 else failed} "
+                     "failed)")
+    other = len(claims) - examined - asserted
+    if other:
+        parts.append(f"{other} of no stated kind")
+    return ("Of these: " + "; ".join(parts) + ".") if parts else ""
 
 
 def timings_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -637,7 +658,7 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
                    f"started {metrics.get('started')} · finished {metrics.get('finished') or '—'} · git "
                    f"`{(git.get('commit') or '?')[:12]}`{' (dirty)' if git.get('dirty') else ''}"),
         Block("p", f"{len(claims)} claims recorded: {counts['holds']} hold, {counts['does not hold']} do not"
-                   f"{inconclusive} ({sum(bool(c.get('enforced')) for c in not_holding)} of those enforced)."),
+                   f"{inconclusive}. " + _kinds_sentence(claims.values(), not_holding)),
         Block("h2", "What this run found", anchor=FINDINGS_ID),
         Block("list", findings(metrics, links) or ["No claims were recorded."], anchor=FINDINGS_ID),
         Block("p", "Each finding names the claims its row rests on: with a verdict record, its effect, 95% "

@@ -46,14 +46,14 @@ from aestudy.metrics import active_units
 from aestudy.models import ModelConfig
 from aestudy.noise import NoiseConfig
 from aestudy.probes import active_features, probe_table
-from aestudy.series import comparison
+from aestudy.series import comparison, shared
 from aestudy.series.basics import subset
 from aestudy.stats import Verdict, compare, compare_to_value
 from aestudy.study import Study
 from aestudy.train import TrainConfig, train_or_load
 
 SIZES = {  # knob: (smoke, standard, full)
-    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "limit": shared.SIZES["limit"],  # training images of the shown models (None = all 55,000)
     "val_size": (500, 5000, 5000),
     "epochs": (1, 5, 30),  # this notebook's own models
     "n_eval": (500, 2000, 10000),  # test images scored in each section
@@ -462,3 +462,97 @@ def cvae_follows_label(agreement: pd.DataFrame) -> Verdict:
     """The verdict on 04.cvae-follows-label: per-seed agreement above a majority (0.5) by `MIN_MAJORITY_EFFECT`."""
     return compare_to_value(agreement["agreement"].to_numpy(dtype=float), MAJORITY, higher_is_better=True,
                             min_effect=MIN_MAJORITY_EFFECT)
+
+
+# --- readings of surprising results (issue 19): one sentence each, its wording chosen from the measured values ---
+
+def ood_reading(ood_table: pd.DataFrame, deciding: str) -> str:
+    """Markdown interpreting the OOD AUROCs where they go against the textbook (a likelihood is a good anomaly score,
+    and its fixes repair it): which score detects the deciding OOD set best, and what the likelihood ratio did there.
+
+    `ood_table`: `anomaly.auroc_table` per OOD set, concatenated with index (OOD set, score) and an `auroc` column
+    (AUROC, 0.5 = chance; optional `mean_normal`, `mean_anomalous`: mean score per group); `deciding`: the OOD set
+    the verdicts use. Scores read: "AE recon error", "VAE IS-NLL", "likelihood ratio".
+    Sources: Nalisnick et al. (2019), Ren et al. (2019), Serrà et al. (2020).
+
+    Raises:
+        ConfigError: when `deciding` or one of those scores is not in the table.
+    """
+    auroc = ood_table["auroc"]
+    sets = list(dict.fromkeys(auroc.index.get_level_values(0)))
+    if deciding not in sets:
+        raise ConfigError(f"ood_reading: the deciding OOD set {deciding!r} is not in the table; it has {sets}.")
+    here = auroc.loc[deciding]
+    missing = [s for s in ("AE recon error", "VAE IS-NLL", "likelihood ratio") if s not in here.index]
+    if missing:
+        raise ConfigError(f"ood_reading needs the scores {missing} on {deciding!r}; it has {list(here.index)}.")
+    best, nll, ratio = str(here.idxmax()), float(here["VAE IS-NLL"]), float(here["likelihood ratio"])
+    lines = []
+    if here[best] <= CHANCE_AUROC:
+        lines.append(f"**Reading: no score detects {deciding} better than chance here** (the highest AUROC is "
+                     f"{best}'s, {here[best]:.3f}): every score ranks these OOD images as more normal than the test "
+                     "images, the failure Nalisnick et al. (2019) describe, reaching even the reconstruction error.")
+    elif best == "AE recon error":
+        lines.append(
+            f"**Reading: the AE's reconstruction error is the best detector of {deciding}** (AUROC "
+            f"{here[best]:.3f}, the VAE's IS-NLL {nll:.3f}). It asks whether the AE can redraw the image, which it "
+            "learned from this data's shapes only; a likelihood sums per-pixel log-probabilities and is dominated by "
+            "how simple the image is (how much of it is plain background), not by what it shows (Nalisnick et al. "
+            "2019; Serrà et al. 2020).")
+    else:
+        lines.append(f"**Reading:** on {deciding} the best detector is {best} (AUROC {here[best]:.3f}); the AE's "
+                     f"reconstruction error reaches {here['AE recon error']:.3f}.")
+    elsewhere = [(s, float(auroc.loc[s]["likelihood ratio"]), float(auroc.loc[s]["VAE IS-NLL"])) for s in sets
+                 if s != deciding and "likelihood ratio" in auroc.loc[s].index and "VAE IS-NLL" in auroc.loc[s].index]
+    helped = [s for s, r, n in elsewhere if r > n]
+    columns = ("mean_normal", "mean_anomalous")  # `auroc_table`'s mean score per group, when present
+    means = (tuple(float(ood_table.loc[(deciding, "likelihood ratio"), c]) for c in columns)
+             if set(columns) <= set(ood_table.columns) else ())
+    if ratio < nll:
+        survives = (f"; here the full model's preference for these images survives the subtraction (mean ratio "
+                    f"{means[1]:.1f} on them vs {means[0]:.1f} on the test images: lower = more normal), and with the "
+                    "shared low-level part removed it ranks them as normal more consistently"
+                    if means and means[1] < means[0] else "")
+        lines.append(
+            f"**Reading: the likelihood ratio deepens the failure on {deciding}** (AUROC {nll:.3f} → {ratio:.3f})"
+            + (f", although it helps on {', '.join(helped)}" if helped else "") + ". The ratio cancels only the part "
+            "of the likelihood that the background model (trained on perturbed images of this data) captures"
+            + survives + ". Ren et al. (2019) tuned the perturbation rate and the background model's weight decay on "
+            "held-out OOD data, which a protocol that fixes the rate in advance cannot do.")
+    else:
+        lines.append(f"**Reading:** the likelihood ratio raises the AUROC on {deciding} ({nll:.3f} → {ratio:.3f}), "
+                     "the repair Ren et al. (2019) report.")
+    return "\n\n".join(lines)
+
+
+def probe_reading(probe_results: pd.DataFrame, *, active: int, latent_dim: int, probe: str = "linear") -> str:
+    """Markdown interpreting the few-label probes where they go against the M1 story (VAE means are good features):
+    the worst and best representation at the fewest labels, and PCA against the AE codes at the most labels.
+
+    `probe_results`: `probes.probe_table` rows (representation, probe, labels, accuracy; accuracy a share);
+    `active`: the VAE's active units kept as features, of `latent_dim`. Source: Kingma et al. (2014), M1.
+
+    Raises:
+        ConfigError: when the table has no rows for `probe`.
+    """
+    rows = probe_results[probe_results["probe"].astype(str).str.contains(probe, case=False)]
+    if rows.empty:
+        raise ConfigError(f"probe_reading: no rows for probe {probe!r}; "
+                          f"probes: {sorted(probe_results['probe'].unique())}.")
+    mean = rows.groupby(["labels", "representation"])["accuracy"].mean()
+    few, most = min(mean.index.get_level_values(0)), max(mean.index.get_level_values(0))
+    at_few = mean.loc[few].sort_values()
+    worst, best = str(at_few.index[0]), str(at_few.index[-1])
+    lines = [f"**Reading:** with {few:,} labels the {probe} probe does best on {best} ({at_few[best]:.3f}) and worst "
+             f"on {worst} ({at_few[worst]:.3f})."]
+    if worst == "VAE":
+        lines[0] += (f" The VAE's means being the weakest features goes against M1: the KL term pulls every mean "
+                     f"towards the prior's 0 and switches units off ({active} of {latent_dim} kept), so the code "
+                     "keeps what helps reconstruction on average, not what separates classes; Kingma et al. (2014) "
+                     "got M1's gains from longer-trained models and a nonlinear classifier (M1 + TSVM) on the codes.")
+    at_most = mean.loc[most]
+    if {"AE", "PCA"} <= set(at_most.index) and at_most["PCA"] > at_most["AE"]:
+        lines.append(f"With all {most:,} labels PCA ({at_most['PCA']:.3f}) beats the nonlinear AE codes "
+                     f"({at_most['AE']:.3f}) of the same size: a reconstruction objective does not ask for classes "
+                     "that a linear probe can separate, and PCA's directions of largest variance already carry them.")
+    return "\n\n".join(lines)

@@ -18,12 +18,13 @@ from aestudy.data import Dataset, load_dataset, split_sizes
 from aestudy.ensemble import fit_many
 from aestudy.metrics import reconstruction_metrics
 from aestudy.models import ModelConfig
+from aestudy.series import shared
 from aestudy.stats import Verdict, compare_equivalent
 from aestudy.study import Study, sized
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 
 SIZES = {  # knob: (smoke, standard, full)
-    "limit": (2000, None, None),  # training images (None = all 55,000)
+    "limit": shared.SIZES["limit"],  # training images of the shown models (None = all 55,000)
     "val_size": (500, 5000, 5000),
     "epochs": (1, 8, 30),  # section 1's AEs (the `epochs` parameter overrides)
     "sweep_epochs": (1, 6, 30),  # the latent-size sweep (the `epochs` parameter overrides)

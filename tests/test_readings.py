@@ -1,0 +1,151 @@
+"""The interpreting sentences next to surprising results (issue 19): each one's wording follows the measured values,
+so it stays true whichever way a run falls."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from aestudy.errors import ConfigError
+from aestudy.series import applications as s04
+from aestudy.series import limits as s05
+
+
+def _ood(deciding: dict[str, float], other: dict[str, float]) -> pd.DataFrame:
+    rows = [{"OOD set": name, "score": score, "auroc": value}
+            for name, scores in (("digits, MNIST layout", deciding), ("digits", other))
+            for score, value in scores.items()]
+    return pd.DataFrame(rows).set_index(["OOD set", "score"])
+
+
+def test_ood_reading_names_the_best_detector_and_what_the_likelihood_ratio_did():
+    table = _ood({"AE recon error": 0.842, "VAE IS-NLL": 0.420, "likelihood ratio": 0.291},
+                 {"AE recon error": 0.943, "VAE IS-NLL": 0.921, "likelihood ratio": 0.953})
+    text = s04.ood_reading(table, "digits, MNIST layout")
+    assert "the AE's reconstruction error is the best detector of digits, MNIST layout** (AUROC 0.842, the VAE's " \
+           "IS-NLL 0.420)" in text
+    assert "the likelihood ratio deepens the failure on digits, MNIST layout** (AUROC 0.420 → 0.291), although it " \
+           "helps on digits." in text
+    assert "Ren et al. (2019)" in text and "Nalisnick et al." in text
+    fixed = s04.ood_reading(_ood({"AE recon error": 0.6, "VAE IS-NLL": 0.42, "likelihood ratio": 0.7},
+                                 {"AE recon error": 0.9, "VAE IS-NLL": 0.9, "likelihood ratio": 0.8}),
+                            "digits, MNIST layout")
+    assert "best detector is likelihood ratio (AUROC 0.700)" in fixed and "deepens" not in fixed
+    assert "raises the AUROC on digits, MNIST layout (0.420 → 0.700)" in fixed
+    with pytest.raises(ConfigError, match="the deciding OOD set 'mnist' is not in the table"):
+        s04.ood_reading(table, "mnist")
+
+
+def _probes(acc: dict[tuple[int, str], float]) -> pd.DataFrame:
+    rows = [{"representation": rep, "labels": labels, "probe": probe, "repeat": 0, "accuracy": value + shift}
+            for (labels, rep), value in acc.items() for probe, shift in (("linear probe", 0.0), ("5-NN", -0.5))]
+    return pd.DataFrame(rows)
+
+
+def test_probe_reading_explains_weak_vae_features_only_when_they_are_the_weakest():
+    acc = {(100, "AE"): 0.69, (100, "VAE"): 0.62, (100, "PCA"): 0.66, (100, "raw pixels"): 0.68,
+           (55000, "AE"): 0.80, (55000, "PCA"): 0.84}
+    text = s04.probe_reading(_probes(acc), active=6, latent_dim=16)
+    assert text.startswith("**Reading:** with 100 labels the linear probe does best on AE (0.690) and worst on VAE "
+                           "(0.620). The VAE's means being the weakest features")
+    assert "(6 of 16 kept)" in text
+    assert "With all 55,000 labels PCA (0.840) beats the nonlinear AE codes (0.800)" in text
+    acc |= {(100, "VAE"): 0.70, (55000, "AE"): 0.86}
+    text = s04.probe_reading(_probes(acc), active=6, latent_dim=16)
+    assert "best on VAE (0.700) and worst on PCA (0.660)." in text
+    assert "weakest" not in text and "beats the nonlinear AE" not in text
+
+
+def _samples(fid: dict[str, float], sharp: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame([{"source": s, "seed": 0, "fid": fid[s], "laplacian_ratio": sharp[s]} for s in fid])
+
+
+def test_sample_reading_credits_the_ex_post_ae_when_it_wins_and_separates_sharpness_from_fid():
+    fid = {"VAE": 44.2, "GAN": 85.6, "VAE + GMM ex post": 26.2, "AE + GMM ex post": 13.5, "data": 0.9}
+    sharp = {"VAE": 0.21, "GAN": 0.93, "VAE + GMM ex post": 0.3, "AE + GMM ex post": 0.42, "data": 1.0}
+    text = s05.sample_reading(_samples(fid, sharp), fid_name="FID-FMNIST")
+    assert text.startswith("**Reading:** the lowest FID-FMNIST of the generators is AE + GMM ex post's (13.5; the "
+                           "VAE's prior samples 44.2). A deterministic AE")
+    assert "Ghosh et al. (2020)" in text
+    assert "(Laplacian ratio 0.93, the VAE's 0.21) and still score a worse FID-FMNIST (85.6 vs 44.2)" in text
+    fid |= {"VAE": 10.0, "GAN": 20.0}
+    sharp |= {"GAN": 0.1}
+    text = s05.sample_reading(_samples(fid, sharp))
+    assert "is VAE's (10.0;" in text and "Ghosh" not in text and "as sharp as the data" not in text
+    with pytest.raises(ConfigError, match=r"needs the sources \['GAN'\]"):
+        s05.sample_reading(_samples({"VAE": 1.0, "AE + GMM ex post": 2.0}, {"VAE": 1.0, "AE + GMM ex post": 1.0}))
+
+
+def test_m1_reading_says_per_label_count_which_method_is_worst_and_why_when_it_surprises():
+    err = {(100, "VAE codes"): 0.388, (100, "AE codes"): 0.329, (100, "pixels"): 0.317, (100, "M2"): 0.31,
+           (1000, "VAE codes"): 0.262, (1000, "pixels"): 0.208, (1000, "M2"): 0.231, (2000, "pixels"): 0.1,
+           (2000, "M2"): 0.2, (2000, "VAE codes"): 0.3}
+    ssl = pd.DataFrame([{"labels": k, "method": m, "seed": 0, "test_error": e} for (k, m), e in err.items()])
+    text = s05.m1_reading(ssl)
+    assert text.startswith("**Reading:** With 100 labels the lowest test error is that of M2 (31.0%), the highest "
+                           "that of VAE codes (38.8%). The VAE's codes are the worst M1 features")
+    assert "With 1,000 labels the lowest test error is that of pixels (20.8%)" in text
+    assert text.count("Raw pixels beating M2") == 1 and text.count("worst M1 features") == 1
+    with pytest.raises(ConfigError, match="empty"):
+        s05.m1_reading(ssl.iloc[:0])
+
+
+def test_ood_reading_quotes_the_mean_ratios_when_the_table_has_them():
+    table = _ood({"AE recon error": 0.842, "VAE IS-NLL": 0.420, "likelihood ratio": 0.291},
+                 {"AE recon error": 0.943, "VAE IS-NLL": 0.921, "likelihood ratio": 0.953})
+    table["mean_normal"], table["mean_anomalous"] = -40.57, -50.99
+    text = s04.ood_reading(table, "digits, MNIST layout")
+    assert "(mean ratio -51.0 on them vs -40.6 on the test images: lower = more normal)" in text
+    table["mean_anomalous"] = -30.0  # the ratio no longer prefers them on average: no such clause
+    assert "mean ratio" not in s04.ood_reading(table, "digits, MNIST layout")
+
+
+def test_generation_reading_explains_the_ex_post_ae_only_when_it_is_the_best_sampler():
+    from aestudy.series import comparison as s03
+
+    fid = {("AE", "prior N(0, I)"): 245.0, ("AE", "GMM ex post"): 59.7, ("VAE", "prior N(0, I)"): 158.0,
+           ("VAE", "GMM ex post"): 79.7, ("DAE", "prior N(0, I)"): 10.0}  # other models are not the AE-vs-VAE reading
+    gen = pd.DataFrame([{"model": m, "source": s, "seed": 0, "fid": v} for (m, s), v in fid.items()])
+    text = s03.generation_reading(gen)
+    assert text.startswith("**Reading:** the lowest FID of the AE and VAE samplers is the AE's from its GMM ex post "
+                           "(59.7; the VAE's prior samples 158.0). A deterministic AE")
+    assert "Ghosh et al. (2020)" in text
+    gen.loc[gen["source"] == "GMM ex post", "fid"] = 300.0
+    text = s03.generation_reading(gen)
+    assert "is the VAE's from its prior N(0, I) (158.0;" in text and "Ghosh" not in text
+    with pytest.raises(ConfigError, match="needs AE and VAE rows"):
+        s03.generation_reading(gen[gen["model"] == "AE"])
+
+
+def test_interpolation_reading_points_out_when_the_two_path_measures_disagree():
+    from aestudy.series import comparison as s03
+
+    lat = pd.DataFrame([{"model": "AE", "seed": 0, "off_manifold": 1.15, "path_realism": 0.901},
+                        {"model": "VAE", "seed": 0, "off_manifold": 1.19, "path_realism": 0.929}])
+    text = s03.interpolation_reading(lat)
+    assert ("the AE's images lie closer to real images (off-manifold distance AE 1.15, VAE 1.19) and the VAE's stay "
+            "more recognisable (realism AE 90.1%, VAE 92.9%). The two measures disagree") in text
+    lat.loc[1, "off_manifold"] = 1.0
+    text = s03.interpolation_reading(lat)
+    assert "the VAE's images lie closer" in text and "disagree" not in text
+
+
+def test_ood_reading_calls_no_score_a_detector_when_all_are_below_chance():
+    table = _ood({"AE recon error": 0.332, "VAE IS-NLL": 0.029, "likelihood ratio": 0.022},
+                 {"AE recon error": 0.5, "VAE IS-NLL": 0.5, "likelihood ratio": 0.4})
+    text = s04.ood_reading(table, "digits, MNIST layout")
+    assert text.startswith("**Reading: no score detects digits, MNIST layout better than chance here** (the highest "
+                           "AUROC is AE recon error's, 0.332)")
+    assert "is the best detector" not in text
+
+
+def test_a_sampler_within_ten_percent_of_the_vae_is_not_called_the_better_one():
+    from aestudy.series import comparison as s03
+
+    fid = {"VAE": 108.2, "GAN": 200.0, "AE + GMM ex post": 108.0, "data": 1.0}
+    text = s05.sample_reading(_samples(fid, dict.fromkeys(fid, 0.5)))
+    assert "It is within 10% of the VAE's: no clear winner" in text and "Ghosh" not in text
+    gen = pd.DataFrame([{"model": m, "source": s, "seed": 0, "fid": v} for m, s, v in (
+        ("AE", "prior N(0, I)", 245.0), ("AE", "GMM ex post", 150.0), ("VAE", "prior N(0, I)", 158.0))])
+    text = s03.generation_reading(gen)
+    assert "within 10% of the VAE's prior samples: no clear winner" in text and "Ghosh" not in text
