@@ -232,10 +232,11 @@ def linear_sweep_reading(gaps: Mapping[int, float], *, tolerance: float = LINEAR
         text += ("outside it" if inside else f"outside the ±{margin:.0%} margin of the equivalence claim")
         text += (f" at d = {listed(outside)}. That is an unfinished optimisation, not a property of the "
                  "model: a linear AE shares PCA's optimum (Baldi & Hornik 1989), but its loss surface is a stretched "
-                 "quadratic that converges slowly, the more slowly the larger $d$ (more directions of small variance "
-                 "to align), and the sweep gives every size the same few epochs.")
+                 "quadratic that converges slowly, the more slowly the larger $d$ (the directions a larger code adds "
+                 "carry little variance, so their gradients are weak), and the sweep gives every size the same few "
+                 "epochs.")
         if len(sizes) > 1 and gaps[sizes[-1]] > gaps[sizes[0]]:
-            text += " The gap growing with $d$ is that drift."
+            text += f" Its larger gap at d = {sizes[-1]} than at d = {sizes[0]} is that drift."
     if tested_d is not None:
         text += (f" The equivalence verdict below rests on longer-trained replicates at d = {tested_d}, and says "
                  "nothing about the sizes it does not test.")

@@ -622,7 +622,8 @@ def gan_budget_text(*, gan_epochs: int, gan_images: int, vae_epochs: int, vae_im
     steps = gan_epochs * math.ceil(gan_images / batch_size)
     passes = "one pass" if gan_epochs == 1 else f"{gan_epochs} passes"
     text = (f"**The GAN's budget** (this profile): {passes} over its {gan_images:,} training images in batches of "
-            f"{batch_size} ({steps:,} steps, {gan_seen:,} images seen), against the VAE's {vae_epochs} epochs over "
+            f"{batch_size} ({steps:,} steps, {gan_seen:,} images seen), against the VAE's {vae_epochs} "
+            f"epoch{'s' if vae_epochs != 1 else ''} over "
             f"{vae_images:,} images ({vae_seen:,} seen)")
     if gan_seen < vae_seen:
         return text + (": *less* training than the VAE's, so any advantage in sharpness is not bought with more "
