@@ -177,7 +177,8 @@ def check_image_values(images: torch.Tensor, where: str, *, indices: torch.Tenso
         value = float(flat[first][~torch.isfinite(flat[first])][0])
         raise ConfigError(f"{where} has a non-finite pixel ({value}) in image {number} ({int(bad.sum())} of "
                           f"{len(images)} images hold NaN or ±inf); drop or repair those images.")
-    hint = " (images in 0..255: divide by 255)" if low >= 0 and 1 < high <= 255 else ""
+    # /255 only when the values look like 8-bit levels (maximum above 2): 1.5 is a float image slightly out of range.
+    hint = " (images in 0..255: divide by 255)" if low >= 0 and 2 < high <= 255 else ""
     raise ConfigError(f"{where} has pixel values in [{low:g}, {high:g}] (first outside [0, 1]: image {number}); "
                       f"they must lie in [0, 1]{hint}.")
 

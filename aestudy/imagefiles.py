@@ -417,6 +417,9 @@ def _channels_last(images: np.ndarray, path: Path) -> np.ndarray:
     return images[:, None] if images.ndim == 3 else np.moveaxis(images, -1, 1)
 
 
+LEVELS_ABOVE = 2.0  # a float maximum above this (or integral values) reads as 0..255 levels
+
+
 def _array_pixels(images: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
     """Check dtype and range: integers in [0, 255] -> (uint8, 255); floats in [0, 1] -> (float32, 1)."""
     kind = images.dtype.kind
@@ -436,7 +439,11 @@ def _array_pixels(images: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
         low, high = float(images.min()), float(images.max())
         if low < 0.0 or high > 1.0:
             bad = int(np.flatnonzero(((images < 0) | (images > 1)).reshape(len(images), -1).any(1))[0])
-            hint = " They look like 0..255 levels: divide by 255." if high <= 255 and low >= 0 else ""
+            # /255 only when the values really look like 8-bit levels: a maximum of 1.5 is a float image gone
+            # slightly out of range (dividing it by 255 would darken it to near black), not 0..255 levels.
+            levels = low >= 0 and high <= 255 and (high > LEVELS_ABOVE or bool(np.all(images == np.round(images))))
+            hint = (" They look like 0..255 levels: divide by 255." if levels else
+                    " Clip or rescale them into [0, 1] (e.g. numpy.clip(images, 0, 1)).")
             raise DataError(f"{path}: float images must lie in [0, 1]; found values from {low:g} to {high:g} (first "
                             f"at image {bad}).{hint}")
         return images.astype(np.float32, copy=False), 1.0

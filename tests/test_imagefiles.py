@@ -502,13 +502,19 @@ def test_labels_count_differs(tmp_path: Path) -> None:
     (np.full((5, 4, 4), 0.5) * np.array([1, 1, 400, 1, 1])[:, None, None], "float images must lie in [0, 1]; found "
      "values from 0.5 to 200 (first at image 2). They look like 0..255 levels: divide by 255."),
     (np.full((5, 4, 4), -0.5, np.float32), "float images must lie in [0, 1]; found values from -0.5 to -0.5 (first "
-     "at image 0)."),
+     "at image 0). Clip or rescale them into [0, 1] (e.g. numpy.clip(images, 0, 1))."),
+    # issue 17, item 4: a float maximum of 1.5 is not 0..255 levels; dividing by 255 would make the images black
+    (np.full((5, 4, 4), 0.25) * np.array([1, 6, 1, 1, 1])[:, None, None], "float images must lie in [0, 1]; found "
+     "values from 0.25 to 1.5 (first at image 1). Clip or rescale them into [0, 1] (e.g. numpy.clip(images, 0, 1))."),
+    # integral floats are levels whatever their maximum
+    (np.full((5, 4, 4), 2.0), "float images must lie in [0, 1]; found values from 2 to 2 (first at image 0). They "
+     "look like 0..255 levels: divide by 255."),
     (np.where(np.arange(5)[:, None, None] == 3, np.nan, np.full((5, 4, 4), 0.5)), "images contain NaN (first at "
      "image 3); remove or repair those images."),
     (np.where(np.arange(5)[:, None, None] == 1, np.inf, np.full((5, 4, 4), 0.5)), "images contain infinite values "
      "(first at image 1); remove or repair those images."),
 ], ids=["rank2", "empty", "channels-first", "rgba", "bool", "complex", "int-over-255", "int-negative",
-        "float-0-255", "float-negative", "nan", "inf"])
+        "float-0-255", "float-negative", "float-1.5", "float-integral-2", "nan", "inf"])
 def test_bad_arrays(tmp_path: Path, array: np.ndarray, message: str) -> None:
     np.save(tmp_path / "bad.npy", array)
     expect_error(tmp_path / "bad.npy", f"{tmp_path / 'bad.npy'}: {message}")
