@@ -67,6 +67,8 @@ class StudyConfig:
 
     profile: str | None = None
     dataset: str = "fashion-mnist"
+    image_size: str | None = None  # your own images only: None | "auto" | "HxW" (aestudy.imagefiles.parse_size)
+    channels: int | None = None  # your own images only: None (as found) | 1 (grey) | 3 (RGB)
     latent_dim: int = 16
     epochs: int | None = None
     batch_size: int = 128

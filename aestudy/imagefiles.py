@@ -85,6 +85,10 @@ FALLBACK_SIZE: tuple[int, int] = (32, 32)
 MEMORY_BUDGET = 2 * 2**30  # bytes of float32 pixels above which the fallback size is used
 FORMAT = 1  # bump when decoding changes, so fingerprints (and cached models) change with it
 SIZE_CHOICES = "None (keep the images' one size), 'auto' (the most common size), an integer S or (H, W)"
+# The fewest images the study's notebooks run on (measured at the smoke profile, issue 17): 100 images ran
+# notebooks 03 and 04; 60 failed in notebook 03's 10-component full-covariance GMM of the training codes
+# (numpy LinAlgError: 44 training codes of 16 dimensions), 5 and 8 when sampling from it (n=0).
+STUDY_MIN_IMAGES = 100
 _SHOWN = 5  # file names listed in an error before "and N more"
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -241,8 +245,8 @@ def _check_modes(files: Sequence[Path], modes: Sequence[str], root: Path, channe
         colour_modes = ", ".join(sorted({m for m in modes if m not in _GREY_MODES}))
         raise DataError(f"{root}: mixes grey and colour images: {len(grey)} grey ({grey_modes}): "
                         f"{_names(grey, root)}; {len(colour)} colour ({colour_modes}): {_names(colour, root)}. Pass "
-                        "channels=3 (grey read as RGB) or channels=1 (colour converted to grey), or convert the files "
-                        "to one mode.")
+                        "channels=3 (grey read as RGB) or channels=1 (colour converted to grey) (aestudy run: "
+                        "-p channels 3 or -p channels 1), or convert the files to one mode.")
     return 1 if grey else 3
 
 
@@ -312,6 +316,23 @@ def _check_size(size: object) -> str | tuple[int, int] | None:
     return (int(size), int(size))
 
 
+def parse_size(text: object, *, name: str = "image_size") -> str | tuple[int, int] | None:
+    """The `image_size` parameter (`aestudy run -p image_size 32x48`) as `load_files`' `size`.
+
+    None, "auto", "S" (e.g. "32") or "HxW" (e.g. "32x48"); an int S is taken too (YAML reads `-p image_size 32` as
+    one). Raises ConfigError naming `name` and the valid forms.
+    """
+    if text is None or text == "auto":
+        return text  # type: ignore[return-value]
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool) and text >= 1:
+        return (int(text), int(text))
+    parts = text.lower().split("x") if isinstance(text, str) else []
+    if not parts or len(parts) > 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ConfigError(f"{name}={text!r} is invalid; valid values: None (the images' one size), 'auto' (the most "
+                          "common size), 'S' (e.g. '32') or 'HxW' (e.g. '32x48').")
+    return (int(parts[0]), int(parts[-1]))
+
+
 def _fits(n: int, channels: int, size: tuple[int, int]) -> bool:
     return n * channels * size[0] * size[1] * 4 <= MEMORY_BUDGET
 
@@ -335,7 +356,8 @@ def _target_size(sizes: Sequence[tuple[int, int]], channels: int, size: str | tu
         more = f" and {len(counts) - _SHOWN} more sizes" if len(counts) > _SHOWN else ""
         raise DataError(f"{where}: images have {len(counts)} different sizes (HxW): {'; '.join(groups)}{more}. Pass "
                         f"size='auto' (resize and center-crop to the most common size, {_hw(ranked[0])}) or "
-                        "size=(H, W), or make the images one size.")
+                        "size=(H, W) (aestudy run: -p image_size auto, or -p image_size HxW), or make the images one "
+                        "size.")
     chosen = ranked[0] if size in (None, "auto") else size
     assert isinstance(chosen, tuple)
     notes: tuple[str, ...] = ()
@@ -643,6 +665,47 @@ def _npz_images_shape(path: Path) -> tuple[int, ...]:
         pass
     images, _, _, _ = _read_arrays(path)  # the full read names what is wrong with the file
     return tuple(images.shape)
+
+
+def study_size_problem(n: int, where: str | os.PathLike[str]) -> str | None:
+    """Why `n` images at `where` are too few for the study's notebooks (STUDY_MIN_IMAGES), or None when enough."""
+    if n >= STUDY_MIN_IMAGES:
+        return None
+    test = num_test_images(STUDY_MIN_IMAGES)
+    val = default_val_size_for(STUDY_MIN_IMAGES)
+    return (f"{where}: {n} image(s) are fewer than the split sizes need: the study needs at least {STUDY_MIN_IMAGES} "
+            f"({test} test, {val} validation and {STUDY_MIN_IMAGES - test - val} training images; notebook 03 fits a "
+            "10-component Gaussian mixture to the training codes). Add images to reach "
+            f"{STUDY_MIN_IMAGES} or more, then check them with: aestudy data info {where}")
+
+
+def check_study_size(path: str | os.PathLike[str]) -> int:
+    """The image count of `path` (no decoding), or a DataError when the study cannot run on so few.
+
+    Raises:
+        DataError: fewer than STUDY_MIN_IMAGES images (the message names the count, the minimum and the fix), or
+            whatever `count_images` raises for a missing or unreadable path.
+    """
+    n = count_images(path)
+    problem = study_size_problem(n, _resolve(path))
+    if problem is not None:
+        raise DataError(problem)
+    return n
+
+
+def inspect_for_study(path: str | os.PathLike[str], *, size: str | int | tuple[int, int] | None = None,
+                      channels: int | None = None) -> Dataset:
+    """Load `path` once as the study will (every check of `load_files`) after the study's minimum size check.
+
+    What `aestudy run` calls before any notebook starts, so that bad data stops the run with the data layer's own
+    message instead of failing inside a notebook. Nothing is cached: `load_files` writes nothing.
+
+    Raises:
+        DataError: as `check_study_size` and `load_files`.
+        ConfigError: an invalid `size` or `channels`.
+    """
+    check_study_size(path)
+    return load_files(path, size=size, channels=channels, progress=False)
 
 
 def default_val_size(path: str | os.PathLike[str]) -> int:

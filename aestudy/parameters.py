@@ -267,6 +267,30 @@ def _check_dataset(value: Any) -> str:
     return value
 
 
+def _own_files_only(name: str, value: Any, values: Mapping[str, Any]) -> None:
+    """`image_size` and `channels` apply to a path only; a built-in dataset has one fixed shape."""
+    dataset = values.get("dataset", "fashion-mnist")
+    require(value is None or dataset not in DATASET_NAMES, name, value,
+            f"it applies to your own image files only; use None with the built-in dataset {dataset!r}")
+
+
+def _check_image_size(value: Any, values: Mapping[str, Any]) -> str | None:
+    from aestudy.imagefiles import parse_size
+
+    size = parse_size(value, name="image_size")  # raises ConfigError naming the valid forms
+    _own_files_only("image_size", value, values)
+    return size if size is None or size == "auto" else f"{size[0]}x{size[1]}"  # one spelling: "HxW"
+
+
+def _check_channels(value: Any, values: Mapping[str, Any]) -> int | None:
+    if value is not None:
+        require(is_int(value) and int(value) in (1, 3), "channels", value,
+                "valid values: None (as found), 1 (grey) or 3 (RGB)")
+        value = int(value)
+    _own_files_only("channels", value, values)
+    return value
+
+
 def _check_profile(value: Any, values: Mapping[str, Any]) -> str | None:
     return as_choice(value, "profile", (None, *PROFILES))
 
@@ -336,6 +360,9 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("profile", "str | None", "size of every computation; None -> $AESTUDY_PROFILE or 'standard'", _check_profile),
     _rule("dataset", "str", "the training dataset: a name, or a path to a folder of images or an .npz/.npy file",
           lambda v: _check_dataset(v)),
+    Rule("image_size", "str | None", "your own images only: None (their one size), 'auto' (the most common size), "
+         "'S' or 'HxW' (resize and center-crop)", _check_image_size),
+    Rule("channels", "int | None", "your own images only: None (as found), 1 (grey) or 3 (RGB)", _check_channels),
     _rule("latent_dim", "int", "size of z", lambda v: as_int(v, "latent_dim", low=1)),
     # >= 1: every notebook measures its training curve (03's convergence needs one epoch at least).
     _rule("epochs", "int | None", "training epochs; None -> the profile's default",

@@ -37,8 +37,9 @@ from aestudy.claims import (
     verdict_line,
 )
 from aestudy.config import PROFILES, StudyConfig, resolve_device
-from aestudy.data import Dataset, load_dataset, split_sizes
+from aestudy.data import DATASET_NAMES, Dataset, load_dataset, split_sizes
 from aestudy.errors import ConfigError
+from aestudy.imagefiles import check_study_size, is_path, parse_size
 from aestudy.parameters import validate_parameters
 from aestudy.stats import Verdict
 from aestudy.train import TrainConfig
@@ -148,8 +149,18 @@ class Study:
 
     def data(self, *, binarize: str | None = None) -> Dataset:
         """The notebook's dataset at the profile's `limit`/`val_size` (scaled to what the dataset holds)."""
+        if self.config.dataset not in DATASET_NAMES and is_path(self.config.dataset):
+            check_study_size(self.config.dataset)  # before loading: too few images fail late inside the notebooks
         sizes = split_sizes(self.config.dataset, limit=self.size.get("limit"), val_size=self.size.get("val_size", 5000))
-        return load_dataset(self.config.dataset, seed=self.seed, binarize=binarize, **sizes)
+        return load_dataset(self.config.dataset, seed=self.seed, binarize=binarize, **sizes, **self.files)
+
+    @property
+    def files(self) -> dict[str, Any]:
+        """`load_dataset`'s `size`/`channels` from the `image_size`/`channels` parameters ({} when both are None,
+        as a built-in dataset needs): every load of the study's dataset passes them (`**study.files`)."""
+        if self.config.image_size is None and self.config.channels is None:
+            return {}
+        return {"size": parse_size(self.config.image_size), "channels": self.config.channels}
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """TrainConfig from the parameters (epochs from the sizes, batch size, lr, seed, device) and `overrides`."""

@@ -45,8 +45,8 @@ from aestudy.objectives import loss_terms
 from aestudy.runner.cli import main
 from aestudy.train import TrainConfig, train_or_load
 
-FIX_MIXED_MODES = ("Pass channels=3 (grey read as RGB) or channels=1 (colour converted to grey), or convert the "
-                   "files to one mode.")
+FIX_MIXED_MODES = ("Pass channels=3 (grey read as RGB) or channels=1 (colour converted to grey) (aestudy run: "
+                   "-p channels 3 or -p channels 1), or convert the files to one mode.")
 
 
 def pixels(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -455,7 +455,8 @@ def test_mixed_sizes_without_size(tmp_path: Path) -> None:
     write_pngs(tmp_path / "m", pixels(1, (8, 10)), prefix="b")
     expect_error(tmp_path / "m", f"{tmp_path / 'm'}: images have 2 different sizes (HxW): 8x8 (3 image(s), e.g. "
                  "a_000.png, a_001.png and 1 more); 8x10 (1 image(s), e.g. b_000.png). Pass size='auto' (resize and "
-                 "center-crop to the most common size, 8x8) or size=(H, W), or make the images one size.")
+                 "center-crop to the most common size, 8x8) or size=(H, W) (aestudy run: -p image_size auto, or -p "
+                 "image_size HxW), or make the images one size.")
 
 
 def test_mixed_grey_and_rgb(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def _data_fetch(args: argparse.Namespace) -> int:
 
 def _data_info(args: argparse.Namespace) -> int:
     """Print split sizes, shape, classes, source, checksum and licence of a dataset."""
-    from aestudy.data import default_val_size, load_dataset
+    from aestudy import imagefiles
+    from aestudy.data import DATASET_NAMES, default_val_size, load_dataset
 
     val_size = default_val_size(args.name) if args.val_size is None else args.val_size
     files = {"size": _size_arg(args.size), "channels": args.channels} if args.size or args.channels else {}
@@ -55,6 +56,10 @@ def _data_info(args: argparse.Namespace) -> int:
     ]
     if info.note:
         lines.append(("note", info.note))
+    if args.name not in DATASET_NAMES and imagefiles.is_path(args.name):  # issue 17: too few for `aestudy run`?
+        n = len(data.train) + len(data.val) + len(data.test)
+        lines.append(("study", imagefiles.study_size_problem(n, info.name)
+                      or f"enough images for aestudy run (at least {imagefiles.STUDY_MIN_IMAGES})"))
     for key, value in lines:
         print(f"{key + ':':<10}{value}")
     return 0

@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
+from aestudy.data import DATASET_NAMES
 from aestudy.errors import ConfigError
+from aestudy.imagefiles import inspect_for_study, is_path, parse_size
 from aestudy.parameters import (
     notebook_parameters,
     parse_text,
@@ -122,13 +124,29 @@ def route_parameters(notebooks: Sequence[Path], params: Mapping[str, Any], *,
                           f"{', '.join(valid) or '(none)'}.")
     given = {**dict(run_level or {}), **dict(params)}
     routed: dict[str, dict[str, Any]] = {}
+    own_data: dict[tuple[str, Any, Any], None] = {}  # (path, image_size, channels) the notebooks will load
     for key, names in declared.items():
         mine = {name: value for name, value in given.items() if name in names}
         effective = {**{name: p.default for name, p in names.items()}, **mine}
         checked = validate_parameters(effective, notebook=key,
                                       declared={name: p.annotation for name, p in names.items()})
         routed[key] = {name: _injectable(checked[name]) for name in mine}
+        dataset = checked.get("dataset")
+        if isinstance(dataset, str) and dataset not in DATASET_NAMES and is_path(dataset):
+            own_data[(dataset, checked.get("image_size"), checked.get("channels"))] = None
+    for dataset, image_size, channels in own_data:
+        check_data(dataset, image_size=image_size, channels=channels)
     return routed
+
+
+def check_data(dataset: str, *, image_size: str | None = None, channels: int | None = None) -> None:
+    """Read your own data once, as the notebooks will, before any folder or kernel exists (issue 17).
+
+    A missing path, an empty folder, a corrupt image, out-of-range arrays, mixed sizes or modes, or fewer images
+    than the study needs would otherwise fail some seconds into the first notebook's setup cell, with a
+    traceback. Raises the data layer's own DataError (the CLI prints it and exits with code 2); nothing is cached.
+    """
+    inspect_for_study(dataset, size=parse_size(image_size), channels=channels)
 
 
 def _injectable(value: Any) -> Any:

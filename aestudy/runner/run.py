@@ -365,6 +365,9 @@ def next_step(run_dir: Path, state: Mapping[str, Any], name: str, failure: Mappi
     on a plain `--resume`, which keeps the saved value; the advice says how to change it instead.
     """
     resume = f"continue with: aestudy run --resume {run_dir}"
+    if failure.get("ename") == "DataError":  # the data, not the run, is at fault: resuming reads it again
+        return ("the data was refused: fix it as the message above says (or pass another dataset), then start the "
+                "run again with the same command; a --resume would read the same data and fail the same way")
     match = re.match(r"^(?:notebook \S+: )?(\w+)=", str(failure.get("evalue") or ""))
     if failure.get("ename") not in ("ConfigError", "ParameterError") or match is None:
         return resume

@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor
 
 from aestudy import generation
-from aestudy.data import Dataset, load_dataset, split_sizes
+from aestudy.data import DATASET_NAMES, Dataset, load_dataset, split_sizes
 from aestudy.ensemble import fit_many
 from aestudy.errors import ConfigError
 from aestudy.metrics import reconstruction_metrics
@@ -70,7 +70,7 @@ def notebook01_ae(study: Study) -> TrainResult:
     the same parameters, else trained once exactly as 01 would train it (grey levels, MSE).
     """
     size = sized(study.profile, SIZES)
-    data = load_dataset(study.config.dataset, seed=study.seed,
+    data = load_dataset(study.config.dataset, seed=study.seed, **study.files,
                         **split_sizes(study.config.dataset, limit=size["limit"], val_size=size["val_size"]))
     cfg = study.train_config(epochs=study.config.epochs_or(size["epochs"]))
     return train_or_load(ae_config("mlp", study.config.latent_dim, input_shape=data.info.shape), cfg, data)
@@ -105,6 +105,8 @@ def subset(data: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
         return data
     # digits come at 8×8 or upscaled to 28×28; the subset keeps the images' size
     upscale = {"upscale": data.info.shape[-1] != 8} if data.info.name == "digits" else {}
+    if data.info.name not in DATASET_NAMES:  # your own files: keep the size and channels they were loaded with
+        upscale = {"size": tuple(data.info.shape[1:]), "channels": data.info.shape[0]}
     return load_dataset(data.info.name, val_size=len(data.val), limit=n, binarize=data.binarize, seed=seed, **upscale)
 
 
