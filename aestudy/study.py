@@ -135,6 +135,7 @@ class Study:
         # Measured values this data cannot give (name prefix -> why), e.g. classifier confidences without labels:
         # `examine` leaves them out when NaN instead of failing the claim's sanity check on them.
         self.unavailable: dict[str, str] = {}
+        self._said_ignored = False  # the data layer's "N non-image file(s) ignored" note, printed once by data()
         torch.manual_seed(self.seed)
         plots.set_theme()
         # Claims tables in full width: no "..." in a statement, a measured list or a hidden column (issue 19).
@@ -152,7 +153,12 @@ class Study:
         if self.config.dataset not in DATASET_NAMES and is_path(self.config.dataset):
             check_study_size(self.config.dataset)  # before loading: too few images fail late inside the notebooks
         sizes = split_sizes(self.config.dataset, limit=self.size.get("limit"), val_size=self.size.get("val_size", 5000))
-        return load_dataset(self.config.dataset, seed=self.seed, binarize=binarize, **sizes, **self.files)
+        data = load_dataset(self.config.dataset, seed=self.seed, binarize=binarize, **sizes, **self.files)
+        ignored = [part for part in data.info.note.split("; ") if part.endswith("non-image file(s) ignored")]
+        if ignored and not self._said_ignored:  # once per notebook: a stray file should not pass silently
+            print(f"note: {data.info.name}: {ignored[0]}")
+            self._said_ignored = True
+        return data
 
     @property
     def files(self) -> dict[str, Any]:

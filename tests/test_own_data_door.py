@@ -169,3 +169,17 @@ def test_study_passes_image_size_and_channels_to_every_load(tmp_path: Path, monk
     assert study.data().info.shape == (3, 8, 6)
     plain = Study("03_ae_vs_vae_comparison", {"epochs": (1, 1, 1)}, profile="smoke", dataset="digits")
     assert plain.files == {}
+
+
+# ------------------------------------------------------------------------------------------ item 5: stray files
+
+
+def test_study_says_once_that_non_image_files_were_ignored(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("AESTUDY_METRICS_FILE", str(tmp_path / "metrics.json"))
+    folder = write_pngs(tmp_path / "scans", 100)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "Thumbs.db").write_bytes(b"\0")
+    study = Study("03_ae_vs_vae_comparison", {"epochs": (1, 1, 1)}, profile="smoke", dataset=str(folder))
+    study.data()
+    study.data(binarize="dynamic")
+    assert capsys.readouterr().out == f"note: {folder}: 2 non-image file(s) ignored\n"
