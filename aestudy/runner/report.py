@@ -50,7 +50,7 @@ CONFIG_METRICS: tuple[str, ...] = ("config", "watermark")  # go to the closing c
 CLAIM_COLUMNS: tuple[str, ...] = ("id", "statement", "kind", "measured", "verdict")
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive")
 STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha",
-                                 "replicates")
+                                 "replicates", "min_effect", "reason")
 # Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
 STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
 FINDINGS_ID = "findings"
@@ -147,18 +147,28 @@ def stats_phrase(stats: Mapping[str, Any]) -> str:
     if "effect" in stats:
         level = f"{1 - stats['alpha']:.0%}" if isinstance(stats.get("alpha"), (int, float)) else "95%"
         has_interval = all(isinstance(stats.get(k), (int, float)) for k in ("ci_low", "ci_high"))
-        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])})" if has_interval
-                    else " (no interval: too few seeds)" if "ci_low" in stats else "")
+        minimum = (f"; min effect {stats['min_effect']:.3g}" if isinstance(stats.get("min_effect"), (int, float))
+                   else "")
+        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])}{minimum})"
+                    if has_interval else f" (no interval: too few seeds{minimum})" if "ci_low" in stats
+                    else f" ({minimum[2:]})" if minimum else "")
         parts.append(f"effect {_number(stats['effect'])}{interval}")
     if isinstance(stats.get("p_value"), (int, float)):
         parts.append(f"p = {stats['p_value']:.2g}")
+    test = str(stats.get("test") or "")
     if stats.get("n_seeds") is not None:  # None: a test over images (DeLong, McNemar), not over seeds
         seeds, unit = stats["n_seeds"], stats.get("replicates") or "seeds"  # timing rounds, held-out classes...
+        if isinstance(seeds, (list, tuple)) and test.startswith("one-sample"):  # one arm against a fixed value
+            seeds = seeds[0]
         counts = " vs ".join(map(str, seeds)) if isinstance(seeds, (list, tuple)) else str(seeds)
         parts.append(f"{counts} {unit}")
-    if stats.get("test") and str(stats["test"]).lower() != "none":
-        parts.append(str(stats["test"]))
-    return ", ".join(parts)
+    if test and test.lower() != "none":
+        parts.append(test)
+    text = ", ".join(parts)
+    if stats.get("verdict") == "inconclusive" and stats.get("reason") and isinstance(stats.get("p_value"),
+                                                                                     (int, float)):
+        text += f"; inconclusive because {stats['reason']}"  # why a result with an interval decides nothing
+    return text
 
 
 def evidence_phrase(claim: Mapping[str, Any], *, limit: int | None = None) -> str:
