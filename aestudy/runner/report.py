@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from aestudy.atomic import atomic_write
-from aestudy.claims import compact
+from aestudy.claims import VERDICT_SIGNS, compact
 
 COMPARISON_METRIC = "comparison_table"
 # Further rows of the seed's table that other notebooks measure (notebook 05: GANs, scaling, semi-supervised).
@@ -190,17 +190,39 @@ def _verdict_class(text: str) -> str:
 # ----------------------------------------------------------------------------------------- links to cells
 
 
+def _output_text(cell: Any) -> str:
+    """The text a code cell's outputs show: streams, and the plain/markdown/HTML renderings of results."""
+    parts = []
+    for output in cell.get("outputs", []):
+        text = output.get("text")
+        if text is not None:
+            parts.append(text if isinstance(text, str) else "".join(text))
+        for mime in ("text/plain", "text/markdown", "text/html"):
+            value = (output.get("data") or {}).get(mime)
+            if value is not None:
+                parts.append(value if isinstance(value, str) else "".join(value))
+    return "\n".join(parts)
+
+
 def claim_cells(nb: Any, claim_ids: Iterable[str]) -> dict[str, str]:
     """The id of the code cell that checks each claim in an executed notebook (`nbformat` node).
 
-    A claim belongs to the first code cell whose source holds its id as a string literal; failing that (an
-    id built at run time), the first whose outputs print it. Ids found nowhere are left out.
+    A claim belongs to the first code cell whose outputs show its verdict line (`aestudy.claims.verdict_line`:
+    "✓ ID: …", "✗ ID: …" or "? ID: …" at the start of a line) — not to an earlier cell that merely names the id,
+    e.g. a list of claims to skip. Failing that (a notebook run before verdict lines existed), the first code cell
+    whose source holds the id as a string literal, then the first whose outputs print it. Ids found nowhere are
+    left out.
     """
     cells = [c for c in nb.cells if c.cell_type == "code" and c.get("id")]
+    shown = {c["id"]: _output_text(c) for c in cells}
+    signs = "".join(VERDICT_SIGNS.values())
     found: dict[str, str] = {}
     for claim_id in claim_ids:
+        line = re.compile(rf"^[{re.escape(signs)}] {re.escape(claim_id)}:", re.MULTILINE)
         literals = (f'"{claim_id}"', f"'{claim_id}'")
-        cell = next((c for c in cells if any(lit in c.source for lit in literals)), None)
+        cell = next((c for c in cells if line.search(shown[c["id"]])), None)
+        if cell is None:
+            cell = next((c for c in cells if any(lit in c.source for lit in literals)), None)
         if cell is None:
             cell = next((c for c in cells if claim_id in json.dumps(c.get("outputs", []))), None)
         if cell is not None:
@@ -640,6 +662,40 @@ def split_key_figures(figures: Sequence[FigureItem]) -> tuple[list[FigureItem], 
 # ----------------------------------------------------------------------------------------- the report
 
 
+def _duration(seconds: float) -> str:
+    """`16 min 49 s`, `1 h 02 min 05 s` or `42 s`."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min {secs:02d} s"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def device_phrase(metrics: Mapping[str, Any]) -> str:
+    """The device's name in the report header, with every change of a kernel's torch threads during the run.
+
+    The runner names the device at the start ("AMD EPYC (1 torch thread per notebook, 2 at a time)"); once no
+    further notebook starts, the kernels still running share the cores a finished one freed, and each change is
+    in `metrics["thread_changes"]` (`aestudy.runner.run`). Those are appended, e.g. "…, 2 at a time;
+    05_limits_and_scale got 2 threads from 16 min 49 s, when 04_applications had ended", so the header does not
+    contradict a notebook's own watermark.
+    """
+    name = str(((metrics.get("environment") or {}).get("device") or {}).get("name") or "?")
+    name = re.sub(r"\b1 torch threads\b", "1 torch thread", name)  # runs named before the grammar fix
+    changes = [c for c in metrics.get("thread_changes") or [] if isinstance(c, Mapping)]
+    if not changes:
+        return name
+
+    def stem(notebook: Any) -> str:
+        return ", ".join(Path(part.strip()).stem for part in str(notebook).split(","))
+
+    tail = "; ".join(
+        f"{stem(c.get('notebook'))} got {c.get('threads')} torch thread{'' if c.get('threads') == 1 else 's'} "
+        f"from {_duration(float(c.get('elapsed_s') or 0))}, when {stem(c.get('after'))} had ended"
+        for c in changes)
+    return f"{name[:-1]}; {tail})" if name.endswith(")") else f"{name} ({tail})"
+
+
 def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLinks | None = None) -> list[Block]:
     """The report's content, in order (see the module docstring)."""
     notebooks = metrics.get("notebooks", {})
@@ -654,7 +710,7 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
     blocks = [
         Block("h1", f"aestudy run {metrics.get('run', run_dir.name)}"),
         Block("p", f"Status: **{status}**{'' if status == 'complete' else ' (incomplete run)'} · profile "
-                   f"`{metrics.get('profile')}` · device `{device.get('resolved')}` ({device.get('name')}) · "
+                   f"`{metrics.get('profile')}` · device `{device.get('resolved')}` ({device_phrase(metrics)}) · "
                    f"started {metrics.get('started')} · finished {metrics.get('finished') or '—'} · git "
                    f"`{(git.get('commit') or '?')[:12]}`{' (dirty)' if git.get('dirty') else ''}"),
         Block("p", f"{len(claims)} claims recorded: {counts['holds']} hold, {counts['does not hold']} do not"
