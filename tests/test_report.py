@@ -394,7 +394,8 @@ def test_for_this_data_answers_ae_or_vae_per_goal_from_the_ledger(tmp_path):
         "`03.ae-reconstructs-better` (favours AE when it holds): **holds**, effect -0.4 (95% CI -0.5 to -0.3), "
         "p = 0.01, 5 vs 5 seeds, Welch t; `03.vae-outputs-blurrier`")
     assert evidence["anomaly scores"].endswith(
-        "`04.vae-elbo-beats-recon-across-classes`: skipped (this dataset has no labels)")
+        "`04.vae-elbo-beats-recon-across-classes`: skipped (this dataset has no labels); "
+        "`04.ood-likelihood-failure`: not run")
     assert evidence["features for few labels"] == "`04.vae-beats-ae-few-labels`: skipped (this dataset has no labels)"
     blocks = report.for_this_data_blocks(metrics)
     assert [b.kind for b in blocks][:3] == ["h2", "p", "table"] and blocks[0].content == "For this data"
@@ -420,7 +421,27 @@ def test_for_this_data_is_shown_for_every_run_even_without_its_claims(tmp_path):
     assert report.goal_answer([("does not hold", "AE"), ("inconclusive", "VAE")]) == "no clear difference"
     assert report.goal_answer([("holds", "VAE"), ("inconclusive", "VAE")]) == "VAE, on 1 of 2 claims (1 inconclusive)"
     assert report.goal_answer([("holds", "VAE"), ("holds", "VAE")]) == "VAE"
+    assert report.goal_answer([("holds", "VAE", "VAE"), ("inconclusive", "VAE", "VAE")]) == (
+        "VAE, on 1 of 2 claims (1 inconclusive)")  # the inconclusive claim leans the same way
     assert "## For this data" in report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
+
+
+def test_goal_answer_never_says_vae_against_the_anomaly_evidence():
+    """Standard run 20261130-132526: the hold-out claim favours the VAE, the across-class effect favours the AE
+    (inconclusive) and the OOD likelihood failure (against the VAE) holds: the answer is mixed, not "VAE"."""
+    claims = [_examined("04.likelihood-beats-recon-error", "holds", 0.05),
+              _examined("04.vae-elbo-beats-recon-across-classes", "inconclusive", -0.084),
+              _examined("04.ood-likelihood-failure", "holds", 0.13)]
+    metrics = {"notebooks": {"04_applications": {"claims": claims, "metrics": {}}}}
+    answers = dict(zip(*report.for_this_data(metrics)[["Goal", "Answer"]].T.values, strict=True))
+    assert answers["anomaly scores"] == "mixed (VAE and AE)"
+    # without the OOD claim, the across-class effect alone still keeps the answer from reading "VAE"
+    metrics["notebooks"]["04_applications"]["claims"] = claims[:2]
+    answers = dict(zip(*report.for_this_data(metrics)[["Goal", "Answer"]].T.values, strict=True))
+    assert answers["anomaly scores"] == (
+        "mixed (VAE on 1 holding claim; 1 claim not holding whose effect favours AE)")
+    assert report.effect_leaning(claims[1], "VAE", "AE") == "AE"
+    assert report.effect_leaning({"holds": True}, "VAE", "AE") is None
 
 
 def test_timings_say_the_series_wall_time_and_how_many_notebooks_ran_at_once(tmp_path):

@@ -67,13 +67,17 @@ KEY_FIGURES: tuple[str, ...] = ("prior_samples", "reconstruction_pairs", "rate_d
 SKIPPED_METRIC = "skipped_claims"  # metric: [{"id", "reason"}] — claims a notebook did not record, and why
 FEATURES_METRIC = "fid_features"  # metric: {"name", "description"} — the feature space of the run's FID scores
 FOR_THIS_DATA_ID = "for-this-data"
-GOAL_CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("exact reconstruction", (("03.ae-reconstructs-better", "AE"), ("03.vae-outputs-blurrier", "AE"))),
-    ("new samples", (("03.vae-samples-beat-ae-prior", "VAE"), ("03.vae-gmm-beats-ae-gmm", "VAE"),
-                     ("03.ex-post-density-closes-gap", "AE + GMM ex post"))),
-    ("anomaly scores", (("04.likelihood-beats-recon-error", "VAE"),
-                        ("04.vae-elbo-beats-recon-across-classes", "VAE"))),
-    ("features for few labels", (("04.vae-beats-ae-few-labels", "VAE"),)),
+# Each member: (claim id, the model it favours when it holds, the model its effect favours when it points the
+# other way). A claim against the VAE (04.ood-likelihood-failure: the VAE's likelihood ranks OOD images as more
+# likely) favours the AE's score when it holds.
+GOAL_CLAIMS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
+    ("exact reconstruction", (("03.ae-reconstructs-better", "AE", "VAE"), ("03.vae-outputs-blurrier", "AE", "VAE"))),
+    ("new samples", (("03.vae-samples-beat-ae-prior", "VAE", "AE"), ("03.vae-gmm-beats-ae-gmm", "VAE", "AE + GMM"),
+                     ("03.ex-post-density-closes-gap", "AE + GMM ex post", "VAE"))),
+    ("anomaly scores", (("04.likelihood-beats-recon-error", "VAE", "AE"),
+                        ("04.vae-elbo-beats-recon-across-classes", "VAE", "AE"),
+                        ("04.ood-likelihood-failure", "AE", "VAE"))),
+    ("features for few labels", (("04.vae-beats-ae-few-labels", "VAE", "AE"),)),
 )
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;
@@ -427,29 +431,47 @@ def skipped_claims(metrics: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def goal_answer(rows: Sequence[tuple[str, str]]) -> str:
-    """The answer for one goal from its claims' (verdict, favoured model) pairs.
+def goal_answer(rows: Sequence[tuple[str, ...]]) -> str:
+    """The answer for one goal from its claims' (verdict, favoured model[, model its effect leans to]) rows.
 
     The model every holding claim favours — with "on k of n claims (…)" when the goal's other claims do not hold
     or are inconclusive, so one holding claim never reads as the whole answer; "mixed (…)" when holding claims
-    favour different models; "no clear difference" when none holds and at least one does not hold; "undecided"
-    when all are inconclusive; "not measured" without any recorded claim.
+    favour different models, or when a claim that does not hold or is inconclusive has its effect pointing to
+    another model (a VAE claim whose effect favours the AE never lets the answer read "VAE"); "no clear
+    difference" when none holds and at least one does not hold; "undecided" when all are inconclusive; "not
+    measured" without any recorded claim. The third element (None when the claim has no effect) is the model
+    the claim's point estimate favours.
     """
     if not rows:
         return "not measured"
-    favoured = list(dict.fromkeys(model for word, model in rows if word == "holds"))
+    favoured = list(dict.fromkeys(row[1] for row in rows if row[0] == "holds"))
     if len(favoured) == 1:
-        holding = sum(word == "holds" for word, _ in rows)
+        holding = sum(row[0] == "holds" for row in rows)
+        leaning = Counter(row[2] for row in rows
+                          if row[0] != "holds" and len(row) > 2 and row[2] and row[2] != favoured[0])
+        if leaning:
+            against = " and ".join(f"{n} claim{'s' if n > 1 else ''} not holding whose effect favours {model}"
+                                   for model, n in leaning.items())
+            return f"mixed ({favoured[0]} on {holding} holding claim{'s' if holding > 1 else ''}; {against})"
         if holding == len(rows):
             return favoured[0]
-        rest = Counter(word for word, _ in rows if word != "holds")
+        rest = Counter(row[0] for row in rows if row[0] != "holds")
         others = ", ".join(f"{n} {word}" for word, n in sorted(rest.items()))
         return f"{favoured[0]}, on {holding} of {len(rows)} claims ({others})"
     if favoured:
         return f"mixed ({' and '.join(favoured)})"
-    if any(word == "does not hold" for word, _ in rows):
+    if any(row[0] == "does not hold" for row in rows):
         return "no clear difference"
     return "undecided"
+
+
+def effect_leaning(claim: Mapping[str, Any], favoured: str, opposite: str) -> str | None:
+    """The model a claim's point estimate favours: `favoured` for an effect > 0 (the claim's direction,
+    `aestudy.stats.compare`), `opposite` for one < 0, None without a finite non-zero effect."""
+    effect = claim_stats(claim).get("effect")
+    if not isinstance(effect, int | float) or effect != effect or effect == 0:
+        return None
+    return favoured if effect > 0 else opposite
 
 
 def for_this_data(metrics: Mapping[str, Any], links: NotebookLinks | None = None) -> pd.DataFrame:
@@ -462,10 +484,10 @@ def for_this_data(metrics: Mapping[str, Any], links: NotebookLinks | None = None
     rows = []
     for goal, members in GOAL_CLAIMS:
         decided, parts = [], []
-        for claim_id, model in members:
+        for claim_id, model, opposite in members:
             if claim_id in claims:
                 word = claim_verdict(claims[claim_id])
-                decided.append((word, model))
+                decided.append((word, model, effect_leaning(claims[claim_id], model, opposite)))
                 parts.append(f"{_claim_ref(claim_id, links)} (favours {model} when it holds): **{word}**, "
                              f"{evidence_phrase(claims[claim_id], limit=2)}")
             elif claim_id in skipped:
@@ -473,8 +495,8 @@ def for_this_data(metrics: Mapping[str, Any], links: NotebookLinks | None = None
             else:
                 parts.append(f"{_claim_ref(claim_id, links)}: not run")
         answer = goal_answer(decided)
-        if not decided and any(cid in skipped for cid, _ in members):
-            answer = "skipped: " + "; ".join(dict.fromkeys(skipped[cid] for cid, _ in members if cid in skipped))
+        if not decided and any(cid in skipped for cid, *_ in members):
+            answer = "skipped: " + "; ".join(dict.fromkeys(skipped[cid] for cid, *_ in members if cid in skipped))
         rows.append({"Goal": goal, "Answer": answer, "Evidence": "; ".join(parts)})
     return pd.DataFrame(rows, columns=["Goal", "Answer", "Evidence"])
 
