@@ -188,6 +188,9 @@ def test_holes_reading_explains_equal_holes_despite_different_mmd():
     assert text.startswith("**Reading:** MMD² to N(0, I) is AE 0.293 against VAE 0.007; the share of prior samples "
                            "in holes is AE 43% against VAE 43%. The holes are about as common for both")
     assert "Rosca et al. 2018" in text
+    lat.loc[0, "mmd"] = 0.02  # both codes match the prior about equally: equal holes need no explaining
+    assert "about as common" not in s03.holes_reading(lat)
+    lat.loc[0, "mmd"] = 0.293
     lat.loc[0, "holes"] = 0.7
     assert "about as common" not in s03.holes_reading(lat) and "point different ways" not in s03.holes_reading(lat)
     lat.loc[0, "holes"] = 0.2  # fewer holes for the AE although its MMD² is larger
@@ -226,6 +229,8 @@ def test_cost_reading_names_batched_seed_times_and_an_unconverged_budget():
     cost.loc[0, "epochs_to_converge"] = 2
     text = s03.cost_reading(cost)
     assert "same seconds" not in text and text.startswith("9 of 10 runs had their best validation loss in the last")
+    one = s03.cost_reading(cost.assign(epochs=1, epochs_to_converge=1))
+    assert "equals the whole budget (1 epoch) for every" in one
 
 
 def test_precision_reading_names_samplers_above_the_data_and_why():
