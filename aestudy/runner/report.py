@@ -960,6 +960,9 @@ def write_report(run_dir: str | os.PathLike[str], *, render_notebooks: bool = Tr
     `<notebook>.html`, the target of the claim links); return the two report paths."""
     run_dir = resolve_run_dir(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    state_file = run_dir / "state.json"
+    if "thread_changes" not in metrics and state_file.is_file():  # a run merged before metrics.json carried them
+        metrics["thread_changes"] = json.loads(state_file.read_text(encoding="utf-8")).get("thread_changes") or []
     links = notebook_links(metrics, run_dir, render=render_notebooks)
     blocks = report_blocks(metrics, run_dir, links)
     md, page = run_dir / "report.md", run_dir / "report.html"
