@@ -8,6 +8,8 @@ import pytest
 
 from aestudy.errors import ConfigError
 from aestudy.series import applications as s04
+from aestudy.series import basics as s01
+from aestudy.series import elbo as s02
 from aestudy.series import limits as s05
 
 
@@ -259,3 +261,90 @@ def test_variance_ood_reading_flags_a_shown_model_on_the_other_side_of_chance():
     with pytest.raises(ConfigError, match="needs likelihood_seed_table rows"):
         s04.variance_ood_reading(lik.drop(columns="active_units"), shown_auroc=0.5, shown_active=1, latent_dim=16,
                                  ood_name="digits")
+
+
+def test_sample_reading_says_whether_the_ex_post_ae_is_sharper_than_the_vae_as_measured():
+    fid = {"VAE": 44.2, "GAN": 85.6, "AE + GMM ex post": 13.5, "data": 0.9}
+    blurry = s05.sample_reading(_samples(fid, {"VAE": 0.5, "GAN": 0.9, "AE + GMM ex post": 0.36, "data": 1.0}))
+    assert ("its samples are not sharper than the VAE's (Laplacian ratio 0.36 against 0.50; 1 = the data's), so its "
+            "lead comes from where it samples, not from sharpness. Ghosh et al. (2020)") in blurry
+    assert "stays sharp" not in blurry
+    sharp = s05.sample_reading(_samples(fid, {"VAE": 0.2, "GAN": 0.9, "AE + GMM ex post": 0.42, "data": 1.0}))
+    assert "its samples are also sharper than the VAE's (Laplacian ratio 0.42 against 0.20; 1 = the data's)." in sharp
+
+
+def test_gan_budget_text_counts_passes_and_steps_and_compares_images_seen():
+    text = s05.gan_budget_text(gan_epochs=3, gan_images=20_000, vae_epochs=8, vae_images=20_000)
+    assert text == ("**The GAN's budget** (this profile): 3 passes over its 20,000 training images in batches of 64 "
+                    "(939 steps, 60,000 images seen), against the VAE's 8 epochs over 20,000 images (160,000 seen): "
+                    "*less* training than the VAE's, so any advantage in sharpness is not bought with more training.")
+    one = s05.gan_budget_text(gan_epochs=1, gan_images=500, vae_epochs=1, vae_images=500)
+    assert "one pass over its 500 training images" in one and "(8 steps, 500 images seen)" in one
+    assert "against the VAE's 1 epoch over 500 images" in one
+    assert one.endswith("at least as much training as the VAE's, so read a GAN advantage in sharpness with its "
+                        "budget in mind.")
+    with pytest.raises(ConfigError, match="gan_epochs"):
+        s05.gan_budget_text(gan_epochs=0, gan_images=500, vae_epochs=1, vae_images=500)
+
+
+def _gan_vae(gan: tuple[float, float, float], vae: tuple[float, float, float]) -> pd.DataFrame:
+    return pd.DataFrame([{"source": s, "seed": 0, "fid": f, "precision": p, "laplacian_ratio": lap}
+                         for s, (f, p, lap) in (("GAN", gan), ("VAE", vae))])
+
+
+def test_blur_caveat_flags_speckle_only_when_the_sharper_gan_scores_worse():
+    speckle = s05.blur_caveat(_gan_vae((65.5, 0.48, 1.2), (51.1, 0.80, 0.3)), fid_name="FID-FMNIST")
+    assert speckle.startswith("**Beside the blur verdict:** the GAN's samples are sharper (Laplacian ratio 1.20 "
+                              "against 0.30) but have a worse FID-FMNIST (65.5 against 51.1) and a lower precision "
+                              "(0.48 against 0.80) than the VAE's: part of that sharpness may be speckle")
+    only_precision = s05.blur_caveat(_gan_vae((40.0, 0.5, 1.2), (51.1, 0.8, 0.3)))
+    assert "but have a lower precision (0.50 against 0.80) than the VAE's" in only_precision
+    assert "worse FID" not in only_precision
+    clean = s05.blur_caveat(_gan_vae((40.0, 0.9, 1.2), (51.1, 0.8, 0.3)))
+    assert "come with no worse FID and precision than the VAE's" in clean and "speckle" not in clean
+    blunt = s05.blur_caveat(_gan_vae((40.0, 0.9, 0.2), (51.1, 0.8, 0.3)))
+    assert blunt == ("**Beside the blur verdict:** the GAN's samples are not sharper than the VAE's here (Laplacian "
+                     "ratio 0.20 against 0.30).")
+    with pytest.raises(ConfigError, match=r"needs the sources \['GAN'\]"):
+        s05.blur_caveat(_gan_vae((1, 1, 1), (1, 1, 1)).replace({"GAN": "AE"}))
+
+
+def test_linear_sweep_reading_names_the_sizes_inside_and_outside_the_margin():
+    gaps = {2: 0.014, 4: 0.042, 8: 0.054, 16: 0.070, 32: 0.098, 64: 0.126}
+    text = s01.linear_sweep_reading(gaps, tested_d=16)
+    assert ("within the ±8% margin at d = 2 (+1.4%), 4 (+4.2%), 8 (+5.4%), 16 (+7.0%); outside it at d = 32 (+9.8%), "
+            "64 (+12.6%). That is an unfinished optimisation") in text
+    assert "Its larger gap at d = 64 than at d = 2 is that drift." in text
+    assert text.endswith("longer-trained replicates at d = 16, and says nothing about the sizes it does not test.")
+    inside = s01.linear_sweep_reading({2: 0.01, 16: -0.03})
+    assert "at every size, d = 2 (+1.0%), 16 (-3.0%)" in inside and "unfinished" not in inside
+    outside = s01.linear_sweep_reading({2: 0.3, 16: 0.1})
+    assert "outside the ±8% margin of the equivalence claim at d = 2 (+30.0%), 16 (+10.0%)." in outside
+    assert "is that drift" not in outside
+    with pytest.raises(ConfigError, match="needs the sweep's gaps"):
+        s01.linear_sweep_reading({})
+
+
+def test_active_units_reading_places_the_reference_vae_against_the_replicates():
+    low = s02.active_units_reading(6, 16, [16, 16, 16, 16, 16])
+    assert low.startswith("**Reading the active units.** The reference VAE keeps 6 of its 16 units active; section 4's "
+                          "5 β = 1 replicates keep 16 (mean 16.0). At the same β, the reference VAE is the more "
+                          "collapsed: which units stay active is not fixed by β.")
+    assert "*posterior collapse*" in low
+    high = s02.active_units_reading(16, 16, [12, 14])
+    assert "keep 12 to 14 (mean 13.0). At the same β, the reference VAE is the less collapsed:" in high
+    inside = s02.active_units_reading(13, 16, [12, 14])
+    assert "The reference VAE falls within the replicates' range:" in inside
+    with pytest.raises(ConfigError, match="shown_active"):
+        s02.active_units_reading(17, 16, [12])
+    with pytest.raises(ConfigError, match="it got none"):
+        s02.active_units_reading(3, 16, [])
+
+
+def test_probe_reading_credits_m1_to_a_transductive_svm_not_a_nonlinear_classifier():
+    rows = [{"representation": r, "probe": "linear", "labels": 100, "accuracy": a}
+            for r, a in (("VAE", 0.5), ("AE", 0.7), ("PCA", 0.6))]
+    text = s04.probe_reading(pd.DataFrame(rows), active=6, latent_dim=16)
+    assert ("a transductive SVM on the codes (M1 + TSVM, [glossary](../README.md#glossary)), which lets the unlabelled "
+            "images' codes shape the decision boundary too.") in text
+    assert "nonlinear classifier" not in text

@@ -549,7 +549,9 @@ def probe_reading(probe_results: pd.DataFrame, *, active: int, latent_dim: int, 
         lines[0] += (f" The VAE's means being the weakest features goes against M1: the KL term pulls every mean "
                      f"towards the prior's 0 and switches units off ({active} of {latent_dim} kept), so the code "
                      "keeps what helps reconstruction on average, not what separates classes; Kingma et al. (2014) "
-                     "got M1's gains from longer-trained models and a nonlinear classifier (M1 + TSVM) on the codes.")
+                     "got M1's gains from longer-trained models and a transductive SVM on the codes (M1 + TSVM, "
+                     "[glossary](../README.md#glossary)), which lets the unlabelled images' codes shape the decision "
+                     "boundary too.")
     at_most = mean.loc[most]
     if {"AE", "PCA"} <= set(at_most.index) and at_most["PCA"] > at_most["AE"]:
         lines.append(f"With all {most:,} labels PCA ({at_most['PCA']:.3f}) beats the nonlinear AE codes "

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from aestudy.data import Dataset
 from aestudy.ensemble import fit_many
+from aestudy.errors import ConfigError
 from aestudy.evaluation import batched, evaluating, generator_on, model_device
 from aestudy.metrics import active_units, evaluate_elbo
 from aestudy.models import ModelConfig
@@ -22,6 +23,7 @@ from aestudy.ppca import linear_vae_bounds
 from aestudy.series import shared
 from aestudy.stats import Verdict, compare_to_value
 from aestudy.train import TrainConfig, TrainResult, train_or_load
+from aestudy.validate import as_int
 
 SIZES = {  # knob: (smoke, standard, full)
     "limit": shared.SIZES["limit"],  # training images of the shown models (None = all 55,000)
@@ -339,3 +341,36 @@ def replicate_vaes(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Dataset
     one `fit` per seed; cached per seed): {seed: model on the CPU in eval mode}."""
     runs = fit_many(model_cfg, [replace(train_cfg, seed=int(s), progress=False) for s in seeds], data)
     return {int(s): r.model.cpu().eval() for s, r in zip(seeds, runs, strict=True)}
+
+
+def active_units_reading(shown_active: int, latent_dim: int, replicate_active: Sequence[float]) -> str:
+    """Markdown setting the reference VAE's active units beside the β = 1 seed replicates' (section 4), and why they
+    can differ although β is the same.
+
+    `shown_active`: active units of the reference VAE (of `latent_dim`); `replicate_active`: one count per β = 1
+    replicate (no warm-up). Active units: Burda et al. (2016); posterior collapse: Bowman et al. (2016).
+
+    Raises:
+        ConfigError: when `replicate_active` is empty or `shown_active` is not in 0..latent_dim.
+    """
+    as_int(latent_dim, "latent_dim", low=1)
+    as_int(shown_active, "shown_active", low=0, high=latent_dim)
+    reps = [float(a) for a in replicate_active]
+    if not reps:
+        raise ConfigError("active_units_reading needs the β = 1 replicates' active units; it got none.")
+    lo, hi, mean = min(reps), max(reps), sum(reps) / len(reps)
+    spread = f"{lo:.0f}" if lo == hi else f"{lo:.0f} to {hi:.0f}"
+    text = (f"**Reading the active units.** The reference VAE keeps {shown_active} of its {latent_dim} units active; "
+            f"section 4's {len(reps)} β = 1 replicates keep {spread} (mean {mean:.1f}). ")
+    if shown_active < lo:
+        text += "At the same β, the reference VAE is the more collapsed: "
+    elif shown_active > hi:
+        text += "At the same β, the reference VAE is the less collapsed: "
+    else:
+        text += "The reference VAE falls within the replicates' range: "
+    text += ("which units stay active is not fixed by β. It depends on training and initialisation (the seed, the "
+             "number of epochs and training images, the data order): a unit whose KL falls towards zero early on is "
+             "ignored by the decoder, which then gives the encoder no reason to use it again (*posterior collapse*, "
+             "[glossary](../README.md#glossary)). Notebooks 03 to 05 reuse this VAE, so its count is the one their "
+             "models carry.")
+    return text

@@ -560,10 +560,14 @@ def sample_reading(samples: pd.DataFrame, *, fid_name: str = "FID") -> str:
         lines[0] += (f" It is within {1 - CLEAR_FID_SHARE:.0%} of the VAE's: no clear winner between the two in this "
                      "run.")
     elif best.startswith("AE"):
+        ae_sharp, vae_sharp = float(mean.loc[best, "laplacian_ratio"]), float(mean.loc["VAE", "laplacian_ratio"])
+        sharpness = (f"its samples are also sharper than the VAE's (Laplacian ratio {ae_sharp:.2f} against "
+                     f"{vae_sharp:.2f}; 1 = the data's)" if ae_sharp > vae_sharp else
+                     f"its samples are not sharper than the VAE's (Laplacian ratio {ae_sharp:.2f} against "
+                     f"{vae_sharp:.2f}; 1 = the data's), so its lead comes from where it samples, not from sharpness")
         lines[0] += (" A deterministic AE with a density fitted to its codes after training is the best sampler "
-                     "here: its decoder was trained only to reconstruct, so it stays sharp, and the GMM puts samples "
-                     "where the codes are, while the VAE's prior also covers regions its codes leave empty; "
-                     "Ghosh et al. (2020) report the same kind of result.")
+                     "here: the GMM puts samples where the codes are, while the VAE's prior also covers regions its "
+                     f"codes leave empty; {sharpness}. Ghosh et al. (2020) report the same kind of result.")
     gan, vae = mean.loc["GAN"], mean.loc["VAE"]
     if abs(gan["laplacian_ratio"] - 1) < abs(vae["laplacian_ratio"] - 1) and gan["fid"] > vae["fid"]:
         lines.append(f"The GAN's samples are as sharp as the data (Laplacian ratio {gan['laplacian_ratio']:.2f}, the "
@@ -600,3 +604,63 @@ def m1_reading(ssl: pd.DataFrame) -> str:
                      "classifier less than a linear model learns from the labelled pixels alone.")
         lines.append(line)
     return "**Reading:** " + " ".join(lines)
+
+
+def gan_budget_text(*, gan_epochs: int, gan_images: int, vae_epochs: int, vae_images: int, batch_size: int = 64) -> str:
+    """Markdown stating the GAN's training budget against the reference VAE's, from the profile's sizes (so it cannot
+    go stale when the sizes change): passes, images and optimiser steps of each, and which saw more images.
+
+    Counts: `gan_epochs` passes over `gan_images` images in batches of `batch_size`; `vae_epochs` over `vae_images`.
+
+    Raises:
+        ConfigError: when a count is not a positive integer.
+    """
+    for name, value in (("gan_epochs", gan_epochs), ("gan_images", gan_images), ("vae_epochs", vae_epochs),
+                        ("vae_images", vae_images), ("batch_size", batch_size)):
+        as_int(value, name, low=1)
+    gan_seen, vae_seen = gan_epochs * gan_images, vae_epochs * vae_images
+    steps = gan_epochs * math.ceil(gan_images / batch_size)
+    passes = "one pass" if gan_epochs == 1 else f"{gan_epochs} passes"
+    text = (f"**The GAN's budget** (this profile): {passes} over its {gan_images:,} training images in batches of "
+            f"{batch_size} ({steps:,} steps, {gan_seen:,} images seen), against the VAE's {vae_epochs} "
+            f"epoch{'s' if vae_epochs != 1 else ''} over "
+            f"{vae_images:,} images ({vae_seen:,} seen)")
+    if gan_seen < vae_seen:
+        return text + (": *less* training than the VAE's, so any advantage in sharpness is not bought with more "
+                       "training.")
+    return text + (": at least as much training as the VAE's, so read a GAN advantage in sharpness with its budget in "
+                   "mind.")
+
+
+def blur_caveat(samples: pd.DataFrame, *, fid_name: str = "FID") -> str:
+    """Markdown to read beside 05.vae-blurrier-than-gan: whether the GAN's extra sharpness comes with a worse FID or
+    precision than the VAE's, in which case it may be speckle (high-frequency noise, which the blur measures count as
+    sharpness) rather than detail.
+
+    `samples`: `sample_table` rows (source, seed, fid, precision, laplacian_ratio) with sources "GAN" and "VAE".
+    Sources: Heusel et al. (2017), FID; Kynkäänniemi et al. (2019), precision.
+
+    Raises:
+        ConfigError: when the GAN or VAE rows are missing.
+    """
+    mean = samples.groupby("source")[["fid", "precision", "laplacian_ratio"]].mean()
+    missing = [s for s in ("GAN", "VAE") if s not in mean.index]
+    if missing:
+        raise ConfigError(f"blur_caveat needs the sources {missing}; measured: {sorted(mean.index)}.")
+    gan, vae = mean.loc["GAN"], mean.loc["VAE"]
+    if gan["laplacian_ratio"] <= vae["laplacian_ratio"]:
+        return (f"**Beside the blur verdict:** the GAN's samples are not sharper than the VAE's here (Laplacian ratio "
+                f"{gan['laplacian_ratio']:.2f} against {vae['laplacian_ratio']:.2f}).")
+    worse = []
+    if gan["fid"] > vae["fid"]:
+        worse.append(f"a worse {fid_name} ({gan['fid']:.1f} against {vae['fid']:.1f})")
+    if gan["precision"] < vae["precision"]:
+        worse.append(f"a lower precision ({gan['precision']:.2f} against {vae['precision']:.2f})")
+    if not worse:
+        return (f"**Beside the blur verdict:** the GAN's sharper samples (Laplacian ratio {gan['laplacian_ratio']:.2f} "
+                f"against {vae['laplacian_ratio']:.2f}) come with no worse {fid_name} and precision than the VAE's: "
+                "here its sharpness goes with samples at least as close to the data.")
+    return (f"**Beside the blur verdict:** the GAN's samples are sharper (Laplacian ratio {gan['laplacian_ratio']:.2f} "
+            f"against {vae['laplacian_ratio']:.2f}) but have {' and '.join(worse)} than the VAE's: part of that "
+            "sharpness may be speckle, high-frequency noise that the blur measures count as sharpness, rather than "
+            "detail. Blurrier here means fewer high frequencies, not worse samples; look at the grids above.")
