@@ -191,9 +191,15 @@ class Verdict:
     def evidence(self) -> str:
         """The numbers behind the verdict, one line: effect, interval, minimum effect, test, p, sample size."""
         test = f"no test ({self.reason})" if self.p_value is None else f"{self.test} p = {self.p_value:.2g}"
-        size = (f"{self.n_images} images" if self.n_seeds is None
-                else f"{self.n_seeds[0]} vs {self.n_seeds[1]} {self.replicates}")
-        return f"effect {self.effect:+.3g} {self.ci_text()} (min effect {self.min_effect:g}), {test}, {size}"
+        if self.n_seeds is None:
+            size = f"{self.n_images} images"
+        elif self.test.startswith("one-sample"):  # one arm against a fixed value: (n, n) records n values
+            size = f"{self.n_seeds[0]} {self.replicates}"
+        else:
+            size = f"{self.n_seeds[0]} vs {self.n_seeds[1]} {self.replicates}"
+        why = f"; inconclusive because {self.reason}" if self.verdict == "inconclusive" and self.p_value is not None \
+            else ""
+        return f"effect {self.effect:+.3g} {self.ci_text()} (min effect {self.min_effect:.3g}), {test}, {size}{why}"
 
     def __str__(self) -> str:
         return f"{self.verdict}: {self.evidence()}"

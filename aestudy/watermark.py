@@ -39,7 +39,8 @@ def device_name(device: str | torch.device = "auto") -> str:
         return torch.cuda.get_device_name(resolved)
     if resolved.type == "mps":
         return f"Apple MPS ({platform.machine()})"
-    return f"{cpu_name()} ({torch.get_num_threads()} torch threads)"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()} ({threads} torch thread{'' if threads == 1 else 's'})"
 
 
 def watermark(*, seed: int, profile: str | None, device: str | torch.device, started_at: float,

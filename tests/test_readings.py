@@ -153,6 +153,116 @@ def test_a_sampler_within_ten_percent_of_the_vae_is_not_called_the_better_one():
     assert "within 10% of the VAE's prior samples: no clear winner" in text and "Ghosh" not in text
 
 
+def _sharp(ae_recon: float, vae_recon: float, ae_samples: float, vae_samples: float) -> pd.DataFrame:
+    rows = [("data", "test images", 0.05), ("AE", "reconstructions", ae_recon), ("VAE", "reconstructions", vae_recon),
+            ("AE", "prior samples", ae_samples), ("VAE", "prior samples", vae_samples)]
+    return pd.DataFrame([{"model": m, "source": s, "seed": 0, "sharpness": v} for m, s, v in rows])
+
+
+def test_sharpness_reading_separates_reconstructions_from_samples():
+    from aestudy.series import comparison as s03
+
+    text = s03.sharpness_reading(_sharp(0.042, 0.031, 0.00986, 0.0173))  # standard run 20261130-132526
+    assert text.startswith("**Reading:** of reconstructions the AE's are sharper (AE 0.042, VAE 0.031); of prior "
+                           "samples the VAE's are sharper (AE 0.00986, VAE 0.0173) (test images 0.05).")
+    assert "not of its samples" in text
+    text = s03.sharpness_reading(_sharp(0.03, 0.04, 0.02, 0.01))
+    assert "of reconstructions the VAE's are sharper" in text and "does not show in reconstructions" in text
+    with pytest.raises(ConfigError, match="needs AE and VAE reconstructions and prior samples"):
+        s03.sharpness_reading(_sharp(1, 1, 1, 1).iloc[:3])
+
+
+def test_generation_reading_no_longer_claims_the_ae_samples_are_sharper():
+    from aestudy.series import comparison as s03
+
+    gen = pd.DataFrame([{"model": m, "source": s, "seed": 0, "fid": v} for m, s, v in (
+        ("AE", "prior N(0, I)", 245.0), ("AE", "GMM ex post", 59.7), ("VAE", "prior N(0, I)", 158.0))])
+    text = s03.generation_reading(gen)
+    assert "sharper, and" not in text and "section 7 measures whose outputs are sharper" in text
+
+
+def test_holes_reading_explains_equal_holes_despite_different_mmd():
+    from aestudy.series import comparison as s03
+
+    lat = pd.DataFrame([{"model": "AE", "seed": 0, "mmd": 0.293, "holes": 0.434},
+                        {"model": "VAE", "seed": 0, "mmd": 0.007, "holes": 0.430}])
+    text = s03.holes_reading(lat)
+    assert text.startswith("**Reading:** MMD² to N(0, I) is AE 0.293 against VAE 0.007; the share of prior samples "
+                           "in holes is AE 43% against VAE 43%. The holes are about as common for both")
+    assert "Rosca et al. 2018" in text
+    lat.loc[0, "mmd"] = 0.02  # both codes match the prior about equally: equal holes need no explaining
+    assert "about as common" not in s03.holes_reading(lat)
+    lat.loc[0, "mmd"] = 0.293
+    lat.loc[0, "holes"] = 0.7
+    assert "about as common" not in s03.holes_reading(lat) and "point different ways" not in s03.holes_reading(lat)
+    lat.loc[0, "holes"] = 0.2  # fewer holes for the AE although its MMD² is larger
+    assert "point different ways" in s03.holes_reading(lat)
+    with pytest.raises(ConfigError, match="needs rows for"):
+        s03.holes_reading(lat[lat["model"] == "AE"])
+
+
+def test_generalisation_reading_explains_a_negative_gap_for_every_model():
+    from aestudy.series import comparison as s03
+
+    gaps = pd.DataFrame([{"model": m, "seed": 0, "mse_gap_rel": g, "recon_gap": 1.0}
+                         for m, g in (("AE", -0.0121), ("VAE", -0.0103))])
+    text = s03.generalisation_reading(gaps)
+    assert text.startswith("**Reading:** the relative MSE gap (test − train) is AE -1.21%, VAE -1.03%; every model "
+                           "reconstructs its test images better than its own training images. The reconstruction "
+                           "NLL gap is positive for every model.")
+    assert "has not begun to memorise" in text
+    gaps.loc[0, "mse_gap_rel"] = 0.02
+    text = s03.generalisation_reading(gaps)
+    assert "not every model's is negative" in text and "memorise" not in text
+    with pytest.raises(ConfigError, match="got none"):
+        s03.generalisation_reading(gaps.iloc[:0])
+
+
+def test_cost_reading_names_batched_seed_times_and_an_unconverged_budget():
+    from aestudy.series import comparison as s03
+
+    cost = pd.DataFrame([{"model": m, "seed": s, "seconds_per_epoch": t + 1e-6 * s, "epochs_to_converge": 4,
+                          "epochs": 4} for m, t in (("AE", 0.9562), ("VAE", 1.1)) for s in range(5)])
+    text = s03.cost_reading(cost)
+    assert text.startswith("**Reading:** AE, VAE: every seed shows the same seconds per epoch because")
+    assert "`aestudy.ensemble.fit_many`" in text
+    assert "**No run converged within its budget:** epochs to converge equals the whole budget (4 epochs)" in text
+    cost["seconds_per_epoch"] = cost["seconds_per_epoch"] * (1 + 0.1 * cost["seed"])
+    cost.loc[0, "epochs_to_converge"] = 2
+    text = s03.cost_reading(cost)
+    assert "same seconds" not in text and text.startswith("9 of 10 runs had their best validation loss in the last")
+    one = s03.cost_reading(cost.assign(epochs=1, epochs_to_converge=1))
+    assert "equals the whole budget (1 epoch) for every" in one
+
+
+def test_precision_reading_names_samplers_above_the_data_and_why():
+    from aestudy.series import comparison as s03
+
+    gen = pd.DataFrame([{"model": m, "source": s, "seed": 0, "precision": p, "recall": r} for m, s, p, r in (
+        ("AE", "GMM ex post", 0.917, 0.055), ("VAE", "GMM ex post", 0.91, 0.0095), ("VAE", "prior N(0, I)", 0.8, 0.4))])
+    text = s03.precision_reading(gen, {"precision": 0.9, "recall": 0.885})
+    assert text.startswith("**Reading:** AE + GMM ex post (precision 0.917, recall 0.055), VAE + GMM ex post "
+                           "(precision 0.91, recall 0.0095) have a precision above the held-out real images' (0.9).")
+    assert "Kynkäänniemi et al. (2019)" in text
+    assert s03.precision_reading(gen, {"precision": 0.95}) == (
+        "**Reading:** no sampler's precision reaches the held-out real images' (0.95).")
+    with pytest.raises(ConfigError, match="needs the data's precision"):
+        s03.precision_reading(gen, {})
+
+
+def test_variance_ood_reading_flags_a_shown_model_on_the_other_side_of_chance():
+    lik = pd.DataFrame({"seed": range(5), "auroc_var": [0.95, 0.97, 0.99, 0.997, 0.96], "active_units": [16] * 5})
+    text = s04.variance_ood_reading(lik, shown_auroc=0.168, shown_active=6, latent_dim=16, ood_name="digits")
+    assert text.startswith("**Reading:** the shown model's posterior-variance AUROC is 0.168 with 6 of 16 units "
+                           "active; the 5 replicates the verdict rests on give 0.950 to 0.997 with 16 active.")
+    assert "They point opposite ways: the replicates give digits images a higher variance" in text
+    same = s04.variance_ood_reading(lik, shown_auroc=0.9, shown_active=14, latent_dim=16, ood_name="digits")
+    assert "opposite" not in same
+    with pytest.raises(ConfigError, match="needs likelihood_seed_table rows"):
+        s04.variance_ood_reading(lik.drop(columns="active_units"), shown_auroc=0.5, shown_active=1, latent_dim=16,
+                                 ood_name="digits")
+
+
 def test_sample_reading_says_whether_the_ex_post_ae_is_sharper_than_the_vae_as_measured():
     fid = {"VAE": 44.2, "GAN": 85.6, "AE + GMM ex post": 13.5, "data": 0.9}
     blurry = s05.sample_reading(_samples(fid, {"VAE": 0.5, "GAN": 0.9, "AE + GMM ex post": 0.36, "data": 1.0}))

@@ -180,6 +180,27 @@ def test_claim_cells_by_literal_then_by_output(tmp_path):
         "toy.ae-sharper": "c1", "toy.vae-smaller-kl": "c2", "toy.k1": "c3"}
 
 
+def test_claim_cells_prefer_the_cell_showing_the_verdict_line():
+    """An id named first in a skip list links to the later cell whose output shows its verdict line (issue 19)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('skip_without_labels(["toy.a", "toy.b"])'),
+        nbformat.v4.new_code_cell('check_claim("toy.a", ...)\ncheck_claim("toy.b", ...)'),
+        nbformat.v4.new_code_cell('check_claim("toy.c", ...)'),
+        nbformat.v4.new_code_cell("for k in ks:\n    check_claim(f'toy.k{k}', ...)"),
+    ]
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="labels present: toy.a and toy.b are checked\n")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="✓ toy.a: holds — effect +0.1\n"),
+                           nbformat.v4.new_output("display_data", data={
+                               "text/markdown": "? toy.b: inconclusive — effect -0.08"})]
+    nb.cells[2].outputs = []  # a notebook run before verdict lines: the source literal decides
+    nb.cells[3].outputs = [nbformat.v4.new_output("stream", text="x\n✗ toy.k2: DOES NOT HOLD — measured k=2\n")]
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"c{i}"
+    assert report.claim_cells(nb, ["toy.a", "toy.b", "toy.c", "toy.k2", "nowhere"]) == {
+        "toy.a": "c1", "toy.b": "c1", "toy.c": "c2", "toy.k2": "c3"}
+
+
 def test_report_states_findings_in_words_with_linked_claims(runs):
     run_dir = runs[1]  # beta = 2: the KL claim does not hold, which supports the "Loss function" row
     md_path, html_path = report.write_report(run_dir)
@@ -373,7 +394,8 @@ def test_for_this_data_answers_ae_or_vae_per_goal_from_the_ledger(tmp_path):
         "`03.ae-reconstructs-better` (favours AE when it holds): **holds**, effect -0.4 (95% CI -0.5 to -0.3), "
         "p = 0.01, 5 vs 5 seeds, Welch t; `03.vae-outputs-blurrier`")
     assert evidence["anomaly scores"].endswith(
-        "`04.vae-elbo-beats-recon-across-classes`: skipped (this dataset has no labels)")
+        "`04.vae-elbo-beats-recon-across-classes`: skipped (this dataset has no labels); "
+        "`04.ood-likelihood-failure`: not run")
     assert evidence["features for few labels"] == "`04.vae-beats-ae-few-labels`: skipped (this dataset has no labels)"
     blocks = report.for_this_data_blocks(metrics)
     assert [b.kind for b in blocks][:3] == ["h2", "p", "table"] and blocks[0].content == "For this data"
@@ -399,7 +421,27 @@ def test_for_this_data_is_shown_for_every_run_even_without_its_claims(tmp_path):
     assert report.goal_answer([("does not hold", "AE"), ("inconclusive", "VAE")]) == "no clear difference"
     assert report.goal_answer([("holds", "VAE"), ("inconclusive", "VAE")]) == "VAE, on 1 of 2 claims (1 inconclusive)"
     assert report.goal_answer([("holds", "VAE"), ("holds", "VAE")]) == "VAE"
+    assert report.goal_answer([("holds", "VAE", "VAE"), ("inconclusive", "VAE", "VAE")]) == (
+        "VAE, on 1 of 2 claims (1 inconclusive)")  # the inconclusive claim leans the same way
     assert "## For this data" in report.render_markdown(report.report_blocks(metrics, tmp_path), tmp_path)
+
+
+def test_goal_answer_never_says_vae_against_the_anomaly_evidence():
+    """Standard run 20261130-132526: the hold-out claim favours the VAE, the across-class effect favours the AE
+    (inconclusive) and the OOD likelihood failure (against the VAE) holds: the answer is mixed, not "VAE"."""
+    claims = [_examined("04.likelihood-beats-recon-error", "holds", 0.05),
+              _examined("04.vae-elbo-beats-recon-across-classes", "inconclusive", -0.084),
+              _examined("04.ood-likelihood-failure", "holds", 0.13)]
+    metrics = {"notebooks": {"04_applications": {"claims": claims, "metrics": {}}}}
+    answers = dict(zip(*report.for_this_data(metrics)[["Goal", "Answer"]].T.values, strict=True))
+    assert answers["anomaly scores"] == "mixed (VAE and AE)"
+    # without the OOD claim, the across-class effect alone still keeps the answer from reading "VAE"
+    metrics["notebooks"]["04_applications"]["claims"] = claims[:2]
+    answers = dict(zip(*report.for_this_data(metrics)[["Goal", "Answer"]].T.values, strict=True))
+    assert answers["anomaly scores"] == (
+        "mixed (VAE on 1 holding claim; 1 claim not holding whose effect favours AE)")
+    assert report.effect_leaning(claims[1], "VAE", "AE") == "AE"
+    assert report.effect_leaning({"holds": True}, "VAE", "AE") is None
 
 
 def test_timings_say_the_series_wall_time_and_how_many_notebooks_ran_at_once(tmp_path):
@@ -465,3 +507,17 @@ def test_the_recorded_table_rows_name_every_claim_their_row_rests_on():
         cid for cid, _ in s03.LATER_ROW_CLAIMS["Use cases"])]
     with pytest.raises(ConfigError, match="'Uses' is not a row of the AE-vs-VAE table"):
         s03.row_claims("Uses")
+
+
+def test_device_phrase_says_when_a_notebook_got_more_threads():
+    """The header names the per-notebook threads in correct grammar and every tail change (issue 19)."""
+    device = {"resolved": "cpu", "name": "AMD EPYC (1 torch threads per notebook, 2 at a time)"}
+    metrics = {"environment": {"device": device}}
+    assert report.device_phrase(metrics) == "AMD EPYC (1 torch thread per notebook, 2 at a time)"
+    metrics["thread_changes"] = [{"elapsed_s": 1008.7, "notebook": "05_limits_and_scale.ipynb", "threads": 2,
+                                  "after": "04_applications.ipynb"}]
+    assert report.device_phrase(metrics) == (
+        "AMD EPYC (1 torch thread per notebook, 2 at a time; 05_limits_and_scale got 2 torch threads from "
+        "16 min 49 s, when 04_applications had ended)")
+    assert report.device_phrase({"environment": {"device": {"name": "NVIDIA H200"}}}) == "NVIDIA H200"
+    assert report._duration(42) == "42 s" and report._duration(3725) == "1 h 02 min 05 s"

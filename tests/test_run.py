@@ -495,7 +495,8 @@ def test_jobs_run_notebooks_at_once(tmp_path, monkeypatch):
     assert state["jobs"] == 2 and state["status"] == {f"{ALPHA}.ipynb": "done", f"{BETA}.ipynb": "done"}
     # The report's device line names the kernels' threads, not the runner's own.
     per_kernel = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
-    assert state["environment"]["device"]["name"].endswith(f"({per_kernel} torch threads per notebook, 2 at a time)")
+    noun = "thread" if per_kernel == "1" else "threads"
+    assert state["environment"]["device"]["name"].endswith(f"({per_kernel} torch {noun} per notebook, 2 at a time)")
     assert state["series_wall_s"] < state["wall_s"][f"{ALPHA}.ipynb"] + state["wall_s"][f"{BETA}.ipynb"]
 
 

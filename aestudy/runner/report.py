@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from aestudy.atomic import atomic_write
-from aestudy.claims import compact
+from aestudy.claims import VERDICT_SIGNS, compact
 
 COMPARISON_METRIC = "comparison_table"
 # Further rows of the seed's table that other notebooks measure (notebook 05: GANs, scaling, semi-supervised).
@@ -50,7 +50,7 @@ CONFIG_METRICS: tuple[str, ...] = ("config", "watermark")  # go to the closing c
 CLAIM_COLUMNS: tuple[str, ...] = ("id", "statement", "kind", "measured", "verdict")
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive")
 STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_seeds", "test", "verdict", "alpha",
-                                 "replicates")
+                                 "replicates", "min_effect", "reason")
 # Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
 STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
 FINDINGS_ID = "findings"
@@ -67,13 +67,17 @@ KEY_FIGURES: tuple[str, ...] = ("prior_samples", "reconstruction_pairs", "rate_d
 SKIPPED_METRIC = "skipped_claims"  # metric: [{"id", "reason"}] — claims a notebook did not record, and why
 FEATURES_METRIC = "fid_features"  # metric: {"name", "description"} — the feature space of the run's FID scores
 FOR_THIS_DATA_ID = "for-this-data"
-GOAL_CLAIMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("exact reconstruction", (("03.ae-reconstructs-better", "AE"), ("03.vae-outputs-blurrier", "AE"))),
-    ("new samples", (("03.vae-samples-beat-ae-prior", "VAE"), ("03.vae-gmm-beats-ae-gmm", "VAE"),
-                     ("03.ex-post-density-closes-gap", "AE + GMM ex post"))),
-    ("anomaly scores", (("04.likelihood-beats-recon-error", "VAE"),
-                        ("04.vae-elbo-beats-recon-across-classes", "VAE"))),
-    ("features for few labels", (("04.vae-beats-ae-few-labels", "VAE"),)),
+# Each member: (claim id, the model it favours when it holds, the model its effect favours when it points the
+# other way). A claim against the VAE (04.ood-likelihood-failure: the VAE's likelihood ranks OOD images as more
+# likely) favours the AE's score when it holds.
+GOAL_CLAIMS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
+    ("exact reconstruction", (("03.ae-reconstructs-better", "AE", "VAE"), ("03.vae-outputs-blurrier", "AE", "VAE"))),
+    ("new samples", (("03.vae-samples-beat-ae-prior", "VAE", "AE"), ("03.vae-gmm-beats-ae-gmm", "VAE", "AE + GMM"),
+                     ("03.ex-post-density-closes-gap", "AE + GMM ex post", "VAE"))),
+    ("anomaly scores", (("04.likelihood-beats-recon-error", "VAE", "AE"),
+                        ("04.vae-elbo-beats-recon-across-classes", "VAE", "AE"),
+                        ("04.ood-likelihood-failure", "AE", "VAE"))),
+    ("features for few labels", (("04.vae-beats-ae-few-labels", "VAE", "AE"),)),
 )
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222;
@@ -147,18 +151,28 @@ def stats_phrase(stats: Mapping[str, Any]) -> str:
     if "effect" in stats:
         level = f"{1 - stats['alpha']:.0%}" if isinstance(stats.get("alpha"), (int, float)) else "95%"
         has_interval = all(isinstance(stats.get(k), (int, float)) for k in ("ci_low", "ci_high"))
-        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])})" if has_interval
-                    else " (no interval: too few seeds)" if "ci_low" in stats else "")
+        minimum = (f"; min effect {stats['min_effect']:.3g}" if isinstance(stats.get("min_effect"), (int, float))
+                   else "")
+        interval = (f" ({level} CI {_number(stats['ci_low'])} to {_number(stats['ci_high'])}{minimum})"
+                    if has_interval else f" (no interval: too few seeds{minimum})" if "ci_low" in stats
+                    else f" ({minimum[2:]})" if minimum else "")
         parts.append(f"effect {_number(stats['effect'])}{interval}")
     if isinstance(stats.get("p_value"), (int, float)):
         parts.append(f"p = {stats['p_value']:.2g}")
+    test = str(stats.get("test") or "")
     if stats.get("n_seeds") is not None:  # None: a test over images (DeLong, McNemar), not over seeds
         seeds, unit = stats["n_seeds"], stats.get("replicates") or "seeds"  # timing rounds, held-out classes...
+        if isinstance(seeds, (list, tuple)) and test.startswith("one-sample"):  # one arm against a fixed value
+            seeds = seeds[0]
         counts = " vs ".join(map(str, seeds)) if isinstance(seeds, (list, tuple)) else str(seeds)
         parts.append(f"{counts} {unit}")
-    if stats.get("test") and str(stats["test"]).lower() != "none":
-        parts.append(str(stats["test"]))
-    return ", ".join(parts)
+    if test and test.lower() != "none":
+        parts.append(test)
+    text = ", ".join(parts)
+    if stats.get("verdict") == "inconclusive" and stats.get("reason") and isinstance(stats.get("p_value"),
+                                                                                     (int, float)):
+        text += f"; inconclusive because {stats['reason']}"  # why a result with an interval decides nothing
+    return text
 
 
 def evidence_phrase(claim: Mapping[str, Any], *, limit: int | None = None) -> str:
@@ -190,17 +204,39 @@ def _verdict_class(text: str) -> str:
 # ----------------------------------------------------------------------------------------- links to cells
 
 
+def _output_text(cell: Any) -> str:
+    """The text a code cell's outputs show: streams, and the plain/markdown/HTML renderings of results."""
+    parts = []
+    for output in cell.get("outputs", []):
+        text = output.get("text")
+        if text is not None:
+            parts.append(text if isinstance(text, str) else "".join(text))
+        for mime in ("text/plain", "text/markdown", "text/html"):
+            value = (output.get("data") or {}).get(mime)
+            if value is not None:
+                parts.append(value if isinstance(value, str) else "".join(value))
+    return "\n".join(parts)
+
+
 def claim_cells(nb: Any, claim_ids: Iterable[str]) -> dict[str, str]:
     """The id of the code cell that checks each claim in an executed notebook (`nbformat` node).
 
-    A claim belongs to the first code cell whose source holds its id as a string literal; failing that (an
-    id built at run time), the first whose outputs print it. Ids found nowhere are left out.
+    A claim belongs to the first code cell whose outputs show its verdict line (`aestudy.claims.verdict_line`:
+    "✓ ID: …", "✗ ID: …" or "? ID: …" at the start of a line) — not to an earlier cell that merely names the id,
+    e.g. a list of claims to skip. Failing that (a notebook run before verdict lines existed), the first code cell
+    whose source holds the id as a string literal, then the first whose outputs print it. Ids found nowhere are
+    left out.
     """
     cells = [c for c in nb.cells if c.cell_type == "code" and c.get("id")]
+    shown = {c["id"]: _output_text(c) for c in cells}
+    signs = "".join(VERDICT_SIGNS.values())
     found: dict[str, str] = {}
     for claim_id in claim_ids:
+        line = re.compile(rf"^[{re.escape(signs)}] {re.escape(claim_id)}:", re.MULTILINE)
         literals = (f'"{claim_id}"', f"'{claim_id}'")
-        cell = next((c for c in cells if any(lit in c.source for lit in literals)), None)
+        cell = next((c for c in cells if line.search(shown[c["id"]])), None)
+        if cell is None:
+            cell = next((c for c in cells if any(lit in c.source for lit in literals)), None)
         if cell is None:
             cell = next((c for c in cells if claim_id in json.dumps(c.get("outputs", []))), None)
         if cell is not None:
@@ -405,29 +441,47 @@ def skipped_claims(metrics: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def goal_answer(rows: Sequence[tuple[str, str]]) -> str:
-    """The answer for one goal from its claims' (verdict, favoured model) pairs.
+def goal_answer(rows: Sequence[tuple[str, ...]]) -> str:
+    """The answer for one goal from its claims' (verdict, favoured model[, model its effect leans to]) rows.
 
     The model every holding claim favours — with "on k of n claims (…)" when the goal's other claims do not hold
     or are inconclusive, so one holding claim never reads as the whole answer; "mixed (…)" when holding claims
-    favour different models; "no clear difference" when none holds and at least one does not hold; "undecided"
-    when all are inconclusive; "not measured" without any recorded claim.
+    favour different models, or when a claim that does not hold or is inconclusive has its effect pointing to
+    another model (a VAE claim whose effect favours the AE never lets the answer read "VAE"); "no clear
+    difference" when none holds and at least one does not hold; "undecided" when all are inconclusive; "not
+    measured" without any recorded claim. The third element (None when the claim has no effect) is the model
+    the claim's point estimate favours.
     """
     if not rows:
         return "not measured"
-    favoured = list(dict.fromkeys(model for word, model in rows if word == "holds"))
+    favoured = list(dict.fromkeys(row[1] for row in rows if row[0] == "holds"))
     if len(favoured) == 1:
-        holding = sum(word == "holds" for word, _ in rows)
+        holding = sum(row[0] == "holds" for row in rows)
+        leaning = Counter(row[2] for row in rows
+                          if row[0] != "holds" and len(row) > 2 and row[2] and row[2] != favoured[0])
+        if leaning:
+            against = " and ".join(f"{n} claim{'s' if n > 1 else ''} not holding whose effect favours {model}"
+                                   for model, n in leaning.items())
+            return f"mixed ({favoured[0]} on {holding} holding claim{'s' if holding > 1 else ''}; {against})"
         if holding == len(rows):
             return favoured[0]
-        rest = Counter(word for word, _ in rows if word != "holds")
+        rest = Counter(row[0] for row in rows if row[0] != "holds")
         others = ", ".join(f"{n} {word}" for word, n in sorted(rest.items()))
         return f"{favoured[0]}, on {holding} of {len(rows)} claims ({others})"
     if favoured:
         return f"mixed ({' and '.join(favoured)})"
-    if any(word == "does not hold" for word, _ in rows):
+    if any(row[0] == "does not hold" for row in rows):
         return "no clear difference"
     return "undecided"
+
+
+def effect_leaning(claim: Mapping[str, Any], favoured: str, opposite: str) -> str | None:
+    """The model a claim's point estimate favours: `favoured` for an effect > 0 (the claim's direction,
+    `aestudy.stats.compare`), `opposite` for one < 0, None without a finite non-zero effect."""
+    effect = claim_stats(claim).get("effect")
+    if not isinstance(effect, int | float) or effect != effect or effect == 0:
+        return None
+    return favoured if effect > 0 else opposite
 
 
 def for_this_data(metrics: Mapping[str, Any], links: NotebookLinks | None = None) -> pd.DataFrame:
@@ -440,10 +494,10 @@ def for_this_data(metrics: Mapping[str, Any], links: NotebookLinks | None = None
     rows = []
     for goal, members in GOAL_CLAIMS:
         decided, parts = [], []
-        for claim_id, model in members:
+        for claim_id, model, opposite in members:
             if claim_id in claims:
                 word = claim_verdict(claims[claim_id])
-                decided.append((word, model))
+                decided.append((word, model, effect_leaning(claims[claim_id], model, opposite)))
                 parts.append(f"{_claim_ref(claim_id, links)} (favours {model} when it holds): **{word}**, "
                              f"{evidence_phrase(claims[claim_id], limit=2)}")
             elif claim_id in skipped:
@@ -451,8 +505,8 @@ def for_this_data(metrics: Mapping[str, Any], links: NotebookLinks | None = None
             else:
                 parts.append(f"{_claim_ref(claim_id, links)}: not run")
         answer = goal_answer(decided)
-        if not decided and any(cid in skipped for cid, _ in members):
-            answer = "skipped: " + "; ".join(dict.fromkeys(skipped[cid] for cid, _ in members if cid in skipped))
+        if not decided and any(cid in skipped for cid, *_ in members):
+            answer = "skipped: " + "; ".join(dict.fromkeys(skipped[cid] for cid, *_ in members if cid in skipped))
         rows.append({"Goal": goal, "Answer": answer, "Evidence": "; ".join(parts)})
     return pd.DataFrame(rows, columns=["Goal", "Answer", "Evidence"])
 
@@ -640,6 +694,40 @@ def split_key_figures(figures: Sequence[FigureItem]) -> tuple[list[FigureItem], 
 # ----------------------------------------------------------------------------------------- the report
 
 
+def _duration(seconds: float) -> str:
+    """`16 min 49 s`, `1 h 02 min 05 s` or `42 s`."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min {secs:02d} s"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def device_phrase(metrics: Mapping[str, Any]) -> str:
+    """The device's name in the report header, with every change of a kernel's torch threads during the run.
+
+    The runner names the device at the start ("AMD EPYC (1 torch thread per notebook, 2 at a time)"); once no
+    further notebook starts, the kernels still running share the cores a finished one freed, and each change is
+    in `metrics["thread_changes"]` (`aestudy.runner.run`). Those are appended, e.g. "…, 2 at a time;
+    05_limits_and_scale got 2 threads from 16 min 49 s, when 04_applications had ended", so the header does not
+    contradict a notebook's own watermark.
+    """
+    name = str(((metrics.get("environment") or {}).get("device") or {}).get("name") or "?")
+    name = re.sub(r"\b1 torch threads\b", "1 torch thread", name)  # runs named before the grammar fix
+    changes = [c for c in metrics.get("thread_changes") or [] if isinstance(c, Mapping)]
+    if not changes:
+        return name
+
+    def stem(notebook: Any) -> str:
+        return ", ".join(Path(part.strip()).stem for part in str(notebook).split(","))
+
+    tail = "; ".join(
+        f"{stem(c.get('notebook'))} got {c.get('threads')} torch thread{'' if c.get('threads') == 1 else 's'} "
+        f"from {_duration(float(c.get('elapsed_s') or 0))}, when {stem(c.get('after'))} had ended"
+        for c in changes)
+    return f"{name[:-1]}; {tail})" if name.endswith(")") else f"{name} ({tail})"
+
+
 def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLinks | None = None) -> list[Block]:
     """The report's content, in order (see the module docstring)."""
     notebooks = metrics.get("notebooks", {})
@@ -654,7 +742,7 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
     blocks = [
         Block("h1", f"aestudy run {metrics.get('run', run_dir.name)}"),
         Block("p", f"Status: **{status}**{'' if status == 'complete' else ' (incomplete run)'} · profile "
-                   f"`{metrics.get('profile')}` · device `{device.get('resolved')}` ({device.get('name')}) · "
+                   f"`{metrics.get('profile')}` · device `{device.get('resolved')}` ({device_phrase(metrics)}) · "
                    f"started {metrics.get('started')} · finished {metrics.get('finished') or '—'} · git "
                    f"`{(git.get('commit') or '?')[:12]}`{' (dirty)' if git.get('dirty') else ''}"),
         Block("p", f"{len(claims)} claims recorded: {counts['holds']} hold, {counts['does not hold']} do not"
@@ -882,6 +970,9 @@ def write_report(run_dir: str | os.PathLike[str], *, render_notebooks: bool = Tr
     `<notebook>.html`, the target of the claim links); return the two report paths."""
     run_dir = resolve_run_dir(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    state_file = run_dir / "state.json"
+    if "thread_changes" not in metrics and state_file.is_file():  # a run merged before metrics.json carried them
+        metrics["thread_changes"] = json.loads(state_file.read_text(encoding="utf-8")).get("thread_changes") or []
     links = notebook_links(metrics, run_dir, render=render_notebooks)
     blocks = report_blocks(metrics, run_dir, links)
     md, page = run_dir / "report.md", run_dir / "report.html"

@@ -127,7 +127,7 @@ def merge_metrics(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
         "schema": 1, "run": state["name"], "status": state["run_status"], "started": state["started"],
         "finished": state.get("finished"), "profile": state["profile"], "jobs": state.get("jobs"),
         "series_wall_s": state.get("series_wall_s"), "notebooks": notebooks,
-        "environment": state["environment"],
+        "environment": state["environment"], "thread_changes": list(state.get("thread_changes") or []),
     }
     write_json_atomic(run_dir / "metrics.json", merged)
     return merged
@@ -229,7 +229,8 @@ def _execute_pending(run_dir: Path, state: dict[str, Any], *, progress: bool, jo
     device = state.get("environment", {}).get("device", {})
     if jobs > 1 and device.get("resolved") == "cpu":  # the runner's own thread count is not the kernels'
         per_kernel = threads.get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "?"))
-        device["name"] = f"{device.get('cpu', 'CPU')} ({per_kernel} torch threads per notebook, {jobs} at a time)"
+        per = "thread" if str(per_kernel) == "1" else "threads"
+        device["name"] = f"{device.get('cpu', 'CPU')} ({per_kernel} torch {per} per notebook, {jobs} at a time)"
     total_start = time.perf_counter()
     failed: list[str] = []
     running: dict[Future[float], tuple[str, Path, float]] = {}

@@ -558,3 +558,38 @@ def probe_reading(probe_results: pd.DataFrame, *, active: int, latent_dim: int, 
                      f"({at_most['AE']:.3f}) of the same size: a reconstruction objective does not ask for classes "
                      "that a linear probe can separate, and PCA's directions of largest variance already carry them.")
     return "\n\n".join(lines)
+
+
+def variance_ood_reading(lik_table: pd.DataFrame, *, shown_auroc: float, shown_active: int, latent_dim: int,
+                         ood_name: str) -> str:
+    """Markdown setting the shown model's posterior-variance AUROC (OOD vs test) beside the replicates' the verdict on
+    04.variance-flags-ood rests on, and, when they fall on opposite sides of chance, why they can.
+
+    `lik_table`: `likelihood_seed_table` rows (one per replicate seed: auroc_var, active_units); `shown_auroc`: the
+    shown model's AUROC (0.5 = chance; > 0.5 = higher variance on the OOD images); `shown_active`: its active units
+    of `latent_dim`. The variance is averaged over active units only, and which units stay active depends on training
+    (Burda et al. 2016, active units; see `SIZES`' note on the replicates).
+
+    Raises:
+        ConfigError: when `lik_table` has no auroc_var or active_units column, or no rows.
+    """
+    missing = {"auroc_var", "active_units"} - set(lik_table.columns)
+    if missing or lik_table.empty:
+        raise ConfigError(f"variance_ood_reading needs likelihood_seed_table rows with auroc_var and active_units; "
+                          f"missing {sorted(missing) or 'rows'}.")
+    seeds = lik_table["auroc_var"].astype(float)
+    units = lik_table["active_units"].astype(int)
+    span = f"{seeds.min():.3f}" if seeds.min() == seeds.max() else f"{seeds.min():.3f} to {seeds.max():.3f}"
+    unit_span = f"{units.min()}" if units.min() == units.max() else f"{units.min()} to {units.max()}"
+    text = (f"**Reading:** the shown model's posterior-variance AUROC is {shown_auroc:.3f} with {shown_active} of "
+            f"{latent_dim} units active; the {len(seeds)} replicates the verdict rests on give {span} with "
+            f"{unit_span} active.")
+    if (shown_auroc > CHANCE_AUROC) != (seeds.mean() > CHANCE_AUROC):
+        higher = "higher" if seeds.mean() > CHANCE_AUROC else "lower"
+        text += (f" They point opposite ways: the replicates give {ood_name} images a {higher} variance, the shown "
+                 "model (the boxplot) the opposite. The score is the variance averaged over active units, and the "
+                 "two are different models: trained for different budgets, they keep different units active, and a "
+                 "unit that carries little information sits near σ² = 1 for every input, so which units enter the "
+                 "average decides the direction. The verdict speaks for the replicates' budget; the boxplot for one "
+                 "model.")
+    return text

@@ -545,6 +545,19 @@ LATER_ROW_CLAIMS: dict[str, tuple[tuple[str, int], ...]] = {
 LATER_NOTE = ("notebook 04 measures denoising, probes and anomaly scores; the run report's row includes them")
 
 
+def _provisional(aspect: str, verdict: str) -> str:
+    """A row that later notebooks' claims bear on (`LATER_ROW_CLAIMS`) gets "(provisional: …)" after its verdict
+    word: this notebook sees only its own claims, and the run report's row, which weighs the later ones too, can
+    differ (e.g. "holds" here, "mixed" there)."""
+    later = LATER_ROW_CLAIMS.get(aspect, ())
+    if not later:
+        return verdict
+    word, _, notes = verdict.partition(": ")
+    notebooks = sorted({cid.split(".", 1)[0] for cid, _ in later})
+    return (f"{word} (provisional: notebook 03's claims only; the run report's row also weighs notebook "
+            f"{', '.join(notebooks)}'s {len(later)} claims on it): {notes}")
+
+
 def comparison_table(facts: Facts, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """The AE-vs-VAE table: one row per aspect (TABLE_ASPECTS) with textbook text, measured evidence and verdict.
 
@@ -556,7 +569,7 @@ def comparison_table(facts: Facts, records: Mapping[str, Mapping[str, Any]]) -> 
     """
     evidence = _evidence(facts)
     rows = [{"Aspect": aspect, "AE": TEXTBOOK[aspect][0], "VAE": TEXTBOOK[aspect][1], "Evidence": evidence[aspect],
-             "Verdict": _verdict(records, ROW_VERDICTS[aspect])} for aspect in TABLE_ASPECTS]
+             "Verdict": _provisional(aspect, _verdict(records, ROW_VERDICTS[aspect]))} for aspect in TABLE_ASPECTS]
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
@@ -661,9 +674,10 @@ def generation_reading(gen: pd.DataFrame) -> str:
         text += (f" It is within {1 - CLEAR_FID_SHARE:.0%} of the VAE's prior samples: no clear winner between the "
                  "two in this run.")
     elif model == "AE" and source != PRIOR:
-        text += (" A deterministic AE whose codes get a density after training samples better than the VAE here: its "
-                 "decoder is trained only to reconstruct, so its outputs stay sharper, and the fitted density puts "
-                 "samples where the codes are, while the VAE's prior also covers regions its codes leave empty (the "
+        text += (" A deterministic AE whose codes get a density after training samples better than the VAE here: the "
+                 "fitted density puts samples where the AE's codes are, so its decoder sees codes like the ones it "
+                 "learnt to reconstruct (section 7 measures whose outputs are sharper), while the VAE's prior also "
+                 "covers regions its codes leave empty (the "
                  "VAE's own GMM samples show how much of its FID is that mismatch). Ghosh et al. (2020) report the "
                  "same kind of result.")
     return text
@@ -693,3 +707,166 @@ def interpolation_reading(lat: pd.DataFrame) -> str:
                  "look less like any single real image; blurrier decoder means (section 7) can do both, being "
                  "averages of plausible images rather than one of them.")
     return text
+
+
+SAME_SHARE = 0.05  # two shares (of prior samples in holes) closer than 5 points read as "about the same"
+MMD_CLEAR = 0.02  # an MMD² difference the reading calls real: 03.vae-latent-matches-prior's minimum effect
+PRIOR_SAMPLES = "prior samples"  # the `sharpness_table` source of decoded N(0, I) draws
+FLAT_TIME = 1e-3  # seeds whose training times differ by less than 0.1 % of their mean were timed as one
+
+
+def _means(df: pd.DataFrame, column: str, models: Sequence[str], reading: str) -> pd.Series:
+    mean = df.groupby("model")[column].mean()
+    missing = [m for m in models if m not in mean.index]
+    if missing:
+        raise ConfigError(f"{reading} needs rows for {missing}; the table has {sorted(mean.index)}.")
+    return mean
+
+
+def sharpness_reading(sharp: pd.DataFrame) -> str:
+    """Markdown saying whose outputs the measured sharpness calls sharper, for reconstructions and for prior samples
+    separately (a sharp reconstruction does not make a sharp sample).
+
+    `sharp`: `sharpness_table` rows (model, source in {"reconstructions", "prior samples"} or the data's
+    "test images", seed, sharpness = variance of the Laplacian [intensity²], higher = sharper).
+
+    Raises:
+        ConfigError: when AE or VAE reconstructions or prior samples are missing.
+    """
+    mean = sharp.groupby(["model", "source"])["sharpness"].mean()
+    need = [(m, s) for m in ("AE", "VAE") for s in ("reconstructions", PRIOR_SAMPLES)]
+    if any(key not in mean.index for key in need):
+        raise ConfigError(f"sharpness_reading needs AE and VAE reconstructions and prior samples; the table has "
+                          f"{sorted(map(tuple, mean.index))}.")
+    data = mean[mean.index.get_level_values(0) == "data"]
+    parts = []
+    for source in ("reconstructions", PRIOR_SAMPLES):
+        ae, vae = float(mean["AE", source]), float(mean["VAE", source])
+        parts.append(f"of {source} the {'AE' if ae > vae else 'VAE'}'s are sharper (AE {ae:.3g}, VAE {vae:.3g})")
+    text = "**Reading:** " + "; ".join(parts)
+    text += f" (test images {float(data.iloc[0]):.3g})." if len(data) else "."
+    recon_ae = mean["AE", "reconstructions"] > mean["VAE", "reconstructions"]
+    samples_ae = mean["AE", PRIOR_SAMPLES] > mean["VAE", PRIOR_SAMPLES]
+    if recon_ae and not samples_ae:
+        text += (" The AE decodes a real image's code sharply, but a code drawn from N(0, I) lies where it never saw "
+                 "codes, and decodes to a smooth blend: its sharpness is a property of its reconstructions, not of "
+                 "its samples (section 3's holes and MMD² measure how far N(0, I) is from its codes).")
+    elif not recon_ae:
+        text += (" The textbook's blurrier VAE does not show in reconstructions here: the VAE decodes its posterior "
+                 "mean, and with few epochs the AE's decoder has not sharpened either.")
+    return text
+
+
+def holes_reading(lat: pd.DataFrame) -> str:
+    """Markdown comparing the two prior-mismatch measures of section 3, MMD² and the share of prior samples in holes,
+    and saying why they can disagree.
+
+    `lat`: `latent_table` rows (model, seed, mmd [dimensionless, 0 = q(z) matches N(0, I)], holes [share of decoded
+    prior samples with top-class probability < 0.5]). Sources: Rosca et al. (2018) and Dai & Wipf (2019) on the
+    aggregated posterior not matching the prior; Kynkäänniemi et al. (2019) for "inside the data's manifold".
+
+    Raises:
+        ConfigError: when the table has no AE or no VAE rows.
+    """
+    mmd = _means(lat, "mmd", ("AE", "VAE"), "holes_reading")
+    holes = _means(lat, "holes", ("AE", "VAE"), "holes_reading")
+    text = (f"**Reading:** MMD² to N(0, I) is AE {mmd['AE']:.3g} against VAE {mmd['VAE']:.3g}; the share of prior "
+            f"samples in holes is AE {holes['AE']:.0%} against VAE {holes['VAE']:.0%}.")
+    if abs(holes["AE"] - holes["VAE"]) < SAME_SHARE and mmd["VAE"] < mmd["AE"] - MMD_CLEAR:
+        text += (" The holes are about as common for both although the codes' mismatch with the prior differs: MMD² "
+                 "asks where the codes lie, a hole asks whether the decoded image is recognisable. A VAE whose "
+                 "aggregated posterior covers N(0, I) still decodes many prior draws to blends between classes that "
+                 "the classifier cannot place, since the prior's mass between the classes' regions is where its "
+                 "codes are sparse (Rosca et al. 2018; Dai & Wipf 2019). Matching the prior is necessary for "
+                 "good samples, not sufficient.")
+    elif (holes["AE"] > holes["VAE"]) != (mmd["AE"] > mmd["VAE"]):
+        text += (" The two measures point different ways: a hole is judged from the decoded image, MMD² from the "
+                 "codes alone.")
+    return text
+
+
+def generalisation_reading(gaps: pd.DataFrame) -> str:
+    """Markdown interpreting the sign of the train→test gaps of section 4: a negative MSE gap for every model (test
+    images reconstruct better than training images) is no better-than-perfect generalisation.
+
+    `gaps`: `generalisation_table` rows (model, seed, mse_gap_rel = (test − train) / train of the MSE against grey
+    levels, recon_gap = test − train reconstruction NLL [nats / image]).
+
+    Raises:
+        ConfigError: when the table has no rows.
+    """
+    if gaps.empty:
+        raise ConfigError("generalisation_reading needs the rows of generalisation_table; it got none.")
+    mean = gaps.groupby("model", sort=False)[["mse_gap_rel", "recon_gap"]].mean()
+    listed = ", ".join(f"{m} {row.mse_gap_rel:+.2%}" for m, row in mean.iterrows())
+    negative = bool((mean["mse_gap_rel"] < 0).all())
+    text = (f"**Reading:** the relative MSE gap (test − train) is {listed}; "
+            + ("every model reconstructs its test images better than its own training images. " if negative else
+               "not every model's is negative. ")
+            + ("The reconstruction NLL gap is positive for every model. " if (mean["recon_gap"] > 0).all() else ""))
+    if negative:
+        text += ("A model that has not begun to memorise its training images (the replicates train a few epochs on a "
+                 "subset) has a gap near 0, and its sign is then set by which image set is easier to reconstruct: "
+                 "here the test images. Overfitting shows as a positive gap that grows with training (Goodfellow et "
+                 "al. 2016, §5.2); the NLL gap differs because it scores the fixed binarization, not grey levels.")
+    return text
+
+
+def cost_reading(cost: pd.DataFrame) -> str:
+    """Markdown saying what the training-cost columns of section 5 can and cannot show: seed replicates trained as one
+    batched computation (`aestudy.ensemble.fit_many`) get equal shares of its wall time, and an "epochs to converge"
+    equal to the whole budget means that no run converged within it.
+
+    `cost`: `cost_table` rows (model, seed, seconds_per_epoch, epochs_to_converge, epochs).
+
+    Raises:
+        ConfigError: when the table has no rows.
+    """
+    if cost.empty:
+        raise ConfigError("cost_reading needs the rows of cost_table; it got none.")
+    lines = []
+    spread = cost.groupby("model")["seconds_per_epoch"].agg(lambda s: float(s.max() - s.min()) / float(s.mean()))
+    flat = sorted(m for m, value in spread.items() if value < FLAT_TIME and (cost["model"] == m).sum() > 1)
+    if flat:
+        lines.append(f"**Reading:** {', '.join(flat)}: every seed shows the same seconds per epoch because the seeds "
+                     "of a model train together, as one batched computation (`aestudy.ensemble.fit_many`), and each "
+                     "gets an equal share of its wall time — that sd is not a measured spread. The interleaved step "
+                     "timing is the comparison between models.")
+    at_budget = cost["epochs_to_converge"] >= cost["epochs"]
+    if at_budget.all():
+        lines.append(f"**No run converged within its budget:** epochs to converge equals the whole budget "
+                     f"({', '.join(str(e) for e in sorted(cost['epochs'].unique()))} "
+                     f"epoch{'' if set(cost['epochs']) == {1} else 's'}) for every model and "
+                     "seed, i.e. the best validation loss came in the last epoch and no earlier one was within 1 % of "
+                     "it. The column measures the budget here, not a speed of convergence.")
+    elif at_budget.any():
+        lines.append(f"{int(at_budget.sum())} of {len(cost)} runs had their best validation loss in the last epoch "
+                     "with no earlier one within 1 %: for those, epochs to converge is the budget, not a speed.")
+    return "\n\n".join(lines)
+
+
+def precision_reading(gen: pd.DataFrame, data_scores: Mapping[str, float]) -> str:
+    """Markdown naming the samplers whose precision is above the held-out real images' own, and why that is no
+    better-than-real sampling.
+
+    `gen`: `generation.generation_table` rows (model, source, seed, precision, recall; shares); `data_scores`: the
+    held-out real images' scores against the reference images (`generation.generation_scores`: precision,
+    recall). Source: Kynkäänniemi et al. (2019), whose truncation experiments raise precision and lower recall.
+
+    Raises:
+        ConfigError: when `data_scores` has no precision.
+    """
+    if "precision" not in data_scores:
+        raise ConfigError(f"precision_reading needs the data's precision; data_scores has {sorted(data_scores)}.")
+    real = float(data_scores["precision"])
+    mean = gen.groupby(["model", "source"], sort=False)[["precision", "recall"]].mean()
+    above = mean[mean["precision"] > real]
+    if above.empty:
+        return f"**Reading:** no sampler's precision reaches the held-out real images' ({real:.3g})."
+    named = ", ".join(f"{m}{'' if s == PRIOR else ' + ' + s} (precision {row.precision:.3g}, recall {row.recall:.3g})"
+                      for (m, s), row in above.iterrows())
+    return (f"**Reading:** {named} {'has' if len(above) == 1 else 'have'} a precision above the held-out real "
+            f"images' ({real:.3g}). Precision counts samples that fall inside the real images' k-NN balls; a sampler "
+            "that keeps to the dense centre of the data puts more of its samples there than real images do, whose "
+            "rarer ones lie outside — and pays in recall. Kynkäänniemi et al. (2019) show exactly this trade when "
+            "they truncate a generator's latent distribution towards its mode.")
