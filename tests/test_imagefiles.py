@@ -383,8 +383,9 @@ def test_cli_data_info_on_a_folder(rgb_classes, capsys: pytest.CaptureFixture[st
     assert main(["data", "info", str(root / "cat"), "--no-progress"]) == 0
     assert "classes:  0 (unlabelled)" in capsys.readouterr().out
     assert main(["data", "info", str(root), "--size", "4y6"]) == 2
-    assert capsys.readouterr().err == ("aestudy: error: --size='4y6' is invalid; valid values: auto, S (e.g. 32) or "
-                                       "HxW (e.g. 32x48).\n")
+    assert capsys.readouterr().err == ("aestudy: error: --size='4y6' is invalid; valid values: None (the images' one "
+                                       "size), 'auto' (the most common size), 'S' (e.g. '32') or 'HxW' (e.g. "
+                                       "'32x48').\n")
 
 
 # ---------------------------------------------------------------------------------------------------------

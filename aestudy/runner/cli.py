@@ -41,7 +41,7 @@ def _data_info(args: argparse.Namespace) -> int:
     from aestudy.data import DATASET_NAMES, default_val_size, load_dataset
 
     val_size = default_val_size(args.name) if args.val_size is None else args.val_size
-    files = {"size": _size_arg(args.size), "channels": args.channels} if args.size or args.channels else {}
+    files = {"size": imagefiles.parse_size(args.size, name="--size"), "channels": args.channels} if args.size or args.channels else {}
     data = load_dataset(args.name, val_size=val_size, seed=args.seed, data_dir=args.data_dir,
                         progress=not args.no_progress, **files)
     info = data.info
@@ -63,18 +63,6 @@ def _data_info(args: argparse.Namespace) -> int:
     for key, value in lines:
         print(f"{key + ':':<10}{value}")
     return 0
-
-
-def _size_arg(text: str | None) -> str | int | tuple[int, int] | None:
-    """`--size` as load_dataset's `size`: "auto", "S" or "HxW" (None when absent)."""
-    from aestudy.errors import ConfigError
-
-    if text is None or text == "auto":
-        return text
-    parts = text.lower().split("x")
-    if not all(p.isdigit() for p in parts) or len(parts) > 2:
-        raise ConfigError(f"--size={text!r} is invalid; valid values: auto, S (e.g. 32) or HxW (e.g. 32x48).")
-    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
 
 
 def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
