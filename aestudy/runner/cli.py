@@ -41,7 +41,8 @@ def _data_info(args: argparse.Namespace) -> int:
     from aestudy.data import DATASET_NAMES, default_val_size, load_dataset
 
     val_size = default_val_size(args.name) if args.val_size is None else args.val_size
-    files = {"size": imagefiles.parse_size(args.size, name="--size"), "channels": args.channels} if args.size or args.channels else {}
+    files = ({"size": imagefiles.parse_size(args.size, name="--size"), "channels": args.channels}
+             if args.size or args.channels else {})
     data = load_dataset(args.name, val_size=val_size, seed=args.seed, data_dir=args.data_dir,
                         progress=not args.no_progress, **files)
     info = data.info
