@@ -484,6 +484,18 @@ def test_comparison_table_has_every_required_row_in_order():
     assert table[["AE", "VAE", "Evidence"]].map(len).gt(10).all().all()
 
 
+def test_comparison_table_names_the_runs_fid_space_and_shows_missing_scores_as_na():
+    # On unlabelled data (issue 17) the FID is FID-AE and the classifier-only shares are NaN: the evidence says so.
+    facts = dataclasses.replace(_facts(), holes_ae=float("nan"), holes_vae=float("nan"), real_ae=float("nan"),
+                                real_vae=float("nan"))
+    evidence = s03.comparison_table(facts, _records(), fid_name="FID-AE").set_index("Aspect")["Evidence"]
+    assert "prior-sample FID-AE VAE" in evidence["Purpose"] and "FID-FMNIST" not in " ".join(evidence)
+    assert "prior holes AE n/a (no classifier) vs VAE n/a (no classifier)" in evidence["Latent space"]
+    assert "nan" not in evidence["Latent space"].lower().replace("n/a", "")
+    default = s03.comparison_table(_facts(), _records()).set_index("Aspect")["Evidence"]
+    assert "prior-sample FID-FMNIST VAE" in default["Purpose"]
+
+
 def test_comparison_table_verdicts_follow_the_claims():
     records = _records(vae_smoother_interpolations=False, vae_generalises_better=False)
     table = s03.comparison_table(_facts(), records).set_index("Aspect")

@@ -483,18 +483,25 @@ def _verdict(records: Mapping[str, Mapping[str, Any]], claims: Sequence[tuple[st
     return f"{word}: " + "; ".join(notes)
 
 
-def _evidence(f: Facts) -> dict[str, str]:
-    """The measured evidence sentence of each aspect, from the facts (means over seeds)."""
+def _share(x: float) -> str:
+    """A share as a percentage; "n/a (no classifier)" for the NaN of a score that needs class probabilities
+    (unlabelled data: `aestudy.series.shared.CLASSIFIER_ONLY`)."""
+    return "n/a (no classifier)" if math.isnan(x) else f"{x:.0%}"
+
+
+def _evidence(f: Facts, fid_name: str = "FID-FMNIST") -> dict[str, str]:
+    """The measured evidence sentence of each aspect, from the facts (means over seeds); `fid_name` names the
+    run's FID feature space (`aestudy.series.shared.fid_label`: FID-AE on unlabelled data)."""
     return {
-        "Purpose": (f"test MSE AE {f.mse_ae:.4f} vs VAE {f.mse_vae:.4f}; prior-sample FID-FMNIST "
+        "Purpose": (f"test MSE AE {f.mse_ae:.4f} vs VAE {f.mse_vae:.4f}; prior-sample {fid_name} "
                     f"VAE {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f} (real images {f.fid_data:.1f})"),
         "Architecture": (f"same MLP backbone: AE {f.params_ae:,.0f} vs VAE {f.params_vae:,.0f} parameters "
                          "(the VAE's head outputs μ and log σ²)"),
         "Latent space": (f"MMD² to N(0, I): AE {f.mmd_ae:.3f} vs VAE {f.mmd_vae:.3f}; prior holes AE "
-                         f"{f.holes_ae:.0%} vs VAE {f.holes_vae:.0%}; off-manifold distance of latent paths AE "
+                         f"{_share(f.holes_ae)} vs VAE {_share(f.holes_vae)}; off-manifold distance of latent paths AE "
                          f"{f.off_ae:.2f} vs VAE {f.off_vae:.2f} (1 ≈ a real image; pixel roughness AE "
                          f"{f.rough_ae:.4f} vs VAE {f.rough_vae:.4f}); realism kept midway AE "
-                         f"{f.real_ae:.0%} vs VAE {f.real_vae:.0%}"),
+                         f"{_share(f.real_ae)} vs VAE {_share(f.real_vae)}"),
         "Loss function": (f"train→test gap of the reconstruction NLL: AE {f.recon_gap_ae:+.2f} vs VAE "
                           f"{f.recon_gap_vae:+.2f} nats/image; relative gap of own loss (VAE's holds its KL): AE "
                           f"{f.loss_gap_rel_ae:+.2%} vs VAE {f.loss_gap_rel_vae:+.2%}; of MSE: AE "
@@ -558,16 +565,18 @@ def _provisional(aspect: str, verdict: str) -> str:
             f"{', '.join(notebooks)}'s {len(later)} claims on it): {notes}")
 
 
-def comparison_table(facts: Facts, records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def comparison_table(facts: Facts, records: Mapping[str, Mapping[str, Any]], *,
+                     fid_name: str = "FID-FMNIST") -> pd.DataFrame:
     """The AE-vs-VAE table: one row per aspect (TABLE_ASPECTS) with textbook text, measured evidence and verdict.
 
     `records` are the claim records the notebook's claims returned (`study.records`, keyed by claim id); each
-    row's verdict is read from them, never from the ledger file.
+    row's verdict is read from them, never from the ledger file. `fid_name` names the FID feature space in the
+    evidence (`aestudy.series.shared.fid_label(grey)`).
 
     Raises:
         ConfigError: naming a claim the table needs whose record is missing.
     """
-    evidence = _evidence(facts)
+    evidence = _evidence(facts, fid_name)
     rows = [{"Aspect": aspect, "AE": TEXTBOOK[aspect][0], "VAE": TEXTBOOK[aspect][1], "Evidence": evidence[aspect],
              "Verdict": _provisional(aspect, _verdict(records, ROW_VERDICTS[aspect]))} for aspect in TABLE_ASPECTS]
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))

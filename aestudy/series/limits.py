@@ -63,11 +63,11 @@ SIZES = {  # knob: (smoke, standard, full)
     "ladder_steps": (8, 100, 2000),  # optimiser steps (batch 128) per model and rung: one budget for every rung
     "ladder_seeds": (1, 5, 10),  # seeds per model and rung: the verdicts issue's 5 (standard) / 10 (full)
     "ladder_eval": (200, 1000, 2000),  # images per FID (capped by the rung's test split)
-    "feature_epochs": (1, 3, 5),  # epochs of each rung's FID-AE feature autoencoder
+    "feature_epochs": (1, 2, 5),  # epochs of each rung's FID-AE feature autoencoder
     "label_counts": ((100,), (100, 1000), (100, 1000)),  # balanced labelled subsets for M2 and the probes
     "m2_limit": (600, 10000, None),  # M2's training images (labelled + unlabelled)
     "m2_seeds": (1, 5, 10),  # labelled subsets (and M2 seeds) at the smallest label count; larger counts: one
-    "m2_epochs": (1, 4, 30),
+    "m2_epochs": (1, 3, 30),
     "m2_hidden": (100, 300, 500),  # units of M2's hidden layers (paper: 500)
 }
 
