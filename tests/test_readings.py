@@ -3,6 +3,8 @@ so it stays true whichever way a run falls."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -125,8 +127,16 @@ def test_interpolation_reading_points_out_when_the_two_path_measures_disagree():
     lat = pd.DataFrame([{"model": "AE", "seed": 0, "off_manifold": 1.15, "path_realism": 0.901},
                         {"model": "VAE", "seed": 0, "off_manifold": 1.19, "path_realism": 0.929}])
     text = s03.interpolation_reading(lat)
-    assert ("the AE's images lie closer to real images (off-manifold distance AE 1.15, VAE 1.19) and the VAE's stay "
-            "more recognisable (realism AE 90.1%, VAE 92.9%). The two measures disagree") in text
+    assert ("the AE's images lie closer to real images on average (off-manifold distance AE 1.15, VAE 1.19) and the "
+            "VAE's stay more recognisable (realism AE 90.1%, VAE 92.9%). The two measures disagree") in text
+    # reader 4: a difference whose interval includes 0 is seed noise, and then the measures do not "disagree"
+    from aestudy.stats import compare
+    noisy = compare([1.18, 1.20, 1.19], [1.10, 1.21, 1.14], higher_is_better=False, min_effect=0.05)
+    settled = compare([0.93, 0.92, 0.94], [0.90, 0.91, 0.89], higher_is_better=True, min_effect=0.02)
+    assert noisy.ci_low < 0 < noisy.ci_high and settled.ci_low > 0
+    text = s03.interpolation_reading(lat, noisy, settled)
+    assert ("(off-manifold distance AE 1.15, VAE 1.19 — within seed noise (its 95 % interval includes 0)) and the "
+            "VAE's stay more recognisable (realism AE 90.1%, VAE 92.9%).") in text and "disagree" not in text
     lat.loc[1, "off_manifold"] = 1.0
     text = s03.interpolation_reading(lat)
     assert "the VAE's images lie closer" in text and "disagree" not in text
@@ -348,3 +358,26 @@ def test_probe_reading_credits_m1_to_a_transductive_svm_not_a_nonlinear_classifi
     assert ("a transductive SVM on the codes (M1 + TSVM, [glossary](../README.md#glossary)), which lets the unlabelled "
             "images' codes shape the decision boundary too.") in text
     assert "nonlinear classifier" not in text
+
+
+def test_tuning_reading_says_when_the_spread_measures_under_training():
+    from aestudy.series import comparison as s03
+
+    def grid(best_ae: float, best_vae: float) -> pd.DataFrame:
+        rows = []
+        for model, best in (("AE", best_ae), ("VAE", best_vae)):
+            for lr in (3e-4, 1e-3, 3e-3):
+                for seed in (0, 1):
+                    rows.append({"model": model, "varied": "lr", "lr": lr, "seed": seed,
+                                 "test_mse": 0.02 + abs(math.log10(lr) - math.log10(best))})
+        rows.append({"model": "VAE", "varied": "beta", "lr": 1e-3, "seed": 0, "test_mse": 9.0})
+        return pd.DataFrame(rows)
+
+    text = s03.tuning_reading(grid(3e-3, 3e-3), 2)
+    assert text.startswith("**Reading:** after 2 epochs both models do best at the largest learning rate tried")
+    assert "lags at small rates" in text
+    assert "the AE does best at the largest learning rate tried" in s03.tuning_reading(grid(3e-3, 1e-3), 1)
+    assert "1 epoch the AE" in s03.tuning_reading(grid(3e-3, 1e-3), 1)
+    assert "sensitivity to tuning, as the claim reads it" in s03.tuning_reading(grid(1e-3, 1e-3), 2)
+    with pytest.raises(ConfigError, match="needs learning-rate rows for AE and VAE"):
+        s03.tuning_reading(grid(1e-3, 1e-3).query("model == 'AE'"), 2)

@@ -692,12 +692,16 @@ def generation_reading(gen: pd.DataFrame) -> str:
     return text
 
 
-def interpolation_reading(lat: pd.DataFrame) -> str:
+def interpolation_reading(lat: pd.DataFrame, off_manifold: Verdict | None = None,
+                          realism: Verdict | None = None) -> str:
     """Markdown interpreting the latent-path measures where they disagree with each other or with the textbook (the
     VAE's paths are smoother): the off-manifold distance and the realism of the AE's and VAE's paths.
 
     `lat`: `latent_table` rows (model, seed, off_manifold (1 ≈ a real image, lower = closer to real images),
     path_realism (share of the end points' classifier confidence kept midway, higher = more recognisable)).
+    `off_manifold`, `realism`: the verdicts of 03.vae-smoother-interpolations and 03.vae-interpolations-realistic
+    when recorded; a difference whose 95 % interval includes 0 is read as within seed noise, and two measures
+    only "disagree" when both differences are settled.
 
     Raises:
         ConfigError: when the table has no AE or no VAE rows.
@@ -706,16 +710,54 @@ def interpolation_reading(lat: pd.DataFrame) -> str:
     if not {"AE", "VAE"} <= set(mean.index):
         raise ConfigError(f"interpolation_reading needs AE and VAE rows; the table has {sorted(mean.index)}.")
     ae, vae = mean.loc["AE"], mean.loc["VAE"]
+
+    def settled(v: Verdict | None) -> bool:
+        return v is None or v.ci_low is None or v.ci_high is None or not v.ci_low <= 0 <= v.ci_high
+
+    noise = " — within seed noise (its 95 % interval includes 0)"
     closer = "VAE" if vae["off_manifold"] < ae["off_manifold"] else "AE"
     clearer = "VAE" if vae["path_realism"] > ae["path_realism"] else "AE"
-    text = (f"**Reading:** midway along the paths the {closer}'s images lie closer to real images (off-manifold "
-            f"distance AE {ae['off_manifold']:.2f}, VAE {vae['off_manifold']:.2f}) and the {clearer}'s stay more "
-            f"recognisable (realism AE {ae['path_realism']:.1%}, VAE {vae['path_realism']:.1%}).")
-    if closer != clearer:
+    text = (f"**Reading:** midway along the paths the {closer}'s images lie closer to real images on average "
+            f"(off-manifold distance AE {ae['off_manifold']:.2f}, VAE {vae['off_manifold']:.2f}"
+            f"{'' if settled(off_manifold) else noise}) and the {clearer}'s stay more recognisable (realism AE "
+            f"{ae['path_realism']:.1%}, VAE {vae['path_realism']:.1%}{'' if settled(realism) else noise}).")
+    if closer != clearer and settled(off_manifold) and settled(realism):
         text += (f" The two measures disagree: the {clearer}'s midpoints keep a class the classifier recognises but "
                  "look less like any single real image; blurrier decoder means (section 7) can do both, being "
                  "averages of plausible images rather than one of them.")
     return text
+
+
+def tuning_reading(grid: pd.DataFrame, epochs: int) -> str:
+    """Markdown saying what the learning-rate spread measures in this run: sensitivity, or under-training.
+
+    `grid`: `tuning_grid` rows (model, varied ("lr" or "beta"), lr, test_mse, ...). For each model, the mean test MSE
+    over seeds at each learning rate: when the best is the largest rate tried, the models are still far from
+    converged at the slower rates after `epochs` epochs, and a larger spread says "trains slower at small rates"
+    rather than "needs careful tuning" (the claim's reading of it).
+
+    Raises:
+        ConfigError: when the grid has no learning-rate rows for the AE or the VAE.
+    """
+    lr = grid[grid["varied"] == "lr"].groupby(["model", "lr"])["test_mse"].mean()
+    models = [m for m in ("AE", "VAE") if m in lr.index.get_level_values("model")]
+    if len(models) < 2:
+        raise ConfigError(f"tuning_reading needs learning-rate rows for AE and VAE; the grid has {models}.")
+    top = {m: lr.loc[m].idxmin() == lr.loc[m].index.max() for m in models}
+    unit = "epoch" if epochs == 1 else "epochs"
+    if all(top.values()):
+        return (f"**Reading:** after {epochs} {unit} both models do best at the largest learning rate tried: their "
+                "test MSE still falls as the rate grows, so the slower rates are simply further from converged. The "
+                "spread over learning rates therefore measures how much each model lags at small rates in this short "
+                "budget more than how carefully it must be tuned; a longer budget (the `full` profile) separates the "
+                "two.")
+    if any(top.values()):
+        lagging = next(m for m in models if top[m])
+        return (f"**Reading:** after {epochs} {unit} the {lagging} does best at the largest learning rate tried (its "
+                "MSE still falls as the rate grows), the other model at a rate inside the grid: part of the "
+                f"{lagging}'s spread is under-training at the small rates, not sensitivity.")
+    return (f"**Reading:** after {epochs} {unit} both models do best at a learning rate inside the grid, so the spread "
+            "measures how much a wrong rate costs each of them: sensitivity to tuning, as the claim reads it.")
 
 
 SAME_SHARE = 0.05  # two shares (of prior samples in holes) closer than 5 points read as "about the same"
