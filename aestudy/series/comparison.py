@@ -409,7 +409,7 @@ class Facts:
     recon_gap_vae: float
     mse_gap_rel_ae: float
     mse_gap_rel_vae: float
-    step_ratio: float  # VAE / AE time per training step
+    step_ratio: float  # VAE / AE median time per training step over the timing rounds
     spread_ae: float  # relative test-MSE spread over the lr × seed grid
     spread_vae: float
     collapsed_ae: float
@@ -449,7 +449,9 @@ def collect_facts(*, recon: pd.DataFrame, generation: pd.DataFrame, fid_data: fl
         ssim_ae=mean(recon, "AE", "ssim"), ssim_vae=mean(recon, "VAE", "ssim"),
         **fid, fid_data=float(fid_data),
         gap_closed_gmm=gap_closed(fid["fid_ae_prior"], fid["fid_ae_gmm"], fid["fid_vae"]),
-        step_ratio=mean(timing, "VAE", "seconds_per_step") / mean(timing, "AE", "seconds_per_step"),
+        # medians over the timing rounds, as the notebook's timing table shows them (a slow round skews a mean)
+        step_ratio=float(np.median(per_seed(timing, "VAE", "seconds_per_step"))
+                         / np.median(per_seed(timing, "AE", "seconds_per_step"))),
         runs_vae=float(tuning.loc["VAE", "runs"]),
         sharp_data=mean(sharp, "data", "sharpness"),
         sharp_ae_recon=mean(sharp, "AE", "sharpness", source="reconstructions"),
