@@ -137,6 +137,8 @@ def test_interpolation_reading_points_out_when_the_two_path_measures_disagree():
     text = s03.interpolation_reading(lat, noisy, settled)
     assert ("(off-manifold distance AE 1.15, VAE 1.19 — within seed noise (its 95 % interval includes 0)) and the "
             "VAE's stay more recognisable (realism AE 90.1%, VAE 92.9%).") in text and "disagree" not in text
+    two = compare([1.18, 1.20], [1.10, 1.12], higher_is_better=False, min_effect=0.05)  # interval clear of 0
+    assert two.ci_high < 0 and "too few seeds to settle (2 per model)" in s03.interpolation_reading(lat, two, settled)
     lat.loc[1, "off_manifold"] = 1.0
     text = s03.interpolation_reading(lat)
     assert "the VAE's images lie closer" in text and "disagree" not in text

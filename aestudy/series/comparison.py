@@ -40,7 +40,7 @@ from aestudy.models import ModelConfig, build_model, count_parameters
 from aestudy.noise import NoiseConfig, corrupt
 from aestudy.objectives import loss_terms
 from aestudy.series import shared
-from aestudy.stats import Verdict, holm, per_seed
+from aestudy.stats import MIN_DECISIVE_REPLICATES, Verdict, holm, per_seed
 from aestudy.train import TrainConfig, TrainResult, train_or_load
 from aestudy.validate import as_float, as_int
 
@@ -713,17 +713,23 @@ def interpolation_reading(lat: pd.DataFrame, off_manifold: Verdict | None = None
         raise ConfigError(f"interpolation_reading needs AE and VAE rows; the table has {sorted(mean.index)}.")
     ae, vae = mean.loc["AE"], mean.loc["VAE"]
 
-    def settled(v: Verdict | None) -> bool:
-        return v is None or v.ci_low is None or v.ci_high is None or not v.ci_low <= 0 <= v.ci_high
+    def unsettled(v: Verdict | None) -> str:
+        """Why a difference is not settled ("" when it is, or when no verdict was recorded)."""
+        if v is None:
+            return ""
+        if v.ci_low is None or v.ci_high is None or v.ci_low <= 0 <= v.ci_high:
+            return " — within seed noise (its 95 % interval includes 0)"
+        if v.n_seeds is not None and min(v.n_seeds) < MIN_DECISIVE_REPLICATES:
+            return f" — too few seeds to settle ({min(v.n_seeds)} per model)"
+        return ""
 
-    noise = " — within seed noise (its 95 % interval includes 0)"
     closer = "VAE" if vae["off_manifold"] < ae["off_manifold"] else "AE"
     clearer = "VAE" if vae["path_realism"] > ae["path_realism"] else "AE"
     text = (f"**Reading:** midway along the paths the {closer}'s images lie closer to real images on average "
             f"(off-manifold distance AE {ae['off_manifold']:.2f}, VAE {vae['off_manifold']:.2f}"
-            f"{'' if settled(off_manifold) else noise}) and the {clearer}'s stay more recognisable (realism AE "
-            f"{ae['path_realism']:.1%}, VAE {vae['path_realism']:.1%}{'' if settled(realism) else noise}).")
-    if closer != clearer and settled(off_manifold) and settled(realism):
+            f"{unsettled(off_manifold)}) and the {clearer}'s stay more recognisable (realism AE "
+            f"{ae['path_realism']:.1%}, VAE {vae['path_realism']:.1%}{unsettled(realism)}).")
+    if closer != clearer and not unsettled(off_manifold) and not unsettled(realism):
         text += (f" The two measures disagree: the {clearer}'s midpoints keep a class the classifier recognises but "
                  "look less like any single real image; blurrier decoder means (section 7) can do both, being "
                  "averages of plausible images rather than one of them.")
