@@ -26,7 +26,7 @@ SIZES = {
     # replicates with their own sizes. `full` uses all.
     "limit": (2000, 20000, None),
     # The reference VAE's training epochs (and those of every shown model beside it in 03 and 05). 8 in `standard`
-    # (10 until issue 13's cold series ran 20 min 49 s with them; 8 saves ~90 s on the series' critical path).
+    # (10 until issue 13's cold series ran 20 min 53 s with them; 8 saves ~90 s on the series' critical path).
     "vae_epochs": (1, 8, 50),
     "classifier_epochs": (1, 3, 5),  # the domain classifier whose features give FID-FMNIST
     "feature_epochs": (1, 5, 10),  # the FID-AE autoencoder (unlabelled data: no domain classifier)
