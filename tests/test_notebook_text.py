@@ -67,3 +67,23 @@ def test_the_scanner_flags_measured_prose(sentence):
 ])
 def test_the_scanner_allows_constants_citations_definitions_and_questions(sentence):
     assert prose_hits(sentence) == [], prose(sentence)
+
+
+def _repeated_sentences(text: str) -> list[str]:
+    """Sentences (over 40 characters) that follow an identical sentence: the trace of an edit applied twice."""
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    return [b for a, b in zip(sentences, sentences[1:], strict=False) if a == b and len(b) > 40]
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=[p.stem for p in ALL_NOTEBOOKS])
+def test_no_sentence_is_repeated_back_to_back(path):
+    # A fresh reader found one markdown sentence printed four times in a row (an idempotence slip in an edit script).
+    cells = json.loads(path.read_text())["cells"]
+    hits = [(c.get("id"), s[:60]) for c in cells for s in _repeated_sentences("".join(c["source"]))]
+    assert hits == []
+
+
+def test_the_repeat_check_catches_a_doubled_sentence():
+    once = "Even dequantised it scores grey-level images, so it is not comparable."
+    assert _repeated_sentences(f"Intro. {once} {once}") == [once]
+    assert _repeated_sentences(f"Intro. {once} Another sentence here.") == []
