@@ -383,3 +383,25 @@ def test_tuning_reading_says_when_the_spread_measures_under_training():
     assert "sensitivity to tuning, as the claim reads it" in s03.tuning_reading(grid(1e-3, 1e-3), 2)
     with pytest.raises(ConfigError, match="needs learning-rate rows for AE and VAE"):
         s03.tuning_reading(grid(1e-3, 1e-3).query("model == 'AE'"), 2)
+
+
+def test_probe_reading_says_when_another_probe_ranks_the_vae_first():
+    # reader 5: the linear probe ranked the VAE's means last while 5-NN ranked them first at the same labels
+    rows = [{"representation": rep, "labels": 100, "probe": probe, "repeat": 0, "accuracy": acc}
+            for probe, accs in (("linear probe", {"AE": 0.69, "VAE": 0.62, "PCA": 0.66}),
+                                ("5-NN", {"AE": 0.632, "VAE": 0.638, "PCA": 0.624}))
+            for rep, acc in accs.items()]
+    text = s04.probe_reading(pd.DataFrame(rows), active=6, latent_dim=16)
+    assert ("worst on VAE (0.620). The 5-NN probe ranks the VAE's means first at the same labels, so which features "
+            "are weakest depends on the probe. The VAE's means being the weakest features for the linear probe goes "
+            "against M1") in text
+
+
+def test_m1_reading_calls_no_method_clearly_worst_within_two_points():
+    # reader 5: "the VAE's codes are the worst M1 features" rested on 37.6 % against 37.3 %
+    ssl = pd.DataFrame([{"labels": 100, "method": m, "seed": 0, "test_error": e}
+                        for m, e in (("VAE codes", 0.376), ("PCA", 0.373), ("pixels", 0.35), ("M2", 0.30))])
+    text = s05.m1_reading(ssl)
+    assert "worst M1 features" not in text
+    assert ("The VAE's codes trail the next method by under 2% of error, within what a different labelled subset "
+            "can change: no clear ranking at the bottom.") in text

@@ -546,7 +546,15 @@ def probe_reading(probe_results: pd.DataFrame, *, active: int, latent_dim: int, 
     lines = [f"**Reading:** with {few:,} labels the {probe} probe does best on {best} ({at_few[best]:.3f}) and worst "
              f"on {worst} ({at_few[worst]:.3f})."]
     if worst == "VAE":
-        lines[0] += (f" The VAE's means being the weakest features goes against M1: the KL term pulls every mean "
+        others = probe_results[~probe_results.index.isin(rows.index)]
+        other_few = others[others["labels"] == few].groupby(["probe", "representation"])["accuracy"].mean()
+        firsts = [str(name) for name in other_few.index.get_level_values(0).unique()
+                  if other_few.loc[name].idxmax() == "VAE"]
+        if firsts:  # another probe ranks the VAE's means first: the ranking is the probe's, not the features'
+            lines[0] += (f" The {', '.join(firsts)} probe ranks the VAE's means first at the same labels, so which "
+                         "features are weakest depends on the probe.")
+        lines[0] += (f" The VAE's means being the weakest features for the {probe} probe goes against M1: the KL term "
+                     "pulls every mean "
                      f"towards the prior's 0 and switches units off ({active} of {latent_dim} kept), so the code "
                      "keeps what helps reconstruction on average, not what separates classes; Kingma et al. (2014) "
                      "got M1's gains from longer-trained models and a transductive SVM on the codes (M1 + TSVM, "
