@@ -901,10 +901,10 @@ def holes_reading(lat: pd.DataFrame) -> str:
                  "aggregated posterior is close to N(0, I) by MMD² can still leave regions where the prior has mass "
                  "and its codes are sparse, and prior draws there decode to images the classifier cannot place. "
                  "Rosca et al. 2018 (\"Distribution Matching in Variational Inference\", arXiv:1802.06847) show that "
-                 "a VAE's aggregated posterior does not match its prior and that prior draws from such regions "
-                 "decode to poor samples; Dai & Wipf (2019, \"Diagnosing and Enhancing VAE Models\", ICLR) trace "
-                 "poor VAE samples to the same mismatch and reduce it by fitting a second VAE to the codes. A small "
-                 "MMD² alone does not guarantee recognisable samples.")
+                 "a VAE's aggregated posterior does not match its prior, leaving regions where the prior has mass "
+                 "and the aggregated posterior little; Dai & Wipf (2019, \"Diagnosing and Enhancing VAE Models\", "
+                 "ICLR) trace poor VAE samples to the same mismatch and reduce it by fitting a second VAE to the "
+                 "codes. A small MMD² alone does not guarantee recognisable samples.")
     elif (holes["AE"] > holes["VAE"]) != (mmd["AE"] > mmd["VAE"]):
         text += (" The two measures point different ways: a hole is judged from the decoded image, MMD² from the "
                  "codes alone.")
