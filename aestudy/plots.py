@@ -414,5 +414,6 @@ def kl_per_unit(kl: Any, variances: Any, *, threshold: float = 0.01, ax: Axes | 
                Line2D([], [], ls="", marker="o", markerfacecolor="white", markeredgecolor="black",
                       label="Var_x E_q[z_d] per unit (dots, right axis; coloured alike)"),
                *right.get_legend_handles_labels()[0]]
-    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    # On the twin axis, which is drawn last: on `ax` its dots and threshold line would cross the legend.
+    right.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
     return ax

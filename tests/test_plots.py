@@ -347,7 +347,7 @@ def test_kl_per_unit_colours_each_bar_by_the_criterion_its_title_counts():
     assert list(dots.get_offsets()[:, 1]) == pytest.approx([0.9, 0.3, 0.005, 0.001])
     assert [tuple(c[:3]) for c in dots.get_facecolors()] == [pytest.approx(c) for c in (on, on, off, off)]
     assert right.lines[0].get_ydata()[0] == pytest.approx(0.01)  # the threshold, drawn at its value
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in right.get_legend().get_texts()]
     assert labels == ["active unit: KL bar (Var_x E_q[z_d] > 0.01)", "inactive unit: KL bar",
                       "Var_x E_q[z_d] per unit (dots, right axis; coloured alike)", "activity threshold 0.01"]
     assert plots.active_units_title(variances, kl, threshold=0.004).startswith(
