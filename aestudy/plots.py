@@ -12,6 +12,8 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
 from aestudy.data import UNLABELLED
@@ -34,6 +36,7 @@ MODEL_COLOURS: dict[str, tuple[float, float, float]] = {
     "linear AE": _COLORBLIND[7], "mlp AE": _COLORBLIND[0], "conv AE": _COLORBLIND[9],
 }
 MODEL_COLORS = MODEL_COLOURS  # the older spelling, kept for callers
+INACTIVE_COLOUR = _COLORBLIND[7]  # the palette's grey: what a figure greys out (inactive latent units)
 
 ImageLike = torch.Tensor | np.ndarray
 DecodeFn = Callable[[torch.Tensor], ImageLike]
@@ -371,14 +374,15 @@ def active_units_title(variances: Any, kl: Any, *, threshold: float = 0.01) -> s
     active = var > threshold
     total = float(kl_.sum())
     share = float(kl_[active].sum()) / total if total > 0 else 0.0
-    return (f"{int(active.sum())} of {var.size} units active (Var_x E_q[z_d] > {threshold:g}, dark bars),\n"
+    return (f"{int(active.sum())} of {var.size} units active (Var_x E_q[z_d] > {threshold:g}, in colour),\n"
             f"carrying {share:.0%} of the KL ({total:.1f} {NATS})")
 
 
 def kl_per_unit(kl: Any, variances: Any, *, threshold: float = 0.01, ax: Axes | None = None) -> Axes:
-    """KL per latent unit as bars, sorted by KL, each bar coloured by the active-unit criterion (dark: active,
-    Var_x E_q[z_d] > `threshold`; light: inactive), and that variance as dots on a log right axis with the threshold
-    dashed, so the title's count and the bars speak of the same units (Burda et al. 2016, §5.2).
+    """KL per latent unit as bars, sorted by KL, and that unit's Var_x E_q[z_d] as a dot on a log right axis with the
+    threshold dashed; bar, dot and tick label of each unit are coloured by the active-unit criterion (the VAE's
+    colour: active, Var_x E_q[z_d] > `threshold`; grey: inactive), so the title's count can be checked by eye, also
+    for an active unit whose KL bar is too short to see (Burda et al. 2016, §5.2).
 
     `kl` (D,): nats / image per unit (`aestudy.metrics.kl_per_dim`); `variances` (D,): latent units²
     (`aestudy.metrics.active_units`). Title: `active_units_title`.
@@ -391,17 +395,25 @@ def kl_per_unit(kl: Any, variances: Any, *, threshold: float = 0.01, ax: Axes | 
     order = np.argsort(-kl_, kind="stable")
     ax = _axes(ax, (max(6.0, 0.45 * var.size), 4.0))
     active = var[order] > threshold
-    colour = MODEL_COLOURS["VAE"]
-    ax.bar(np.arange(var.size), kl_[order], color=[colour if a else (*colour, 0.3) for a in active],
-           edgecolor=colour, label="KL per unit")
-    ax.set_xticks(np.arange(var.size), [str(int(d)) for d in order])
+    on, off = MODEL_COLOURS["VAE"], INACTIVE_COLOUR
+    colours = [on if a else off for a in active]
+    x = np.arange(var.size)
+    ax.bar(x, kl_[order], color=colours)
+    ax.set_xticks(x, [str(int(d)) for d in order])
+    for label, colour, a in zip(ax.get_xticklabels(), colours, active, strict=True):
+        label.set_color(colour)
+        label.set_fontweight("bold" if a else "normal")
     ax.set(xlabel="latent dimension (sorted by KL)", ylabel=f"KL [{NATS}]", title=title)
     right = ax.twinx()
-    right.plot(np.arange(var.size), np.maximum(var[order], 1e-12), "o", color="black", ms=4,
-               label="Var_x E_q[z_d] (right axis)")
+    right.scatter(x, np.maximum(var[order], 1e-12), c=colours, edgecolors="black", linewidths=0.5, s=25, zorder=3)
     right.axhline(threshold, color="black", ls="--", lw=1, label=f"activity threshold {threshold:g}")
     right.set(yscale="log", ylabel="Var_x E_q[z_d]  [latent units²]")
     right.grid(False)
-    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    handles = [Patch(color=on, label=f"active unit: KL bar (Var_x E_q[z_d] > {threshold:g})"),
+               Patch(color=off, label="inactive unit: KL bar"),
+               Line2D([], [], ls="", marker="o", markerfacecolor="white", markeredgecolor="black",
+                      label="Var_x E_q[z_d] per unit (dots, right axis; coloured alike)"),
+               *right.get_legend_handles_labels()[0]]
+    # On the twin axis, which is drawn last: on `ax` its dots and threshold line would cross the legend.
+    right.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
     return ax

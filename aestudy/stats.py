@@ -6,6 +6,7 @@ Taught in notebook 03 ("How a claim compares two models") and used by every note
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -312,7 +313,14 @@ def _seed_test(a: np.ndarray, b: np.ndarray, *, paired: bool, method: str, alpha
         if paired:
             result, name = ttest_rel(a, b), "paired t (scipy.stats.ttest_rel)"
         else:
-            result, name = ttest_ind(a, b, equal_var=False), "Welch t (scipy.stats.ttest_ind)"
+            with warnings.catch_warnings():
+                if np.ptp(a) == 0 or np.ptp(b) == 0:
+                    # One arm is a seedless value repeated (PCA's MSE in notebook 01): scipy warns of "catastrophic
+                    # cancellation" in that arm's variance, which is exactly 0. Welch's t with a zero-variance arm
+                    # is the one-sample t of the other arm against that value (df = n - 1), so the verdict is exact.
+                    warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation",
+                                            category=RuntimeWarning)
+                result, name = ttest_ind(a, b, equal_var=False), "Welch t (scipy.stats.ttest_ind)"
         ci = result.confidence_interval(confidence_level=1 - alpha)
         return float(result.pvalue), float(ci.low), float(ci.high), float(result.df), name
     # Degrees of freedom of the interval: n - 1 for pairs; for two arms the smallest value Welch's can take,

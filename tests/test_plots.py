@@ -326,18 +326,30 @@ def test_sample_panels_rejects_bad_layouts():
 
 
 def test_kl_per_unit_colours_each_bar_by_the_criterion_its_title_counts():
-    """Title and bars speak of one quantity: the dark bars are exactly the units the title counts as active."""
+    """Title and colours speak of one quantity: the bars, dots and tick labels in the VAE's colour are exactly the
+    units the title counts as active, the rest grey, and the legend names both (reader 5: one colour for all bars)."""
+    from matplotlib.colors import to_rgb
+
     kl = torch.tensor([0.6, 3.0, 0.4, 1.0])
     variances = torch.tensor([0.005, 0.9, 0.001, 0.3])  # units 1 and 3 active; unit 0 has KL but no variance
     ax = plots.kl_per_unit(kl, variances)
-    assert ax.get_title() == ("2 of 4 units active (Var_x E_q[z_d] > 0.01, dark bars),\ncarrying 80% of the KL "
+    assert ax.get_title() == ("2 of 4 units active (Var_x E_q[z_d] > 0.01, in colour),\ncarrying 80% of the KL "
                               "(5.0 nats / image)")
+    on, off = plots.MODEL_COLOURS["VAE"], plots.INACTIVE_COLOUR
+    assert on != off
     bars = ax.patches
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "3", "0", "2"]  # sorted by KL
     assert [b.get_height() for b in bars] == pytest.approx([3.0, 1.0, 0.6, 0.4])
-    assert [b.get_facecolor()[3] for b in bars] == pytest.approx([1.0, 1.0, 0.3, 0.3])
-    dots = ax.figure.axes[1].lines[0].get_ydata()
-    assert list(dots) == pytest.approx([0.9, 0.3, 0.005, 0.001])
+    assert [to_rgb(b.get_facecolor()) for b in bars] == [pytest.approx(c) for c in (on, on, off, off)]
+    assert [to_rgb(t.get_color()) for t in ax.get_xticklabels()] == [pytest.approx(c) for c in (on, on, off, off)]
+    right = ax.figure.axes[1]
+    dots = right.collections[0]
+    assert list(dots.get_offsets()[:, 1]) == pytest.approx([0.9, 0.3, 0.005, 0.001])
+    assert [tuple(c[:3]) for c in dots.get_facecolors()] == [pytest.approx(c) for c in (on, on, off, off)]
+    assert right.lines[0].get_ydata()[0] == pytest.approx(0.01)  # the threshold, drawn at its value
+    labels = [t.get_text() for t in right.get_legend().get_texts()]
+    assert labels == ["active unit: KL bar (Var_x E_q[z_d] > 0.01)", "inactive unit: KL bar",
+                      "Var_x E_q[z_d] per unit (dots, right axis; coloured alike)", "activity threshold 0.01"]
     assert plots.active_units_title(variances, kl, threshold=0.004).startswith(
         "3 of 4 units active (Var_x E_q[z_d] > 0.004")
     plt.close("all")

@@ -13,6 +13,7 @@ from aestudy.series import applications as s04
 from aestudy.series import basics as s01
 from aestudy.series import elbo as s02
 from aestudy.series import limits as s05
+from aestudy.stats import Verdict
 
 
 def _ood(deciding: dict[str, float], other: dict[str, float]) -> pd.DataFrame:
@@ -586,3 +587,101 @@ def test_03_readings_cite_rosca_dai_wipf_and_goodfellow_in_full():
     text = s03.generalisation_reading(gaps)
     assert "(Goodfellow, Bengio & Courville 2016, *Deep Learning*, MIT Press, §5.2)" in text
     assert "§7.8, early stopping" in text
+
+
+# --- r6a (reader 5, notebooks 01 and 02) -------------------------------------------------------------------------
+
+_PARAMS = {"mlp AE": 1_079_825, "conv AE": 141_073}
+
+
+def test_conv_vs_mlp_reading_names_the_winner_with_its_numbers_either_way():
+    conv = s01.conv_vs_mlp_reading({"mlp AE": 0.0153, "conv AE": 0.0134}, _PARAMS, epochs=8)
+    assert conv.startswith("**Reading the two architectures.** The conv AE reconstructs better: its validation MSE is "
+                           "12% below the MLP AE's (validation MSE per pixel after 8 epochs, the curves' last points: "
+                           "conv AE 0.0134, MLP AE 0.0153; parameters: conv 141,073, MLP 1,079,825), with 7.7× fewer "
+                           "parameters.")
+    assert "each filter is reused at every position" in conv and "MLP AE reconstructs better" not in conv
+    mlp = s01.conv_vs_mlp_reading({"mlp AE": 0.0134, "conv AE": 0.0153}, _PARAMS, epochs=1)
+    assert ("The MLP AE reconstructs better: the conv AE's validation MSE is 14% above the MLP AE's (validation MSE "
+            "per pixel after 1 epoch,") in mlp
+    assert "are a prior about images, not a guarantee: with 7.7× the conv AE's parameters, the MLP's dense" in mlp
+    assert "conv AE reconstructs better" not in mlp
+    level = s01.conv_vs_mlp_reading({"mlp AE": 0.0150, "conv AE": 0.0152}, _PARAMS, epochs=8)
+    assert "The conv AE and the MLP AE end level, within 2% of each other" in level
+    assert "let the conv AE match the MLP with 7.7× fewer parameters." in level
+    bigger = s01.conv_vs_mlp_reading({"mlp AE": 0.0153, "conv AE": 0.0134}, {"mlp AE": 100, "conv AE": 300}, epochs=8)
+    assert "although it has 3.0× the MLP's parameters" in bigger
+    for text in (conv, mlp, level):
+        assert text.endswith("One model per architecture (one training seed): no claim is tested on this difference.")
+    with pytest.raises(ConfigError, match="needs 'conv AE' in both val_mse and parameters"):
+        s01.conv_vs_mlp_reading({"mlp AE": 0.01}, _PARAMS, epochs=8)
+    with pytest.raises(ConfigError, match=r"val_mse\['conv AE'\]"):
+        s01.conv_vs_mlp_reading({"mlp AE": 0.01, "conv AE": float("nan")}, _PARAMS, epochs=8)
+
+
+def _sources(encoded: float, real: float) -> pd.DataFrame:
+    return pd.DataFrame({"fid": [13.6, 225.9, 0.23], "precision": [encoded, 0.5, real], "recall": [0.3, 0.02, 0.89]},
+                        index=pd.Index(["encoded real images", "z ~ N(0, I)", "real images"], name="source"))
+
+
+def test_reconstruction_precision_reading_speaks_only_when_reconstructions_beat_the_real_images():
+    text = s01.reconstruction_precision_reading(_sources(0.943, 0.892))
+    assert text.startswith("**Precision of reconstructions.** The decoded real codes score a precision of 0.943, "
+                           "above the held-out real images' own 0.892. That does not make them better than real "
+                           "images: precision counts the generated points that fall inside some real image's k-NN "
+                           "ball in feature space.")
+    assert "they sit in the dense regions of the data" in text
+    assert s01.reconstruction_precision_reading(_sources(0.85, 0.892)) == ""
+    assert s01.reconstruction_precision_reading(_sources(0.892, 0.892)) == ""  # equal is not above
+    with pytest.raises(ConfigError, match="needs a 'real images' row"):
+        s01.reconstruction_precision_reading(_sources(0.9, 0.8).drop(index="real images"))
+    with pytest.raises(ConfigError, match="needs a 'precision' column"):
+        s01.reconstruction_precision_reading(_sources(0.9, 0.8).drop(columns="precision"))
+
+
+def _gap_verdict(small: float, large: float, low: float | None, high: float | None, verdict: str,
+                 seeds: int = 5, reason: str = "") -> Verdict:
+    return Verdict(effect=small - large, ci_low=low, ci_high=high, p_value=0.01, n_seeds=(seeds, seeds),
+                   test="paired t (scipy.stats.ttest_rel)", min_effect=0.002, alpha=0.05, verdict=verdict,
+                   higher_is_better=True, mean_a=small, mean_b=large, reason=reason)
+
+
+def test_overfitting_reading_says_a_positive_gap_below_the_threshold_is_still_overfitting():
+    # reader 5: "does not hold" with effect +0.00143 [0.00105, 0.00182] read as "small data does not overfit"
+    v = _gap_verdict(0.00556, 0.00413, 0.00105, 0.00182, "does not hold")
+    text = s01.overfitting_reading(v, small_n=1000, large_n=55000, latent_dim=16, rep_budget=30_000,
+                                   curve_gaps=(0.0055, 0.0001), curve_budget=120_000)
+    assert text == (
+        "**What the verdict measured.** Across the 5 seed replicates (d = 16, at least 30,000 training images seen "
+        "each) the mean train–validation gap was 0.0056 per pixel on 1,000 images and 0.0041 on 55,000: the small "
+        "set's gap is larger by 0.00143 per pixel, and its interval [0.00105, 0.00182] excludes zero: the AE does "
+        "overfit the small set. That is below the minimum effect of 0.002 per pixel fixed before measuring, so "
+        "\"does not hold\" here means \"overfits, but by less than the claim's threshold\", not \"small data does not "
+        "overfit\". The one-seed curve above (at least 120,000 training images seen per model) shows a gap of 0.0055 "
+        "on 1,000 images against 0.0001 at d = 16; the replicates made 30 passes over the small set against the "
+        "curve's 120, so less time to memorise it.")
+    noisy = s01.overfitting_reading(_gap_verdict(0.0046, 0.0041, -0.0002, 0.0012, "inconclusive"), small_n=1000,
+                                    large_n=55000, latent_dim=16, rep_budget=30_000)
+    assert "larger by 0.0005 per pixel, though its interval includes zero, so seed noise could explain it." in noisy
+    assert "does overfit" not in noisy and "curve" not in noisy
+
+
+def test_overfitting_reading_other_cases_no_gap_and_above_the_minimum():
+    none = s01.overfitting_reading(_gap_verdict(0.0040, 0.0043, -0.0006, 0.0001, "does not hold"), small_n=1000,
+                                   large_n=55000, latent_dim=16, rep_budget=30_000)
+    assert ("the small set's gap is not the larger one (difference -0.0003). At this budget the replicates show no "
+            "extra overfitting from scarce data.") in none
+    assert "overfits, but" not in none
+    holds = s01.overfitting_reading(_gap_verdict(0.0071, 0.0041, 0.0025, 0.0035, "holds"), small_n=1000,
+                                    large_n=55000, latent_dim=16, rep_budget=30_000)
+    assert ("larger by 0.003 per pixel, at least the minimum effect of 0.002: the textbook expectation holds at this "
+            "budget.") in holds
+    smoke = s01.overfitting_reading(_gap_verdict(0.0071, 0.0041, 0.0005, 0.0055, "inconclusive", seeds=2,
+                                                 reason="only 2 seeds in an arm"),
+                                    small_n=200, large_n=2000, latent_dim=16, rep_budget=2000,
+                                    curve_gaps=(0.001, 0.0002), curve_budget=2000)
+    assert "at least the minimum effect of 0.002, but the verdict stays inconclusive (only 2 seeds in an arm)." in smoke
+    assert smoke.endswith("shows a gap of 0.0010 on 200 images against 0.0002 at d = 16.")  # equal passes: no claim
+    with pytest.raises(ConfigError, match="curve_budget=None"):
+        s01.overfitting_reading(_gap_verdict(0.0071, 0.0041, 0.0025, 0.0035, "holds"), small_n=1000, large_n=55000,
+                                latent_dim=16, rep_budget=30_000, curve_gaps=(0.001, 0.0))

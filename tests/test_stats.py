@@ -482,3 +482,26 @@ def test_a_verdict_names_what_its_replicates_are():
     assert verdict_from_record(old_record).evidence().endswith("5 vs 5 seeds")
     with pytest.raises(ConfigError, match=r"replicates='' is invalid; it must be a non-empty phrase"):
         stats.compare(a, b, higher_is_better=True, min_effect=0.1, replicates="")
+
+
+# --- r6a: a seedless arm (PCA's MSE repeated) gives the exact one-sample test, without scipy's warning -------------
+
+def test_compare_against_a_constant_arm_is_the_one_sample_t_test_and_silent():
+    import warnings
+
+    from scipy.stats import ttest_1samp
+
+    ae = np.log([0.0200, 0.0210, 0.0205, 0.0199, 0.0202])
+    pca = np.full(5, np.log(0.0245))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reader 5: "RuntimeWarning ... Results may be unreliable" beside a ✓
+        v = stats.compare(ae, pca, higher_is_better=False, min_effect=math.log(1.1))
+    one = ttest_1samp(ae, pca[0])
+    assert v.p_value == pytest.approx(float(one.pvalue), rel=1e-12)
+    low, high = one.confidence_interval(0.95)
+    assert (v.ci_low, v.ci_high) == pytest.approx((pca[0] - high, pca[0] - low), rel=1e-12)
+    # Only the constant-arm case is silenced: nearly identical arms that both vary still warn.
+    eps = np.finfo(float).eps
+    with pytest.warns(RuntimeWarning, match="Precision loss occurred in moment calculation"):
+        stats.compare(1.0 + eps * np.array([0.0, 1, 0, 1, 0]), 2.0 + 2 * eps * np.array([1.0, 0, 1, 0, 0]),
+                      higher_is_better=True, min_effect=0.0)

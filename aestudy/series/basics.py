@@ -23,6 +23,7 @@ from aestudy.series import shared
 from aestudy.stats import Verdict, compare_equivalent
 from aestudy.study import Study, sized
 from aestudy.train import TrainConfig, TrainResult, train_or_load
+from aestudy.validate import as_float, as_int, require
 
 SIZES = {  # knob: (smoke, standard, full)
     "limit": shared.SIZES["limit"],  # training images of the shown models (None = all 55,000)
@@ -242,4 +243,135 @@ def linear_sweep_reading(gaps: Mapping[int, float], *, tolerance: float = LINEAR
     if tested_d is not None:
         text += (f" The equivalence verdict below rests on longer-trained replicates at d = {tested_d}, and says "
                  "nothing about the sizes it does not test.")
+    return text
+
+
+def conv_vs_mlp_reading(val_mse: Mapping[str, float], parameters: Mapping[str, int], *, epochs: int,
+                        tie: float = 0.02) -> str:
+    """Markdown comparing section 1's conv AE with its MLP AE on the validation MSE the training curves end at, with
+    the parameter counts, and why the winner may win (notebook 01, section 1).
+
+    `val_mse`: {"mlp AE": ..., "conv AE": ...}, validation MSE per pixel (intensity²) after the last epoch;
+    `parameters`: the same keys, trainable parameters; `epochs`: the epochs both were trained for; `tie`: relative
+    difference (a share of the larger MSE) below which the two count as level. One model per architecture (one
+    seed), so the reading says so. Sources: LeCun et al. (1998) (weight sharing and local receptive fields).
+
+    Raises:
+        ConfigError: when a key is missing, an MSE is not positive and finite, or a count is not a positive int.
+    """
+    names = ("mlp AE", "conv AE")
+    for name in names:
+        require(name in val_mse and name in parameters, "val_mse", sorted(val_mse),
+                f"conv_vs_mlp_reading needs '{name}' in both val_mse and parameters")
+        as_float(val_mse[name], f"val_mse['{name}']", low=0.0, low_open=True)
+        as_int(parameters[name], f"parameters['{name}']", low=1)
+    as_int(epochs, "epochs", low=1)
+    tie = as_float(tie, "tie", low=0.0, high=1.0)
+    mlp, conv = float(val_mse["mlp AE"]), float(val_mse["conv AE"])
+    p_mlp, p_conv = int(parameters["mlp AE"]), int(parameters["conv AE"])
+    both = (f"(validation MSE per pixel after {epochs} epoch{'s' if epochs != 1 else ''}, the curves' last points: "
+            f"conv AE {conv:.4f}, MLP AE {mlp:.4f}; parameters: conv {p_conv:,}, MLP {p_mlp:,})")
+    fewer = (f"with {p_mlp / p_conv:.1f}× fewer parameters" if p_conv < p_mlp
+             else f"although it has {p_conv / p_mlp:.1f}× the MLP's parameters" if p_conv > p_mlp
+             else "with as many parameters")
+    text = "**Reading the two architectures.** "
+    gap = abs(conv - mlp) / max(conv, mlp)
+    if gap < tie:
+        text += (f"The conv AE and the MLP AE end level, within {tie:.0%} of each other {both}. Weight sharing and "
+                 "locality (each filter sees a small neighbourhood and is reused at every position) let the conv AE "
+                 f"match the MLP {fewer}.")
+    elif conv < mlp:
+        text += (f"The conv AE reconstructs better: its validation MSE is {gap:.0%} below the MLP AE's {both}, "
+                 f"{fewer}. A convolution builds in what images are like: nearby pixels belong together (each filter "
+                 "sees a small neighbourhood) and a stroke or edge means the same wherever it appears (each filter "
+                 "is reused at every position). The MLP must learn both from data, with one weight per pixel and "
+                 "hidden unit.")
+    else:
+        text += (f"The MLP AE reconstructs better: the conv AE's validation MSE is {gap / (1 - gap):.0%} above the "
+                 f"MLP AE's {both}. Weight sharing and locality (each filter sees a small neighbourhood and is "
+                 "reused at every position) are a prior about images, not a guarantee: "
+                 + (f"with {p_mlp / p_conv:.1f}× the conv AE's parameters, " if p_mlp > p_conv else "")
+                 + "the MLP's dense layers fit these pixels more closely at this training budget.")
+    return text + " One model per architecture (one training seed): no claim is tested on this difference."
+
+
+def reconstruction_precision_reading(table: pd.DataFrame, *, source: str = "encoded real images",
+                                     real: str = "real images") -> str:
+    """Markdown explaining why decoded real codes (reconstructions) score a precision above the held-out real
+    images' own, when the table shows that; "" when it does not (notebook 01, section 4).
+
+    `table`: `generation.source_table` rows indexed by source with a `precision` column (shares in [0, 1]), holding
+    `source` and `real`. Source: Kynkäänniemi et al. (2019) (precision as k-NN balls around real features).
+
+    Raises:
+        ConfigError: when a row or the precision column is missing.
+    """
+    require("precision" in table.columns, "table", sorted(table.columns),
+            "reconstruction_precision_reading needs a 'precision' column (generation.source_table)")
+    for row in (source, real):
+        require(row in table.index, "table", sorted(table.index),
+                f"reconstruction_precision_reading needs a '{row}' row")
+    rec, own = float(table.loc[source, "precision"]), float(table.loc[real, "precision"])
+    if not rec > own:
+        return ""
+    return (f"**Precision of reconstructions.** The decoded real codes score a precision of {rec:.3f}, above the "
+            f"held-out real images' own {own:.3f}. That does not make them better than real images: precision "
+            "counts the generated points that fall inside some real image's k-NN ball in feature space. "
+            "Reconstructions are smoothed, "
+            "typical versions of their images; they sit in the dense regions of the data, where the balls overlap, "
+            "so more of them land inside a ball than held-out real images do, whose unusual ones lie outside. "
+            "Their recall, the other side of that trade, is in the same table.")
+
+
+def overfitting_reading(verdict: Verdict, *, small_n: int, large_n: int, latent_dim: int, rep_budget: int,
+                        curve_gaps: tuple[float, float] | None = None, curve_budget: int | None = None) -> str:
+    """Markdown saying what the verdict on 01.small-data-overfits measured: whether the train–validation gap on the
+    small set was larger than on the large one, and by how much against the minimum effect (notebook 01, section 5).
+
+    `verdict`: from `stats.compare(gap_small, gap_large, higher_is_better=True, ...)` over seeds, gaps in MSE per
+    pixel (intensity²); `small_n`, `large_n`: training images of the two arms; `latent_dim`: the replicates' d;
+    `rep_budget`: training images each replicate saw; `curve_gaps`: (small, large) gap of the one-seed curve at
+    `latent_dim`, with its `curve_budget`, when the curve has that size.
+
+    Raises:
+        ConfigError: for non-positive sizes or budgets, or `curve_gaps` without `curve_budget`.
+    """
+    for name, value in (("small_n", small_n), ("large_n", large_n), ("latent_dim", latent_dim),
+                        ("rep_budget", rep_budget)):
+        as_int(value, name, low=1)
+    require(curve_gaps is None or curve_budget is not None, "curve_budget", curve_budget,
+            "give the curve's sample budget with its gaps")
+    if curve_budget is not None:
+        as_int(curve_budget, "curve_budget", low=1)
+    d, m = verdict.effect, verdict.min_effect
+    n = verdict.n_seeds[0] if verdict.n_seeds else 0
+    means = f"{verdict.mean_a:.4f} per pixel on {small_n:,} images and {verdict.mean_b:.4f} on {large_n:,}"
+    ci = verdict.ci_low is not None and verdict.ci_high is not None
+    text = (f"**What the verdict measured.** Across the {n} seed replicates (d = {latent_dim}, at least {rep_budget:,} "
+            f"training images seen each) the mean train–validation gap was {means}: ")
+    if d <= 0:
+        text += (f"the small set's gap is not the larger one (difference {d:+.3g}). At this budget the replicates "
+                 "show no extra overfitting from scarce data.")
+    elif d < m:
+        text += f"the small set's gap is larger by {d:.3g} per pixel, "
+        if ci and verdict.ci_low > 0:
+            text += (f"and its interval [{verdict.ci_low:.3g}, {verdict.ci_high:.3g}] excludes zero: the AE does "
+                     "overfit the small set. ")
+        else:
+            text += "though its interval includes zero, so seed noise could explain it. "
+        text += f"That is below the minimum effect of {m:g} per pixel fixed before measuring"
+        text += (", so \"does not hold\" here means \"overfits, but by less than the claim's threshold\", not \"small "
+                 "data does not overfit\"." if verdict.verdict == "does not hold" else ".")
+    else:
+        text += f"the small set's gap is larger by {d:.3g} per pixel, at least the minimum effect of {m:g}"
+        text += (": the textbook expectation holds at this budget." if verdict.verdict == "holds"
+                 else f", but the verdict stays inconclusive ({verdict.reason or 'no interval'}).")
+    if curve_gaps is not None:
+        small, large = curve_gaps
+        # Whole epochs until the budget is reached (generalisation_gaps): passes over the small set.
+        rep_passes, curve_passes = math.ceil(rep_budget / small_n), math.ceil(curve_budget / small_n)
+        text += (f" The one-seed curve above (at least {curve_budget:,} training images seen per model) shows a gap of "
+                 f"{small:.4f} on {small_n:,} images against {large:.4f} at d = {latent_dim}")
+        text += (f"; the replicates made {rep_passes} passes over the small set against the curve's {curve_passes}, "
+                 "so less time to memorise it." if rep_passes < curve_passes else ".")
     return text
