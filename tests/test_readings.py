@@ -544,3 +544,22 @@ def test_grey_level_summary_counts_shares_at_its_named_thresholds():
     x = torch.tensor([b - 0.01, b, h, h + 0.01, 1.0]).reshape(1, 1, 1, 5)
     row = anomaly.grey_level_summary({"x": x}).loc["x"]
     assert row["background_share"] == pytest.approx(1 / 5) and row["bright_share"] == pytest.approx(2 / 5)
+
+
+def test_r6c_readings_compare_numbers_as_they_are_shown():
+    from aestudy.noise import NoiseConfig
+
+    # The smoke run's DVAE: 9.80 → 9.80 → 9.80 dB as shown; its raw values rise by less than the last shown digit.
+    flat = {key: {"DAE": 17.0 - key[1], "DVAE": 9.8 + 0.001 * key[1], "AE": 10.0, "VAE": 9.0}
+            for key in _RUN_PSNR if key[0] == "gaussian"}
+    text = s04.denoising_reading(_psnr(flat), NoiseConfig("gaussian", 0.3))
+    assert text.startswith("**Reading:** on Gaussian noise the denoisers score at least as well at the weakest level")
+    # A shown set where the IS-NLL ranks better gets no gap sentence, even when the seeds favour −ELBO.
+    mixed = s04.bound_reading({"the shown pair": _shown((0.612, 250.0, 290.0), (0.616, 238.0, 282.0))},
+                              _held([(0.608, 0.606), (0.606, 0.604)]))
+    assert "On the shown pair the IS-NLL ranks at least as well (0.616 against −ELBO's 0.612)." in mixed
+    assert "Measured on" not in mixed and "A tighter bound is a better estimate" in mixed
+    # Seeds that differ only past the third decimal count as ties: neither bound is called the better one.
+    assert s04.bound_reading({}, _held([(0.7201, 0.7199), (0.7102, 0.71)])) == (
+        "**Reading:** −ELBO detects the held-out class better than the IS-NLL in 0 of the 2 training seeds (mean AUROC "
+        "0.715 against 0.715): neither bound is the better score in every seed.")
