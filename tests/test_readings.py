@@ -563,3 +563,184 @@ def test_r6c_readings_compare_numbers_as_they_are_shown():
     assert s04.bound_reading({}, _held([(0.7201, 0.7199), (0.7102, 0.71)])) == (
         "**Reading:** −ELBO detects the held-out class better than the IS-NLL in 0 of the 2 training seeds (mean AUROC "
         "0.715 against 0.715): neither bound is the better score in every seed.")
+
+
+# --- r6b (issue 19, reader 5): notebook 03's timing, Output row, β-VAE reading and citations ---------------------
+
+def _step_record(effect: float, low: float, high: float, verdict: str = "inconclusive") -> dict:
+    return {"id": "03.ae-faster-per-step", "verdict": verdict, "holds": verdict == "holds", "effect": effect,
+            "ci_low": low, "ci_high": high}
+
+
+def _timing(ae: list[float], vae: list[float]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": m, "round": r + 1, "seconds_per_step": t}
+                         for m, times in (("AE", ae), ("VAE", vae)) for r, t in enumerate(times)])
+
+
+def test_step_ratio_is_the_exponential_of_the_timing_claims_effect():
+    import numpy as np
+
+    from aestudy import stats
+    from aestudy.series import comparison as s03
+
+    timing = _timing([0.010, 0.010, 0.010], [0.011, 0.012, 0.009])
+    ratio = s03.paired_step_ratio(timing)
+    assert ratio == pytest.approx(math.exp(np.mean(np.log([1.1, 1.2, 0.9]))))
+    # the claim's own effect: mean over rounds of log VAE − log AE (lower is better for the AE)
+    v = stats.compare(np.log(timing[timing.model == "AE"]["seconds_per_step"]),
+                      np.log(timing[timing.model == "VAE"]["seconds_per_step"]), higher_is_better=False,
+                      min_effect=math.log(1.05), paired=True)
+    assert math.exp(v.effect) == pytest.approx(ratio)
+    assert s03.step_ratio_text(_step_record(0.0186, -0.0116, 0.0488)) == (
+        "VAE/AE time per training step ×1.019 [0.988, 1.050] (geometric mean of the paired per-round ratios, "
+        "03.ae-faster-per-step: inconclusive)")
+    assert s03.step_ratio_text(None, 0.95) == ("VAE/AE time per training step ×0.950 (per-round ratios, geometric "
+                                               "mean; no interval recorded)")
+    with pytest.raises(ConfigError, match="lacks \\['round'\\]"):
+        s03.paired_step_ratio(timing.drop(columns="round"))
+
+
+def test_advantages_row_quotes_the_timing_claims_effect_not_the_medians():
+    import dataclasses
+
+    from aestudy.series import comparison as s03
+
+    facts = s03.Facts(**{f.name: 0.5 + k for k, f in enumerate(dataclasses.fields(s03.Facts))})
+    records = {f"03.{name}": {"id": f"03.{name}", "holds": True} for name in s03.TABLE_CLAIMS}
+    records["03.ae-faster-per-step"] = _step_record(0.0186, -0.0116, 0.0488)
+    row = s03.comparison_table(facts, records).set_index("Aspect").loc["Advantages", "Evidence"]
+    assert row.startswith("VAE/AE time per training step ×1.019 [0.988, 1.050] (geometric mean of the paired "
+                          "per-round ratios, 03.ae-faster-per-step: inconclusive); SSIM AE")
+    records["03.ae-faster-per-step"] = _step_record(-0.1, -0.15, -0.05, "does not hold")
+    row = s03.comparison_table(facts, records).set_index("Aspect").loc["Advantages", "Evidence"]
+    assert row.startswith("VAE/AE time per training step ×0.905 [0.861, 0.951] (geometric mean of the paired "
+                          "per-round ratios, 03.ae-faster-per-step: does not hold)")
+
+
+def test_step_timing_reading_explains_medians_that_order_the_models_against_the_effect():
+    from aestudy.series import comparison as s03
+
+    # reader 5: medians AE 13.85 ms, VAE 13.80 ms (VAE faster) against an effect of +0.0186 (AE faster)
+    timing = _timing([0.01385] * 5, [0.0138, 0.0138, 0.0138, 0.016, 0.016])
+    text = s03.step_timing_reading(timing, _step_record(0.0186, -0.0116, 0.0488))
+    assert text == (
+        "**Reading:** the table's step times are medians per model (AE 13.85 ms, VAE 13.80 ms: by medians the VAE "
+        "is faster). The claim pairs the rounds instead: its effect is the mean over rounds of log(VAE time / AE "
+        "time), as a ratio ×1.019 [0.988, 1.050] (geometric mean of the paired per-round ratios, "
+        "03.ae-faster-per-step: inconclusive) — the AE about 1.9% faster on average over the rounds. The two order "
+        "the models differently: a median per model ignores which rounds belong together, while the paired ratio "
+        "compares the two models within each round (same machine load) and averages over all rounds, so a few "
+        "rounds in which one model was slower move it and not the medians. With the models this close, the "
+        "claim's interval is what to read.")
+    agree = s03.step_timing_reading(_timing([0.010] * 3, [0.012] * 3), _step_record(0.18, 0.1, 0.26, "holds"))
+    assert "by medians the AE is faster" in agree and "the AE about 19.7% faster" in agree
+    assert agree.endswith("Both put the AE ahead; the claim's interval says whether that is more than noise.")
+    vae = s03.step_timing_reading(_timing([0.012] * 3, [0.010] * 3), _step_record(-0.18, -0.26, -0.1))
+    assert "the VAE about 19.7% faster" in vae and "Both put the VAE ahead" in vae
+    with pytest.raises(ConfigError, match="needs the effect"):
+        s03.step_timing_reading(timing, {"id": "03.ae-faster-per-step", "holds": False})
+    with pytest.raises(ConfigError, match="needs rows for \\['VAE'\\]"):
+        s03.step_timing_reading(timing[timing.model == "AE"], _step_record(0.0186, -0.0116, 0.0488))
+
+
+def test_output_row_names_both_models_sample_sharpness_and_why_it_can_differ():
+    import dataclasses
+
+    from aestudy.series import comparison as s03
+
+    base = s03.Facts(**{f.name: 0.5 + k for k, f in enumerate(dataclasses.fields(s03.Facts))})
+    records = {f"03.{name}": {"id": f"03.{name}", "holds": True} for name in s03.TABLE_CLAIMS}
+
+    def output(**sharp):
+        facts = dataclasses.replace(base, **sharp)
+        return s03.comparison_table(facts, records).set_index("Aspect").loc["Output", "Evidence"]
+
+    # reader 5's run: AE reconstructions sharper, VAE samples sharper
+    text = output(sharp_data=0.1821, sharp_ae_recon=0.0421, sharp_vae_recon=0.0314, sharp_ae_samples=0.00986,
+                  sharp_vae_samples=0.0173)
+    assert text == ("sharpness (Laplacian variance) of reconstructions, which 03.vae-outputs-blurrier compares: AE "
+                    "0.0421 vs VAE 0.0314 (data 0.1821); of prior samples: AE 0.0099 vs VAE 0.0173 — the VAE's "
+                    "samples are the sharper ones: the AE decodes N(0, I) draws, codes off the manifold of its "
+                    "training codes, into smeared blends; the claim is about reconstructions")
+    assert output(sharp_ae_recon=0.04, sharp_vae_recon=0.03, sharp_ae_samples=0.02, sharp_vae_samples=0.01).endswith(
+        "— the AE's are the sharper ones for both")
+    assert output(sharp_ae_recon=0.03, sharp_vae_recon=0.04, sharp_ae_samples=0.02, sharp_vae_samples=0.01).endswith(
+        "— the AE's samples are the sharper ones although its reconstructions are not; the claim is about "
+        "reconstructions")
+
+
+def _beta_tables(fid_b: float, fid_v: float, sharp_b: float, sharp_v: float, mmd_b: float, mmd_v: float,
+                 mse_b: float, mse_v: float, spread: float = 0.02):
+    P = "prior N(0, I)"
+    gen = pd.DataFrame([{"model": m, "source": P, "seed": k, "fid": f * (1 + spread * (k - 2))}
+                        for m, f in (("VAE", fid_v), ("β-VAE", fid_b)) for k in range(5)])
+    sharp = pd.DataFrame([{"model": m, "source": s, "seed": k, "sharpness": v}
+                          for m, s, v in (("VAE", "prior samples", sharp_v), ("β-VAE", "prior samples", sharp_b),
+                                          ("VAE", "reconstructions", 0.0314), ("β-VAE", "reconstructions", 0.0246))
+                          for k in range(5)])
+    lat = pd.DataFrame([{"model": m, "seed": k, "mmd": v, "active_units": a}
+                        for m, v, a in (("VAE", mmd_v, 15.6), ("β-VAE", mmd_b, 12.2)) for k in range(5)])
+    recon = pd.DataFrame([{"model": m, "seed": k, "mse": v} for m, v in (("VAE", mse_v), ("β-VAE", mse_b))
+                          for k in range(5)])
+    return gen, sharp, lat, recon
+
+
+def test_beta_vae_reading_reads_better_samples_at_beta_above_one_both_ways():
+    from aestudy.series import comparison as s03
+
+    # reader 5's run (β = 4): FID 110 against 125, sharpness 0.019 against 0.0173
+    tables = _beta_tables(110.0, 125.0, 0.019, 0.0173, 0.00225, 0.00714, 0.03539, 0.02814)
+    text = s03.beta_vae_reading(*tables, 4.0, fid_name="FID-FMNIST")
+    assert text.startswith("**Reading (β-VAE, β = 4):** its prior samples have a lower FID-FMNIST than the VAE's "
+                           "(110.0 against 125.0, Welch p = ")
+    assert text.endswith(
+        " on log FID) and are sharper (sharpness 0.019 against 0.0173); its aggregated posterior lies closer to "
+        "N(0, I) (MMD² 0.00225 against 0.00714) and it reconstructs worse (test MSE 0.0354 against 0.0281). With "
+        "β > 1 the KL term weighs more than in the VAE's ELBO: the codes are pulled closer to N(0, I) and fewer "
+        "units stay active (section 3's table), so a prior draw more often lands where the decoder has seen codes. "
+        "The better samples are bought with reconstruction detail: its reconstructions are blurrier too (section "
+        "7's table), so the textbook's \"a larger β blurs\" holds for reconstructions, not for samples.")
+    worse = s03.beta_vae_reading(*_beta_tables(140.0, 110.0, 0.015, 0.0173, 0.00225, 0.00714, 0.035, 0.028), 4.0)
+    assert "have a higher FID than the VAE's (140.0 against 110.0" in worse and "are blurrier" in worse
+    assert worse.endswith("With β > 1 the KL term weighs more than in the VAE's ELBO; here the detail it costs the "
+                          "decoder outweighs what the closer match to the prior gains the samples, the usual textbook "
+                          "outcome.")
+    noise = s03.beta_vae_reading(*_beta_tables(124.0, 125.0, 0.019, 0.0173, 0.002, 0.007, 0.035, 0.028,
+                                              spread=0.1), 4.0)
+    assert "within seed noise: Welch p = " in noise
+    assert noise.endswith("The samples' FIDs do not separate the two models in this run.")
+
+
+def test_beta_vae_reading_reads_beta_below_one_and_rejects_a_bad_beta():
+    from aestudy.series import comparison as s03
+
+    better = s03.beta_vae_reading(*_beta_tables(100.0, 125.0, 0.02, 0.017, 0.01, 0.007, 0.025, 0.028), 0.5)
+    assert better.startswith("**Reading (β-VAE, β = 0.5):** its prior samples have a lower FID")
+    assert "lies further from N(0, I)" in better and "reconstructs better" in better
+    assert better.endswith("With β < 1 the KL term weighs less than in the VAE's ELBO: the codes keep more detail, "
+                           "which can make samples sharper and FID better even though the aggregated posterior "
+                           "matches the prior less.")
+    worse = s03.beta_vae_reading(*_beta_tables(150.0, 125.0, 0.02, 0.017, 0.01, 0.007, 0.025, 0.028), 0.5)
+    assert worse.endswith("With β < 1 the KL term weighs less than in the VAE's ELBO: the aggregated posterior "
+                          "matches the prior less, so more prior draws land where the decoder saw few codes.")
+    with pytest.raises(ConfigError, match="KL weight > 0"):
+        s03.beta_vae_reading(*_beta_tables(100.0, 125.0, 0.02, 0.017, 0.01, 0.007, 0.025, 0.028), 0.0)
+    gen, sharp, lat, recon = _beta_tables(100.0, 125.0, 0.02, 0.017, 0.01, 0.007, 0.025, 0.028)
+    with pytest.raises(ConfigError, match="needs rows for \\['β-VAE'\\]"):
+        s03.beta_vae_reading(gen[gen.model == "VAE"], sharp, lat, recon, 4.0)
+
+
+def test_03_readings_cite_rosca_dai_wipf_and_goodfellow_in_full():
+    from aestudy.series import comparison as s03
+
+    lat = pd.DataFrame([{"model": "AE", "seed": 0, "mmd": 0.293, "holes": 0.434},
+                        {"model": "VAE", "seed": 0, "mmd": 0.007, "holes": 0.430}])
+    text = s03.holes_reading(lat)
+    assert ("Rosca et al. 2018 (\"Distribution Matching in Variational Inference\", arXiv:1802.06847) show that a "
+            "VAE's aggregated posterior does not match its prior") in text
+    assert "Dai & Wipf (2019, \"Diagnosing and Enhancing VAE Models\", ICLR)" in text
+    assert "necessary for good samples" not in text  # no paper says so
+    gaps = pd.DataFrame([{"model": m, "seed": 0, "mse_gap_rel": -0.01, "recon_gap": 1.0} for m in ("AE", "VAE")])
+    text = s03.generalisation_reading(gaps)
+    assert "(Goodfellow, Bengio & Courville 2016, *Deep Learning*, MIT Press, §5.2)" in text
+    assert "§7.8, early stopping" in text

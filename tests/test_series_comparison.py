@@ -545,20 +545,22 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
     per_model = rows(model=["AE", "VAE"], mmd=[0.5, 0.01], holes=[0.4, 0.1], roughness=[0.02, 0.01],
                      off_manifold=[1.8, 1.3], path_realism=[0.9, 0.95], recon_gap=[0.7, 0.2],
                      parameters=[10, 12], loss_gap_rel=[0.02, 0.01], mse_gap_rel=[0.03, 0.02])
-    timing = rows(model=["AE", "VAE", "AE", "VAE"], seconds_per_step=[1.0, 1.5, 1.0, 1.1])
+    timing = rows(model=["AE", "VAE", "AE", "VAE"], round=[1, 1, 2, 2], seconds_per_step=[1.0, 1.5, 1.0, 1.1])
     tuning = pd.DataFrame({"runs": [6, 10], "relative_spread": [0.1, 0.3], "collapsed": [0, 2]}, index=["AE", "VAE"])
-    sharp = rows(model=["data", "AE", "VAE", "VAE"], source=["test images", "reconstructions", "reconstructions",
-                                                             "prior samples"], sharpness=[0.09, 0.03, 0.02, 0.01])
+    sharp = rows(model=["data", "AE", "VAE", "VAE", "AE"],
+                 source=["test images", "reconstructions", "reconstructions", "prior samples", "prior samples"],
+                 sharpness=[0.09, 0.03, 0.02, 0.01, 0.005])
     facts = s03.collect_facts(recon=recon, generation=gen, fid_data=2.0, latent=per_model, gaps=per_model,
                               cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
     assert isinstance(facts, s03.Facts)
     assert facts.mse_ae == pytest.approx(0.02) and facts.ssim_vae == pytest.approx(0.7)
     assert facts.gap_closed_gmm == pytest.approx(0.75)  # (100 − 40) / (100 − 20)
     assert facts.fid_vae_gmm == 15.0 and facts.off_vae == 1.3 and facts.recon_gap_ae == 0.7
-    assert facts.step_ratio == pytest.approx(1.3)
+    assert facts.step_ratio == pytest.approx(math.sqrt(1.5 * 1.1))  # paired by round, as the timing claim
     assert facts.collapsed_vae == 2 and facts.runs_vae == 10
     table = s03.comparison_table(facts, _records())
     assert "closing 75%" in table.set_index("Aspect").loc["Limitations", "Evidence"]
+    assert facts.sharp_ae_samples == 0.005
     with pytest.raises(ConfigError, match="no rows for model='VAE'"):
         s03.collect_facts(recon=recon[recon["model"] != "VAE"], generation=gen, fid_data=2.0, latent=per_model,
                           gaps=per_model, cost=per_model, timing=timing, tuning=tuning, sharp=sharp)
