@@ -241,15 +241,21 @@ def complexity_corrected(nll_nats: Tensor, images: Tensor) -> Tensor:
     return nll_nats.detach().cpu().double() / LN2 - compressed_bits(images)
 
 
+# Grey levels (intensity in [0, 1]) that `grey_level_summary` counts as background (below) and bright (above): a
+# pixel below 5 % of full intensity is the black frame, one above half-way is part of a stroke or garment.
+BACKGROUND_BELOW, BRIGHT_ABOVE = 0.05, 0.5
+
+
 def grey_level_summary(sets: Mapping[str, Tensor]) -> pd.DataFrame:
-    """Grey-level statistics per image set: min, max, mean, share of background (< 0.05) and bright (> 0.5) pixels."""
+    """Grey-level statistics per image set: min, max, mean, background_share (share of pixels below
+    `BACKGROUND_BELOW`) and bright_share (share of pixels above `BRIGHT_ABOVE`)."""
     rows = []
     for name, x in sets.items():
         x = x.detach().cpu().float()
         rows.append({"set": name, "images": x.shape[0], "shape": "×".join(map(str, x.shape[1:])),
                      "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()),
-                     "background_share": float((x < 0.05).float().mean()),
-                     "bright_share": float((x > 0.5).float().mean())})
+                     "background_share": float((x < BACKGROUND_BELOW).float().mean()),
+                     "bright_share": float((x > BRIGHT_ABOVE).float().mean())})
     return pd.DataFrame(rows).set_index("set")
 
 

@@ -408,6 +408,164 @@ def test_m1_reading_calls_no_method_clearly_worst_within_two_points():
             "can change: no clear ranking at the bottom.") in text
 
 
+# --- r6c (issue 19, reader 5 on notebook 04): denoisers off their training noise, the two bounds as anomaly
+# --- scores, the complexity correction where it hurts, the grey-level shares' thresholds.
+
+def _psnr(values: dict[tuple[str, float], dict[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": m, "noise": k, "level": lv, "psnr": v}
+                         for (k, lv), row in values.items() for m, v in row.items()])
+
+
+_RUN_PSNR = {("gaussian", 0.1): {"AE": 16.77, "DAE": 17.00, "DVAE": 16.15, "VAE": 15.78},
+             ("gaussian", 0.2): {"AE": 14.64, "DAE": 17.35, "DVAE": 16.62, "VAE": 13.94},
+             ("gaussian", 0.3): {"AE": 13.18, "DAE": 17.40, "DVAE": 16.80, "VAE": 12.81},
+             ("gaussian", 0.5): {"AE": 11.27, "DAE": 16.07, "DVAE": 15.41, "VAE": 11.29},
+             ("salt_pepper", 0.05): {"AE": 17.42, "DAE": 16.85, "DVAE": 15.98, "VAE": 16.39},
+             ("salt_pepper", 0.1): {"AE": 15.99, "DAE": 17.09, "DVAE": 16.30, "VAE": 15.14},
+             ("salt_pepper", 0.2): {"AE": 13.72, "DAE": 17.28, "DVAE": 16.69, "VAE": 13.21},
+             ("salt_pepper", 0.3): {"AE": 12.26, "DAE": 16.81, "DVAE": 16.27, "VAE": 12.08}}
+
+
+def test_denoising_reading_names_the_training_level_and_the_rise_towards_it():
+    from aestudy.noise import NoiseConfig
+
+    text = s04.denoising_reading(_psnr(_RUN_PSNR), NoiseConfig("gaussian", 0.3))
+    assert ("**Reading: the DAE and the DVAE score higher at their training noise than on cleaner inputs.** On "
+            "Gaussian noise at σ = 0.1 → 0.2 → 0.3 (the last is the training level, `train_noise_level` = 0.3): DAE "
+            "17.00 → 17.35 → 17.40 dB; DVAE 16.15 → 16.62 → 16.80 dB. A denoiser trained at one noise level is tuned "
+            "to it") in text
+    assert ("On salt-and-pepper noise the DAE scores 17.28 dB at p = 0.2 but 16.85 dB at the weakest, 0.05, where the "
+            "plain AE (17.42 dB) beats it; the DVAE scores 16.69 dB at p = 0.2 but 15.98 dB at the weakest, 0.05, "
+            "where "
+            "the plain VAE (16.39 dB) beats it. The same tuning shows there: trained on Gaussian noise at 0.3") in text
+    # The other direction: PSNR falls with the noise everywhere, and the plain models never win at the weakest level.
+    falling = {key: {m: 20.0 - 10 * key[1] - (0.5 if m in ("AE", "VAE") else 0.0) for m in row}
+               for key, row in _RUN_PSNR.items()}
+    calm = s04.denoising_reading(_psnr(falling), NoiseConfig("gaussian", 0.3))
+    assert calm == ("**Reading:** on Gaussian noise the denoisers score at least as well at the weakest level (σ = "
+                    "0.1) as at their training level (0.3): cleaner inputs do not cost them here.")
+    # Only the DVAE rises: only it is named; the plain AE beaten nowhere, so no "beats it".
+    only_dvae = {key: dict(row) for key, row in falling.items()}
+    only_dvae[("gaussian", 0.3)]["DVAE"] = 25.0
+    assert ("**Reading: the DVAE scores higher at its training noise than on cleaner inputs.** On Gaussian noise at "
+            "σ = 0.1 → 0.2 → 0.3") in s04.denoising_reading(_psnr(only_dvae), NoiseConfig("gaussian", 0.3))
+    with pytest.raises(ConfigError, match="no row of the training noise 'salt_pepper'"):
+        s04.denoising_reading(_psnr({("gaussian", 0.1): {"DAE": 17.0}}), NoiseConfig("salt_pepper", 0.2))
+
+
+def _held(seeds: list[tuple[float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"seed": s, "score": score, "auroc": v} for s, (elbo, nll) in enumerate(seeds)
+                         for score, v in (("VAE −ELBO", elbo), ("VAE IS-NLL", nll), ("AE recon error", 0.6))])
+
+
+def _shown(elbo: tuple[float, float, float], nll: tuple[float, float, float]) -> pd.DataFrame:
+    return pd.DataFrame([elbo, nll], index=["VAE −ELBO", "VAE IS-NLL"],
+                        columns=["auroc", "mean_normal", "mean_anomalous"])
+
+
+def test_bound_reading_explains_a_looser_bound_ranking_better_only_when_it_does():
+    run = [(0.737, 0.722), (0.731, 0.723), (0.724, 0.720), (0.722, 0.712), (0.731, 0.718)]
+    shown = {"the shown pair": _shown((0.698, 249.726, 298.267), (0.694, 246.425, 293.519))}
+    text = s04.bound_reading(shown, _held(run))
+    assert text.startswith("**Reading: the looser bound is the better anomaly score here.** −ELBO detects the held-out "
+                           "class better than the tighter IS-NLL in every one of the 5 training seeds (mean AUROC "
+                           "0.729 "
+                           "against 0.719).")
+    assert "On the shown pair −ELBO ranks better (0.698 against the IS-NLL's 0.694)." in text
+    assert "A tighter bound is a better estimate of log p(x), not a better anomaly score" in text
+    assert ("Measured on the shown pair: the mean gap −ELBO − IS-NLL is 4.75 nats on the anomalous images against 3.30 "
+            "on the normal ones.") in text
+    # The other direction: the tighter bound wins in every seed and on the shown pair; no mechanism, no gap line.
+    tight = s04.bound_reading({"the shown pair": _shown((0.69, 250.0, 290.0), (0.70, 246.0, 288.0))},
+                              _held([(n, e) for e, n in run]))
+    assert tight == ("**Reading:** the tighter IS-NLL detects the held-out class better than −ELBO in every one of "
+                     "the 5 "
+                     "training seeds (mean AUROC 0.729 against 0.719), as a closer estimate of log p(x) would.\n\n"
+                     "On the shown pair the IS-NLL ranks at least as well (0.700 against −ELBO's 0.690).")
+    mixed = s04.bound_reading({}, _held([(0.74, 0.72), (0.70, 0.72)]))
+    assert mixed == ("**Reading:** −ELBO detects the held-out class better than the IS-NLL in 1 of the 2 training "
+                     "seeds "
+                     "(mean AUROC 0.720 against 0.720): neither bound is the better score in every seed.")
+    # −ELBO ranks better but its gap is not larger on the anomalies: the gap is said not to explain it.
+    odd = s04.bound_reading({"digits": _shown((0.91, 248.0, 366.0), (0.90, 245.0, 364.0))}, target="the OOD images",
+                            explain=False)
+    assert odd == ("**Reading (the two bounds):** on digits −ELBO ranks better (0.910 against the IS-NLL's 0.900).\n\n"
+                   "Measured on digits, though, the mean gap −ELBO − IS-NLL is not larger on the anomalous images "
+                   "(2.00 "
+                   "nats against 3.00 on the normal ones), so it does not explain the difference there.")
+    with pytest.raises(ConfigError, match="bound_reading needs the scores"):
+        s04.bound_reading({"x": pd.DataFrame({"auroc": [0.5]}, index=["AE recon error"])})
+
+
+def _ood_means(rows: dict[str, dict[str, tuple[float, float, float]]]) -> pd.DataFrame:
+    return pd.DataFrame([{"OOD set": s, "score": score, "auroc": a, "mean_normal": n, "mean_anomalous": o}
+                         for s, scores in rows.items() for score, (a, n, o) in scores.items()]
+                        ).set_index(["OOD set", "score"])
+
+
+def test_complexity_reading_says_what_subtracting_the_code_length_did_where_it_hurts():
+    ln2 = math.log(2)
+    run = _ood_means({
+        "digits": {"VAE IS-NLL": (0.906, 245.890, 361.707), "complexity-corrected IS-NLL": (0.673, -315.792, -260.216)},
+        "digits, MNIST layout": {"VAE IS-NLL": (0.364, 245.890, 210.420),
+                                 "complexity-corrected IS-NLL": (0.610, -315.792, -289.143)}})
+    text = s04.complexity_reading(run, normal="fashion-mnist test")
+    l_in, l_out = 245.890 / ln2 + 315.792, 361.707 / ln2 + 260.216  # mean L = mean NLL in bits − mean S
+    assert (round(l_in), round(l_out)) == (671, 782)
+    assert text.startswith("**Reading: the complexity correction lowers the AUROC on digits** (0.906 → 0.673, -0.233). "
+                           "S(x) subtracts each image's compressed length L(x) from its NLL in bits. These images cost "
+                           "the compressor more bits than the fashion-mnist test images too (mean L 782 against 671 "
+                           "bits), as they cost the model more (mean NLL 522 against 355 bits): the subtraction "
+                           "credits "
+                           "67 % of their extra NLL (112 of 167 bits on average) to generic complexity")
+    assert text.endswith("It raises the AUROC, or leaves it, on digits, MNIST layout (0.364 → 0.610; these images are "
+                         "simpler for the compressor, mean L 593 against 671 bits, the case the correction is built "
+                         "for).")
+    # The correction takes away more than the extra NLL: said so, not "credits N %".
+    over = s04.complexity_reading(_ood_means({"digits": {"VAE IS-NLL": (0.9, 100 * ln2, 150 * ln2),
+                                                         "complexity-corrected IS-NLL": (0.4, -100.0, -120.0)}}))
+    assert "takes away more than their extra NLL (70 against 50 bits on average)" in over and "credits" not in over
+    # The other direction: it helps everywhere, so no "lowers" reading.
+    helps = s04.complexity_reading(_ood_means({"digits": {"VAE IS-NLL": (0.4, 100 * ln2, 90 * ln2),
+                                                          "complexity-corrected IS-NLL": (0.7, -100.0, -60.0)}}))
+    assert helps == ("**Reading:** the complexity correction raises the AUROC, or leaves it, on digits (0.400 → 0.700; "
+                     "these images are simpler for the compressor, mean L 150 against 200 bits, the case the "
+                     "correction "
+                     "is built for).")
+    with pytest.raises(ConfigError, match="missing \\['mean_anomalous', 'mean_normal'\\]"):
+        s04.complexity_reading(run[["auroc"]])
+
+
+def test_grey_level_summary_counts_shares_at_its_named_thresholds():
+    import torch
+
+    from aestudy import anomaly
+
+    b, h = anomaly.BACKGROUND_BELOW, anomaly.BRIGHT_ABOVE
+    x = torch.tensor([b - 0.01, b, h, h + 0.01, 1.0]).reshape(1, 1, 1, 5)
+    row = anomaly.grey_level_summary({"x": x}).loc["x"]
+    assert row["background_share"] == pytest.approx(1 / 5) and row["bright_share"] == pytest.approx(2 / 5)
+
+
+def test_r6c_readings_compare_numbers_as_they_are_shown():
+    from aestudy.noise import NoiseConfig
+
+    # The smoke run's DVAE: 9.80 → 9.80 → 9.80 dB as shown; its raw values rise by less than the last shown digit.
+    flat = {key: {"DAE": 17.0 - key[1], "DVAE": 9.8 + 0.001 * key[1], "AE": 10.0, "VAE": 9.0}
+            for key in _RUN_PSNR if key[0] == "gaussian"}
+    text = s04.denoising_reading(_psnr(flat), NoiseConfig("gaussian", 0.3))
+    assert text.startswith("**Reading:** on Gaussian noise the denoisers score at least as well at the weakest level")
+    # A shown set where the IS-NLL ranks better gets no gap sentence, even when the seeds favour −ELBO.
+    mixed = s04.bound_reading({"the shown pair": _shown((0.612, 250.0, 290.0), (0.616, 238.0, 282.0))},
+                              _held([(0.608, 0.606), (0.606, 0.604)]))
+    assert "On the shown pair the IS-NLL ranks at least as well (0.616 against −ELBO's 0.612)." in mixed
+    assert "Measured on" not in mixed and "A tighter bound is a better estimate" in mixed
+    # Seeds that differ only past the third decimal count as ties: neither bound is called the better one.
+    assert s04.bound_reading({}, _held([(0.7201, 0.7199), (0.7102, 0.71)])) == (
+        "**Reading:** −ELBO detects the held-out class better than the IS-NLL in 0 of the 2 training seeds (mean AUROC "
+        "0.715 against 0.715): neither bound is the better score in every seed.")
+
+
 # --- r6b (issue 19, reader 5): notebook 03's timing, Output row, β-VAE reading and citations ---------------------
 
 def _step_record(effect: float, low: float, high: float, verdict: str = "inconclusive") -> dict:
