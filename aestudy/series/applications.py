@@ -744,8 +744,9 @@ def bound_reading(shown: Mapping[str, pd.DataFrame], replicates: pd.DataFrame | 
         lines.append("A tighter bound is a better estimate of log p(x), not a better anomaly score: −ELBO(x) = "
                      "−log p(x) + KL(q(z|x) ‖ p(z|x)), and the IS-NLL removes most of that KL term, the gap between "
                      "the encoder's posterior and the true one. The encoder was fitted to the training images, so on "
-                     "unfamiliar inputs its posterior can be further off (the amortisation gap, Cremer et al. 2018), "
-                     "and the gap then adds to their score.")
+                     "unfamiliar inputs its posterior can be further off (the amortisation gap: Cremer, Li & "
+                     "Duvenaud 2018, \"Inference Suboptimality in Variational Autoencoders\", ICML), and the gap "
+                     "then adds to their score.")
     for name, out, inside in gaps if elbo_better else ():
         if out > inside:
             lines.append(f"Measured on {name}: the mean gap −ELBO − IS-NLL is {out:.2f} nats on the anomalous images "
