@@ -56,8 +56,8 @@ STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured"
 FINDINGS_ID = "findings"
 # What the report's per-notebook times are, since each notebook's watermark shows a shorter wall time of its own.
 RUNNER_TIME_NOTE = ("Each notebook's time here is the runner's wall time: from starting its kernel to saving the "
-                    "executed notebook. The notebook's own watermark (`wall_time_s`) counts only from its setup cell "
-                    "to its last cell, so it is shorter by the kernel start, the imports and the save.")
+                    "executed notebook. The notebook's own watermark (`wall_time_s`) counts only from its `Study` "
+                    "setup to its watermark cell, so it is shorter by the kernel start, the imports and the save.")
 FINDING_VALUES = 4  # measured values quoted per claim in a finding (the claims table has them all)
 # The figures the report shows first, in this order (names given to `record_figure` / `study.figure`); any
 # other recorded figure is folded below them. See the issue that asked for them: prior samples of AE, AE + GMM,

@@ -724,7 +724,11 @@ def coverage_reading(samples: pd.DataFrame) -> str:
     if missing:
         raise ConfigError(f"coverage_reading needs the sources {missing}; measured: {sorted(mean.index)}.")
     gan, vae, data = mean.loc["GAN"], mean.loc["VAE"], mean.loc["data"]
-    if gan["recall"] > vae["recall"]:
+    if round(gan["recall"], 2) == round(vae["recall"], 2):  # level at the precision shown
+        text = (f"**Reading (diversity):** the GAN's and the VAE's samples cover the same share of the real images "
+                f"(recall GAN {gan['recall']:.2f}, VAE {vae['recall']:.2f}; held-out real images "
+                f"{data['recall']:.2f}): no sign here that either drops more of the data.")
+    elif gan["recall"] > vae["recall"]:
         text = (f"**Reading (diversity):** the GAN's samples cover more of the real images than the VAE's prior "
                 f"samples (recall GAN {gan['recall']:.2f} against VAE {vae['recall']:.2f}; held-out real images "
                 f"{data['recall']:.2f}). Mode collapse, the textbook's reason to expect the opposite, is a way a GAN "
@@ -827,15 +831,18 @@ def psnr_reading(ladder: pd.DataFrame, baselines: Mapping[str, float]) -> str:
             f"{others}). A baseline that ignores the input, every pixel predicted by the rung's mean training image, "
             f"scores {baselines[low]:.1f} dB on {low}; the AE's gain over it per rung: {gains}.")
     if len(gain) > 1 and min(gain, key=gain.get) == low:
-        text += (f" So the {low} rung's low PSNR is more than a harder scale: within the one budget of optimiser "
-                 "steps the AE learned least beyond the average image there.")
+        text += (f" So the {low} rung's low PSNR is not only that its images are harder to predict from their "
+                 "average: within the one budget of optimiser steps the AE learned least beyond the average image "
+                 "there.")
     elif len(gain) > 1:
         text += (f" The gains rank the rungs differently from the raw PSNR: the {low} rung's low value comes largely "
                  "from images that are harder to predict from their average.")
     if "VAE" in recon.index.get_level_values(0):
-        below = [r for r in recon.loc["VAE"].index if r in baselines and recon.loc["VAE"][r] < baselines[r]]
+        # below at the precision shown, so the sentence never prints "10.0 against 10.0 dB"
+        below = [r for r in recon.loc["VAE"].index
+                 if r in baselines and round(recon.loc["VAE"][r], 1) < round(baselines[r], 1)]
         if below:
-            text += (" The VAE's reconstructions score below that baseline on "
+            text += (" The VAE's reconstructions score below the mean-image baseline on "
                      + ", ".join(f"{r} ({recon.loc['VAE'][r]:.1f} against {baselines[r]:.1f} dB)" for r in below)
                      + ".")
     return text
