@@ -375,8 +375,11 @@ def _verdict_cells(claim: Mapping[str, Any]) -> dict[str, Any]:
     # Written from the stored values (not through Verdict): a record that failed its sanity checks keeps
     # non-finite numbers as text ("nan"), and the table must still show it.
     ci = "no CI" if low is None or high is None else f"[{_number_text(low)}, {_number_text(high)}]"
+    test = str(claim.get("test", ""))
+    # A one-sample test has one arm (tested against a fixed value): its record stores (n, n), shown as "n".
+    counts = "" if seeds is None else str(seeds[0]) if test.startswith("one-sample") else f"{seeds[0]} vs {seeds[1]}"
     return {"verdict": claim["verdict"], "effect": claim.get("effect"), "ci": ci, "p_value": claim.get("p_value"),
-            "n_seeds": "" if seeds is None else f"{seeds[0]} vs {seeds[1]}", "test": claim.get("test", "")}
+            "n_seeds": counts, "test": claim.get("test", "")}
 
 
 def claims_table(path: str | os.PathLike | None = None, notebook: str | None = None, *,

@@ -14,7 +14,7 @@ import torch
 
 from aestudy import claims
 from aestudy.errors import ClaimFailed, ConfigError, DataError
-from aestudy.stats import Verdict, compare
+from aestudy.stats import Verdict, compare, compare_to_value
 
 
 @pytest.fixture
@@ -250,6 +250,14 @@ def test_examine_tabulates_interval_text(ledger):
     assert {k: row[k] for k in ("verdict", "effect", "ci", "p_value", "n_seeds", "test")} == {
         "verdict": "holds", "effect": 3.1, "ci": "[1.9, 4.2]", "p_value": 0.001, "n_seeds": "5 vs 5",
         "test": "Welch t"}
+
+
+def test_claims_table_counts_one_arm_for_a_one_sample_test(ledger):
+    """A one-sample test has one arm against a fixed value: the table shows "5", as its verdict line does."""
+    verdict = compare_to_value([0.2, 0.3, 0.25, 0.35, 0.3], 0.0, higher_is_better=True, min_effect=0.1)
+    claims.examine("one-arm", "a beats zero", verdict)
+    row = claims.claims_table().to_dict("records")[0]
+    assert verdict.test.startswith("one-sample") and row["n_seeds"] == "5" and "5 seeds" in verdict.evidence()
 
 
 def test_examine_writes_to_an_explicit_path(ledger, tmp_path):

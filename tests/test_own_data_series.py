@@ -250,3 +250,19 @@ def test_ood_set_for_your_own_images_must_have_their_shape(unlabelled_data) -> N
                               "1x28x28, the data's 3x16x16; pick a dataset of the same shape (e.g. photo-patches-32 "
                               "for 3x32x32 images) or None (no OOD section).")
     assert s04.held_out_text(unlabelled_data.info, None) == "held-out class: none (no labels)"
+
+
+def test_rulers_are_trained_with_one_seed_whatever_the_run_seed(unlabelled_data, tmp_path, monkeypatch) -> None:
+    """FID's feature map is part of the measurement: a run under `-p seed 3` must measure with the ruler of a run
+    under seed 0, or `aestudy compare` mixes a ruler change with the models' change."""
+    monkeypatch.setenv("AESTUDY_METRICS_FILE", str(tmp_path / "metrics" / "03_ae_vs_vae.json"))
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(shared, "get_classifier", lambda data, **kw: seen.append(("classifier", kw["seed"]))
+                        or torch.nn.Identity())
+    monkeypatch.setattr(shared.ae_features, "feature_extractor_from_autoencoder",
+                        lambda data, **kw: seen.append(("autoencoder", kw["seed"])) or torch.nn.Identity())
+    study = Study("03_ae_vs_vae", {"epochs": (1, 1, 1)}, profile="smoke", seed=3)
+    labelled = load_dataset(write_folder(tmp_path / "pngs", 30, classes=2), val_size=4, progress=False)
+    shared.feature_space(study, labelled, progress=False)
+    shared.feature_space(study, unlabelled_data, progress=False)
+    assert study.seed == 3 and seen == [("classifier", shared.RULER_SEED), ("autoencoder", shared.RULER_SEED)]

@@ -521,3 +521,14 @@ def test_device_phrase_says_when_a_notebook_got_more_threads():
         "16 min 49 s, when 04_applications had ended)")
     assert report.device_phrase({"environment": {"device": {"name": "NVIDIA H200"}}}) == "NVIDIA H200"
     assert report._duration(42) == "42 s" and report._duration(3725) == "1 h 02 min 05 s"
+
+
+def test_compare_names_table_rows_by_short_text_cells_only():
+    """A ledger stores NaN cells as "nan": they are values, not names; an evidence sentence is no name either."""
+    from aestudy.runner.compare_runs import numbers
+
+    row = {"rung": "digits", "model": "AE", "output": "reconstructions", "psnr_mean": 11.7, "bits_per_dim": "nan",
+           "note": "x" * 41, "sd": "-inf"}
+    metrics = {"notebooks": {"05_x": {"metrics": {"05.ladder": [row, {"psnr_mean": 3.0}]}}}}
+    assert list(numbers(metrics)) == [("05_x", "05.ladder[digits/AE/reconstructions].psnr_mean", 11.7),
+                                      ("05_x", "05.ladder[1].psnr_mean", 3.0)]

@@ -114,13 +114,20 @@ def verdict_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
 
+_LABEL_CHARS = 40  # the longest text cell used in a row's name
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _row_label(row: Mapping[str, Any], index: int) -> str:
-    """A table row's name: its text cells (e.g. `VAE/prior`), else its position."""
-    texts = [str(v) for v in row.values() if isinstance(v, str)]
+    """A table row's name: its short text cells (e.g. `VAE/prior`), else its position.
+
+    Skipped: non-finite numbers the ledger stores as text ("nan", "inf": a cell, not a name) and long texts (an
+    evidence sentence would make the key unreadable)."""
+    texts = [v for v in row.values() if isinstance(v, str) and v.strip() and len(v) <= _LABEL_CHARS
+             and v.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity")]
     return "/".join(texts) if texts else str(index)
 
 

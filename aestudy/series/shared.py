@@ -34,6 +34,10 @@ SIZES = {
 NO_LABELS = "this dataset has no labels"
 SKIP_NOTE = f"skipped: {NO_LABELS}"  # the one visible note of a section that needs labels
 CLASSIFIER_ONLY = ("confidence", "holes", "path_realism")  # measured values that need a classifier's probabilities
+# The seed of the rulers (the domain classifier behind FID-FMNIST, the autoencoder behind FID-AE), whatever the run's
+# `seed`: a ruler is part of the measurement, not of the models measured. Trained with the run seed, every FID moved
+# by about 15 between `-p seed 0` and `-p seed 1`, and `aestudy compare` mixed that change with the models' own.
+RULER_SEED = 0
 
 
 def mlp_config(study: Study, data: Dataset, kind: str, **extra: object) -> ModelConfig:
@@ -60,9 +64,10 @@ def domain_classifier(study: Study, grey: Dataset, *, progress: bool = True) -> 
     """The domain classifier of `grey` (its penultimate features give FID-FMNIST), on the CPU.
 
     Also the classifier that "train on synthetic, test on real" trains on each synthetic set (notebook 04).
+    Trained with `RULER_SEED`, not the run's seed, so runs under different seeds measure with one ruler.
     """
     epochs = sized(study.profile, SIZES)["classifier_epochs"]
-    return get_classifier(grey, epochs=epochs, seed=study.seed, device=study.config.device, progress=progress).cpu()
+    return get_classifier(grey, epochs=epochs, seed=RULER_SEED, device=study.config.device, progress=progress).cpu()
 
 
 def has_labels(data: Dataset) -> bool:
@@ -99,7 +104,7 @@ def feature_space(study: Study, grey: Dataset, *, progress: bool = True) -> Any:
         description = "Fréchet distance in the penultimate features of a domain classifier trained on the labels"
     else:
         extractor = ae_features.feature_extractor_from_autoencoder(
-            grey, epochs=sized(study.profile, SIZES)["feature_epochs"], seed=study.seed, device=study.config.device,
+            grey, epochs=sized(study.profile, SIZES)["feature_epochs"], seed=RULER_SEED, device=study.config.device,
             progress=progress).cpu()
         description = ae_features.DESCRIPTION  # says: not comparable with FID-FMNIST
         for prefix in CLASSIFIER_ONLY:  # scores that need class probabilities are NaN in FID-AE's feature space
