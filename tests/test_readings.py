@@ -843,3 +843,175 @@ def test_overfitting_reading_other_cases_no_gap_and_above_the_minimum():
     with pytest.raises(ConfigError, match="curve_budget=None"):
         s01.overfitting_reading(_gap_verdict(0.0071, 0.0041, 0.0025, 0.0035, "holds"), small_n=1000, large_n=55000,
                                 latent_dim=16, rep_budget=30_000, curve_gaps=(0.001, 0.0))
+
+
+# --- r6d (issue 19, reader-5 findings in notebook 05 and the report) -------------------------------------------------
+
+def _coverage(gan: tuple[float, float, float], vae: tuple[float, float, float],
+              data: tuple[float, float, float] = (0.90, 0.885, 1.0),
+              **more: tuple[float, float, float]) -> pd.DataFrame:
+    sources = {"GAN": gan, "VAE": vae, "data": data, **more}
+    return pd.DataFrame([{"source": s, "seed": 0, "precision": p, "recall": r, "laplacian_ratio": lap}
+                         for s, (p, r, lap) in sources.items()])
+
+
+def test_coverage_reading_explains_a_gan_recall_above_the_vaes_only_as_measured():
+    # reader 5, A-4.3: GAN recall 0.528 against the VAE's 0.367 with no sentence on why
+    text = s05.coverage_reading(_coverage((0.48, 0.528, 0.93), (0.80, 0.367, 0.15)))
+    assert text.startswith("**Reading (diversity):** the GAN's samples cover more of the real images than the VAE's "
+                           "prior samples (recall GAN 0.53 against VAE 0.37; held-out real images 0.89). Mode "
+                           "collapse, the textbook's reason to expect the opposite, is a way a GAN *can* fail, not a "
+                           "rule, and this GAN's recall does not show it.")
+    assert ("The VAE's prior samples are decoder means, blurrier than the data (Laplacian ratio 0.15), and they fall "
+            "short of real images on both counts: fewer of them land near real images (precision 0.80 against the "
+            "data's 0.90) and they reach fewer real images (recall).") in text
+    sharp_vae = s05.coverage_reading(_coverage((0.48, 0.528, 0.93), (0.80, 0.367, 1.05)))
+    assert "decoder means" not in sharp_vae and "Mode collapse" in sharp_vae  # no blur, no blurred-average mechanism
+    precise_vae = s05.coverage_reading(_coverage((0.48, 0.528, 0.93), (0.95, 0.367, 0.15)))
+    assert "decoder means" not in precise_vae
+    other_way = s05.coverage_reading(_coverage((0.48, 0.30, 0.93), (0.80, 0.367, 0.15)))
+    assert other_way == ("**Reading (diversity):** the GAN's samples cover no more of the real images than the "
+                         "VAE's (recall GAN 0.30 against VAE 0.37; held-out real images 0.89): the direction of the "
+                         "textbook's mode dropping; the verdict above says whether the gap reaches the minimum "
+                         "effect.")
+    level = s05.coverage_reading(_coverage((0.0, 0.001, 5.9), (0.43, 0.0, 0.13)))
+    assert level == ("**Reading (diversity):** the GAN's and the VAE's samples cover the same share of the real "
+                     "images (recall GAN 0.00, VAE 0.00; held-out real images 0.89): no sign here that either drops "
+                     "more of the data.")
+    with pytest.raises(ConfigError, match=r"needs the sources \['data'\]"):
+        s05.coverage_reading(_coverage((0.5, 0.5, 1), (0.5, 0.5, 1)).query("source != 'data'"))
+
+
+def test_coverage_reading_explains_a_precision_above_the_datas():
+    # reader 5, A-4.5: VAE + GMM precision 0.93 above the data's 0.90, unexplained
+    text = s05.coverage_reading(_coverage((0.48, 0.528, 0.93), (0.80, 0.367, 0.15),
+                                          **{"VAE + GMM ex post": (0.93, 0.231, 0.25)}))
+    assert ("\n\nVAE + GMM ex post's precision (0.93) is above the held-out real images' own (0.90): precision counts "
+            "generated images inside the k-nearest-neighbour balls of real images, and samples concentrated on "
+            "typical images land in the dense regions where those balls overlap, while real images include atypical "
+            "ones that fall outside. Its recall (0.23 against the data's 0.89) is the other side of that "
+            "concentration: a precision above the data's does not mean better-than-real samples.") in text
+    below = s05.coverage_reading(_coverage((0.48, 0.528, 0.93), (0.80, 0.367, 0.15),
+                                           **{"VAE + GMM ex post": (0.88, 0.231, 0.25)}))
+    assert "above the held-out real images' own" not in below
+    covering = s05.coverage_reading(_coverage((0.48, 0.528, 0.93), (0.80, 0.367, 0.15),
+                                              **{"AE + GMM ex post": (0.93, 0.95, 0.3)}))
+    assert "AE + GMM ex post's precision (0.93) is above" in covering and "other side" not in covering
+
+
+def _ladder_rows(rows: list[tuple[str, str, str, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"rung": r, "model": m, "output": o, "seed": 0, "laplacian_ratio": lap, "psnr": psnr}
+                         for r, m, o, lap, psnr in rows])
+
+
+def test_gan_sharpness_reading_reconciles_section_1_with_the_ladder():
+    # reader 5, A-4.4: GAN sharpness 0.93 in section 1 against 5.14 on the ladder's Fashion-MNIST rung
+    ladder = _ladder_rows([("fashion-mnist", "GAN", "samples", 5.14, math.nan),
+                           ("fashion-mnist", "VAE", "samples", 0.13, math.nan)])
+    section = s05.gan_budget(epochs=3, images=20000, batch_size=64, width=32)
+    rung = s05.ladder_gan_budget(2000, 100)
+    assert section == {"steps": 939, "batch": 64, "width": 32, "images": 20000}
+    assert rung == {"steps": 112, "batch": 128, "width": 16, "images": 2000}  # 7 epochs of 16 batches
+    text = s05.gan_sharpness_reading(0.934, ladder, rung="fashion-mnist", section_budget=section, ladder_budget=rung)
+    assert text == ("**Two GAN sharpness numbers.** Section 1's GAN has a Laplacian variance 0.93× the real images', "
+                    "the ladder's GAN on fashion-mnist 5.14×: one measure (mean Laplacian variance of the samples over "
+                    "that of held-out real images of the same data), two different GANs. Section 1's trains 939 steps "
+                    "of batch 64 at width 32 on 20,000 images; the ladder's 112 steps of batch 128 at width 16 on "
+                    "2,000 images (one budget for every rung). The ladder's GAN has the higher ratio. A ratio above 1 "
+                    "(the ladder's) means more high-frequency content than the real images have: noise such as "
+                    "speckle, not extra detail.")
+    other_way = s05.gan_sharpness_reading(1.3, _ladder_rows([("fashion-mnist", "GAN", "samples", 0.8, math.nan)]),
+                                          rung="fashion-mnist", section_budget=section, ladder_budget=rung)
+    assert "Section 1's GAN has the higher ratio. A ratio above 1 (section 1's) means" in other_way
+    neither = s05.gan_sharpness_reading(0.5, _ladder_rows([("fashion-mnist", "GAN", "samples", 0.8, math.nan)]),
+                                        rung="fashion-mnist", section_budget=section, ladder_budget=rung)
+    assert neither.endswith("The ladder's GAN has the higher ratio.")
+    assert s05.gan_sharpness_reading(0.9, ladder, rung="digits", section_budget=section, ladder_budget=rung) == ""
+    with pytest.raises(ConfigError, match="width"):
+        s05.gan_sharpness_reading(0.9, ladder, rung="fashion-mnist", section_budget={"steps": 1, "batch": 1,
+                                                                                     "images": 1},
+                                  ladder_budget=rung)
+
+
+def test_psnr_reading_sets_each_rung_against_its_mean_image_baseline():
+    # reader 5, A-4.2: the digits rung's lowest PSNR (AE 11.7 dB against 14.6 dB on Fashion-MNIST), unexplained
+    ladder = _ladder_rows([("digits", "AE", "reconstructions", 0.1, 11.7),
+                           ("digits", "VAE", "reconstructions", 0.1, 10.9),
+                           ("fashion-mnist", "AE", "reconstructions", 0.3, 14.6),
+                           ("fashion-mnist", "VAE", "reconstructions", 0.1, 13.1),
+                           ("photo-patches-32", "AE", "reconstructions", 0.7, 14.0)])
+    base = {"digits": 11.37, "fashion-mnist": 10.57, "photo-patches-32": 9.82}
+    text = s05.psnr_reading(ladder, base)
+    assert text == ("**Reading (PSNR):** the AE's reconstructions score their lowest PSNR on digits (11.7 dB; "
+                    "fashion-mnist 14.6 dB, photo-patches-32 14.0 dB). A baseline that ignores the input, every pixel "
+                    "predicted by the rung's mean training image, scores 11.4 dB on digits; the AE's gain over it per "
+                    "rung: digits +0.3 dB, fashion-mnist +4.0 dB, photo-patches-32 +4.2 dB. So the digits rung's low "
+                    "PSNR is not only that its images are harder to predict from their average: within the one budget "
+                    "of optimiser steps the AE learned least beyond the average image there. The VAE's "
+                    "reconstructions score below the mean-image baseline on digits (10.9 against 11.4 dB).")
+    level = s05.psnr_reading(ladder, {**base, "fashion-mnist": 13.06})
+    assert "fashion-mnist (13.1 against" not in level  # 13.1 against 13.06 is not "below" at the precision shown
+    hard = s05.psnr_reading(ladder, {"digits": 6.0, "fashion-mnist": 10.57, "photo-patches-32": 9.82})
+    assert ("The gains rank the rungs differently from the raw PSNR: the digits rung's low value comes largely from "
+            "images that are harder to predict from their average.") in hard
+    assert "below the mean-image baseline" not in hard
+    with pytest.raises(ConfigError, match="photo-patches-32"):
+        s05.psnr_reading(ladder, {"digits": 1.0, "fashion-mnist": 1.0})
+
+
+def test_mean_image_psnr_is_the_psnr_of_the_average_image():
+    import torch
+
+    train = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2).contiguous()
+    assert s05.mean_image_psnr(train, train) == pytest.approx(10 * math.log10(1 / 0.25))  # error 0.5 everywhere
+    with pytest.raises(ConfigError, match="targets"):
+        s05.mean_image_psnr(train, torch.zeros(1, 1, 3, 3))
+
+
+def test_blur_caveat_note_travels_into_the_limits_table_recap_and_report():
+    # reader 5, A-5.V1: "Output vs GANs — holds" without the caveat the notebook shows
+    from aestudy.runner import report
+
+    worse = _gan_vae((65.5, 0.48, 0.93), (56.3, 0.80, 0.15))
+    note = s05.blur_caveat_note(worse, fid_name="FID-FMNIST")
+    assert note == ("the sharper GAN samples have a worse FID-FMNIST (65.5 against 56.3) and a lower precision (0.48 "
+                    "against 0.80) than the VAE's, so part of their sharpness may be speckle; blurrier here means "
+                    "fewer high frequencies, not worse samples")
+    assert s05.blur_caveat_note(_gan_vae((40.0, 0.9, 0.93), (56.3, 0.8, 0.15))) == ""  # sharper and no worse
+    assert s05.blur_caveat_note(_gan_vae((65.5, 0.48, 0.1), (56.3, 0.8, 0.15))) == ""  # not sharper
+    records = {claim: {"verdict": "holds", "holds": True, "effect": 0.78, "ci_low": 0.70, "ci_high": 0.86}
+               for _, _, claim in s05.LIMIT_ROWS.values()}
+    table = s05.limits_table({aspect: "measured" for aspect in s05.LIMIT_ROWS}, records,
+                             caveats={"Output vs GANs": note + "."})
+    row = table.iloc[0].to_dict()
+    assert row["Verdict"] == f"holds (caveat: {note}): 05.vae-blurrier-than-gan (effect +0.78, CI [0.7, 0.86])"
+    assert row["Caveat"] == note and table.iloc[1]["Caveat"] == ""
+    with pytest.raises(ConfigError, match="caveats"):
+        s05.limits_table({aspect: "measured" for aspect in s05.LIMIT_ROWS}, records, caveats={"Output": "x"})
+    claims = {"05.vae-blurrier-than-gan": {"id": "05.vae-blurrier-than-gan", "statement": "VAE samples are blurrier.",
+                                           "verdict": "holds", "holds": True}}
+    sentence = report.row_sentence(row, claims)
+    assert sentence.startswith(f"**Output vs GANs** — **holds** (caveat: {note}): “VAE samples are blurrier” holds")
+    cell = report.comparison_with_sentences(pd.DataFrame([row]), claims)
+    assert "Caveat" not in cell.columns
+    assert cell["Verdict"][0].startswith(f"Holds (caveat: {note}): “VAE samples are blurrier” holds")
+    # a row without the field (older ledgers, notebook 03's rows beside 05's in one frame) reads as before
+    old = {k: v for k, v in row.items() if k != "Caveat"}
+    assert report.row_sentence(old, claims).startswith("**Output vs GANs** — **holds**: “VAE samples")
+    assert report.row_caveat({"Caveat": float("nan")}) == ""
+
+
+def test_the_report_says_its_notebook_times_are_the_runners():
+    # reader 5 (not counted): report.md's 132.3 s against the watermark's 126.0 s, unexplained
+    from pathlib import Path
+
+    from aestudy.runner import report
+
+    metrics = {"run": "r", "status": "complete", "profile": "smoke",
+               "notebooks": {"01_a": {"claims": [], "metrics": {}, "wall_s": 132.3, "status": "done"}}}
+    blocks = report.report_blocks(metrics, Path("."))
+    assert any(b.kind == "h3" and b.content == "01_a (done, 132.3 s runner wall time)" for b in blocks)
+    table = next(b for b in blocks if b.kind == "table" and b.caption == report.RUNNER_TIME_NOTE)
+    assert list(table.content["notebook"]) == ["01_a"]
+    assert report.RUNNER_TIME_NOTE.startswith("Each notebook's time here is the runner's wall time: from starting its "
+                                              "kernel to saving the executed notebook.")

@@ -189,7 +189,7 @@ def test_limits_table_rows_carry_the_evidence_and_the_claims_verdicts():
     records = _records()
     records["05.m2-beats-m1"] = {"verdict": "inconclusive", "effect": -0.01, "ci_low": None, "ci_high": None}
     table = s05.limits_table(evidence, records)
-    assert list(table.columns) == ["Aspect", "AE", "VAE", "Evidence", "Verdict"]
+    assert list(table.columns) == ["Aspect", "AE", "VAE", "Evidence", "Verdict", "Caveat"]
     assert list(table["Aspect"]) == ["Output vs GANs", "Scaling to complex data", "Semi-supervised learning"]
     assert list(table["Evidence"]) == ["measured 0", "measured 1", "measured 2"]
     assert table["Verdict"][0] == "holds: 05.vae-blurrier-than-gan (effect +0.5, CI [0.2, 0.8])"

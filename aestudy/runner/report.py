@@ -54,6 +54,10 @@ STAT_FIELDS: tuple[str, ...] = ("effect", "ci_low", "ci_high", "p_value", "n_see
 # Where a three-way verdict record may sit in a claim: at its top level or in one of these sub-dicts.
 STAT_CONTAINERS: tuple[str, ...] = ("stats", "comparison", "compare", "measured")
 FINDINGS_ID = "findings"
+# What the report's per-notebook times are, since each notebook's watermark shows a shorter wall time of its own.
+RUNNER_TIME_NOTE = ("Each notebook's time here is the runner's wall time: from starting its kernel to saving the "
+                    "executed notebook. The notebook's own watermark (`wall_time_s`) counts only from its `Study` "
+                    "setup to its watermark cell, so it is shorter by the kernel start, the imports and the save.")
 FINDING_VALUES = 4  # measured values quoted per claim in a finding (the claims table has them all)
 # The figures the report shows first, in this order (names given to `record_figure` / `study.figure`); any
 # other recorded figure is folded below them. See the issue that asked for them: prior samples of AE, AE + GMM,
@@ -373,20 +377,34 @@ def _claim_clause(claim_id: str, sign: int, claims: Mapping[str, Mapping[str, An
             f"{evidence_phrase(claim, limit=FINDING_VALUES)})")
 
 
+def row_caveat(row: Mapping[str, Any]) -> str:
+    """The caveat a notebook attached to a table row's verdict (its optional `Caveat` field, e.g. notebook 05's
+    `limits.blur_caveat_note`), without a closing full stop; "" when it has none (older ledgers lack the field)."""
+    value = row.get("Caveat")
+    if not isinstance(value, str):  # absent, or NaN where a merged table's other rows have the column
+        return ""
+    return value.strip().rstrip(".")
+
+
 def row_sentence(row: Mapping[str, Any], claims: Mapping[str, Mapping[str, Any]],
                  links: NotebookLinks | None = None) -> str:
-    """One plain sentence for one row of the AE-vs-VAE table: its verdict, the claims behind it (each with its
-    effect, interval and verdict) and the evidence the row quotes."""
+    """One plain sentence for one row of the AE-vs-VAE table: its verdict (with the row's caveat, `row_caveat`,
+    when the notebook attached one), the claims behind it (each with its effect, interval and verdict) and the
+    evidence the row quotes."""
     aspect = str(row.get("Aspect") or row.get("aspect") or "?")
     pairs = row_claims(row, claims)
     evidence = f"; this run measured {str(row['Evidence']).rstrip('.')}" if row.get("Evidence") else ""
+    caveat = row_caveat(row)
     if pairs:
         word = row_verdict(pairs, claims)
+        shown = f"**{word}** (caveat: {caveat})" if caveat else f"**{word}**"
         clauses = " and ".join(_claim_clause(cid, sign, claims, links) for cid, sign in pairs)
-        return f"**{aspect}** — **{word}**: {clauses}{evidence}."
+        return f"**{aspect}** — {shown}: {clauses}{evidence}."
     settled = str(row.get("Verdict") or "settled by no claim").rstrip(".")
     if settled.startswith("by construction"):
         settled = "true " + settled
+    if caveat and "caveat:" not in settled:
+        settled += f" (caveat: {caveat})"
     return f"**{aspect}** — {settled}{evidence}."
 
 
@@ -409,7 +427,8 @@ def findings(metrics: Mapping[str, Any], links: NotebookLinks | None = None) -> 
 
 def comparison_with_sentences(table: pd.DataFrame, claims: Mapping[str, Mapping[str, Any]],
                               links: NotebookLinks | None = None) -> pd.DataFrame:
-    """The AE-vs-VAE table with each Verdict cell rewritten as a sentence over the row's claims."""
+    """The AE-vs-VAE table with each Verdict cell rewritten as a sentence over the row's claims, the row's caveat
+    (`row_caveat`) beside its verdict word."""
     table = table.copy()
     if "Verdict" not in table.columns:
         return table
@@ -423,9 +442,12 @@ def comparison_with_sentences(table: pd.DataFrame, claims: Mapping[str, Mapping[
                             f"({_claim_ref(cid, links)}{', against the row' if sign < 0 else ''})"
                             for cid, sign in pairs)
         word = row_verdict(pairs, claims)
+        caveat = row_caveat(row)
+        word += f" (caveat: {caveat})" if caveat else ""
         cells.append(f"{word[0].upper()}{word[1:]}: {clauses}.")
     table["Verdict"] = cells
-    return table.drop(columns=[c for c in ("Claims", "claims") if c in table.columns])
+    # the caveat is in the Verdict cell now; a Caveat column would be empty for most rows
+    return table.drop(columns=[c for c in ("Claims", "claims", "Caveat") if c in table.columns])
 
 
 # ----------------------------------------------------------------------------------------- for this data
@@ -768,7 +790,7 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
     blocks.append(Block("h2", "Claims", anchor="claims"))
     for name, entry in notebooks.items():
         wall = entry.get("wall_s")
-        timing = "" if wall is None else f", {float(wall):.1f} s"
+        timing = "" if wall is None else f", {float(wall):.1f} s runner wall time"
         blocks.append(Block("h3", f"{name} ({entry.get('status', '?')}{timing})"))
         page = links.notebook(name) if links else None
         if page:
@@ -794,7 +816,7 @@ def report_blocks(metrics: Mapping[str, Any], run_dir: Path, links: NotebookLink
                                  + ("one notebook at a time." if jobs == 1 else
                                     f"{jobs} notebooks at a time (each notebook's wall time below overlaps "
                                     "others', so they add up to more).")))
-    blocks.append(Block("table", timings_frame(metrics)))
+    blocks.append(Block("table", timings_frame(metrics), caption=RUNNER_TIME_NOTE))
     closing: list[Block] = [Block("table", parameters_frame(metrics), caption="parameters of each notebook")]
     for name, entry in notebooks.items():
         for metric in CONFIG_METRICS:

@@ -441,19 +441,28 @@ LIMIT_ROWS: dict[str, tuple[str, str, str]] = {  # aspect: (textbook AE, textboo
 }
 
 
-def limits_table(evidence: Mapping[str, str], records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def limits_table(evidence: Mapping[str, str], records: Mapping[str, Mapping[str, Any]],
+                 caveats: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The rows notebook 05 measures, in the AE-vs-VAE table's columns (Aspect, AE, VAE, Evidence, Verdict).
 
     `evidence[aspect]` is the measured sentence; each verdict is read from the claim's record in `records`
     (`study.records`), with its effect and interval. A claim the study skipped (`Study.skip`, e.g. M2 without
     labels) gives a "skipped" row without evidence. Raises ConfigError naming a missing evidence or record.
+
+    `caveats[aspect]` (optional, e.g. `blur_caveat_note`) is a reading the notebook attaches to that verdict: it
+    goes into the Verdict cell ("holds (caveat: …): claim …") and into the row's `Caveat` field (empty when none),
+    which the runner's report and the series recap (`aestudy.runner.report.row_sentence`) show beside the verdict,
+    so all three say the same. Columns: Aspect, AE, VAE, Evidence, Verdict, Caveat.
     """
+    caveats = {} if caveats is None else caveats
+    unknown = sorted(set(caveats) - set(LIMIT_ROWS))
+    require(not unknown, "caveats", unknown, f"caveats name rows of the table: {list(LIMIT_ROWS)}")
     rows = []
     for aspect, (ae, vae, claim) in LIMIT_ROWS.items():
         skipped = (records.get(claim) or {}).get("skipped")
         if skipped:
             rows.append({"Aspect": aspect, "AE": ae, "VAE": vae, "Evidence": f"not measured ({skipped})",
-                         "Verdict": f"skipped: {claim} ({skipped})"})
+                         "Verdict": f"skipped: {claim} ({skipped})", "Caveat": ""})
             continue
         require(aspect in evidence, "evidence", sorted(evidence), f"it needs a sentence for {aspect!r}")
         record = records.get(claim)
@@ -464,9 +473,11 @@ def limits_table(evidence: Mapping[str, str], records: Mapping[str, Mapping[str,
         ci = ("no CI" if record.get("ci_low") is None else f"CI [{record['ci_low']:.3g}, {record['ci_high']:.3g}]")
         effect = record.get("effect")
         detail = "" if effect is None else f" (effect {effect:+.3g}, {ci})"
+        caveat = str(caveats.get(aspect) or "").strip().rstrip(".")
+        shown = f"{verdict} (caveat: {caveat})" if caveat else verdict
         rows.append({"Aspect": aspect, "AE": ae, "VAE": vae, "Evidence": evidence[aspect],
-                     "Verdict": f"{verdict}: {claim}{detail}"})
-    return pd.DataFrame(rows, columns=["Aspect", "AE", "VAE", "Evidence", "Verdict"])
+                     "Verdict": f"{shown}: {claim}{detail}", "Caveat": caveat})
+    return pd.DataFrame(rows, columns=["Aspect", "AE", "VAE", "Evidence", "Verdict", "Caveat"])
 
 
 
@@ -641,6 +652,22 @@ def gan_budget_text(*, gan_epochs: int, gan_images: int, vae_epochs: int, vae_im
                    "mind.")
 
 
+def _blur_caveat_parts(samples: pd.DataFrame, fid_name: str, caller: str
+                       ) -> tuple[pd.Series, pd.Series, list[str]]:
+    """(GAN means, VAE means, the ways the GAN's samples score worse than the VAE's: FID, precision)."""
+    mean = samples.groupby("source")[["fid", "precision", "laplacian_ratio"]].mean()
+    missing = [s for s in ("GAN", "VAE") if s not in mean.index]
+    if missing:
+        raise ConfigError(f"{caller} needs the sources {missing}; measured: {sorted(mean.index)}.")
+    gan, vae = mean.loc["GAN"], mean.loc["VAE"]
+    worse = []
+    if gan["fid"] > vae["fid"]:
+        worse.append(f"a worse {fid_name} ({gan['fid']:.1f} against {vae['fid']:.1f})")
+    if gan["precision"] < vae["precision"]:
+        worse.append(f"a lower precision ({gan['precision']:.2f} against {vae['precision']:.2f})")
+    return gan, vae, worse
+
+
 def blur_caveat(samples: pd.DataFrame, *, fid_name: str = "FID") -> str:
     """Markdown to read beside 05.vae-blurrier-than-gan: whether the GAN's extra sharpness comes with a worse FID or
     precision than the VAE's, in which case it may be speckle (high-frequency noise, which the blur measures count as
@@ -652,19 +679,10 @@ def blur_caveat(samples: pd.DataFrame, *, fid_name: str = "FID") -> str:
     Raises:
         ConfigError: when the GAN or VAE rows are missing.
     """
-    mean = samples.groupby("source")[["fid", "precision", "laplacian_ratio"]].mean()
-    missing = [s for s in ("GAN", "VAE") if s not in mean.index]
-    if missing:
-        raise ConfigError(f"blur_caveat needs the sources {missing}; measured: {sorted(mean.index)}.")
-    gan, vae = mean.loc["GAN"], mean.loc["VAE"]
+    gan, vae, worse = _blur_caveat_parts(samples, fid_name, "blur_caveat")
     if gan["laplacian_ratio"] <= vae["laplacian_ratio"]:
         return (f"**Beside the blur verdict:** the GAN's samples are not sharper than the VAE's here (Laplacian ratio "
                 f"{gan['laplacian_ratio']:.2f} against {vae['laplacian_ratio']:.2f}).")
-    worse = []
-    if gan["fid"] > vae["fid"]:
-        worse.append(f"a worse {fid_name} ({gan['fid']:.1f} against {vae['fid']:.1f})")
-    if gan["precision"] < vae["precision"]:
-        worse.append(f"a lower precision ({gan['precision']:.2f} against {vae['precision']:.2f})")
     if not worse:
         return (f"**Beside the blur verdict:** the GAN's sharper samples (Laplacian ratio {gan['laplacian_ratio']:.2f} "
                 f"against {vae['laplacian_ratio']:.2f}) come with no worse {fid_name} and precision than the VAE's: "
@@ -673,3 +691,185 @@ def blur_caveat(samples: pd.DataFrame, *, fid_name: str = "FID") -> str:
             f"against {vae['laplacian_ratio']:.2f}) but have {' and '.join(worse)} than the VAE's: part of that "
             "sharpness may be speckle, high-frequency noise that the blur measures count as sharpness, rather than "
             "detail. Blurrier here means fewer high frequencies, not worse samples; look at the grids above.")
+
+
+def blur_caveat_note(samples: pd.DataFrame, *, fid_name: str = "FID") -> str:
+    """The caveat `blur_caveat` attaches to 05.vae-blurrier-than-gan, in one clause for the tables (`limits_table`'s
+    `caveats`, hence the report and the series recap); "" when there is none (the GAN is not sharper, or its
+    sharpness comes with no worse FID or precision).
+
+    Same inputs, sources and errors as `blur_caveat`.
+    """
+    gan, vae, worse = _blur_caveat_parts(samples, fid_name, "blur_caveat_note")
+    if gan["laplacian_ratio"] <= vae["laplacian_ratio"] or not worse:
+        return ""
+    return (f"the sharper GAN samples have {' and '.join(worse)} than the VAE's, so part of their sharpness may be "
+            "speckle; blurrier here means fewer high frequencies, not worse samples")
+
+
+def coverage_reading(samples: pd.DataFrame) -> str:
+    """Markdown interpreting precision and recall where they go against the textbook: a GAN covering more of the
+    real images than the VAE (no mode collapse), and a source whose precision exceeds the real images' own.
+
+    `samples`: `sample_table` rows (source, seed, precision, recall, laplacian_ratio) with sources "GAN", "VAE" and
+    "data" (held-out real images). Precision = share of generated images inside the k-NN balls of the real ones,
+    recall = share of real images inside the generated images' balls (Kynkäänniemi et al. 2019), both in [0, 1].
+    The mechanism sentences appear only when the numbers beside them show it.
+
+    Raises:
+        ConfigError: when the GAN, VAE or data rows are missing.
+    """
+    mean = samples.groupby("source")[["precision", "recall", "laplacian_ratio"]].mean()
+    missing = [s for s in ("GAN", "VAE", "data") if s not in mean.index]
+    if missing:
+        raise ConfigError(f"coverage_reading needs the sources {missing}; measured: {sorted(mean.index)}.")
+    gan, vae, data = mean.loc["GAN"], mean.loc["VAE"], mean.loc["data"]
+    if round(gan["recall"], 2) == round(vae["recall"], 2):  # level at the precision shown
+        text = (f"**Reading (diversity):** the GAN's and the VAE's samples cover the same share of the real images "
+                f"(recall GAN {gan['recall']:.2f}, VAE {vae['recall']:.2f}; held-out real images "
+                f"{data['recall']:.2f}): no sign here that either drops more of the data.")
+    elif gan["recall"] > vae["recall"]:
+        text = (f"**Reading (diversity):** the GAN's samples cover more of the real images than the VAE's prior "
+                f"samples (recall GAN {gan['recall']:.2f} against VAE {vae['recall']:.2f}; held-out real images "
+                f"{data['recall']:.2f}). Mode collapse, the textbook's reason to expect the opposite, is a way a GAN "
+                "*can* fail, not a rule, and this GAN's recall does not show it.")
+        if vae["laplacian_ratio"] < 1 and vae["precision"] < data["precision"] and vae["recall"] < data["recall"]:
+            text += (f" The VAE's prior samples are decoder means, blurrier than the data (Laplacian ratio "
+                     f"{vae['laplacian_ratio']:.2f}), and they fall short of real images on both counts: fewer of "
+                     f"them land near real images (precision {vae['precision']:.2f} against the data's "
+                     f"{data['precision']:.2f}) and they reach fewer real images (recall). That is what blurred "
+                     "averages sitting between the real images' clusters in the classifier's feature space, rather "
+                     "than on them, look like to these two measures.")
+    else:
+        text = (f"**Reading (diversity):** the GAN's samples cover no more of the real images than the VAE's (recall "
+                f"GAN {gan['recall']:.2f} against VAE {vae['recall']:.2f}; held-out real images "
+                f"{data['recall']:.2f}): the direction of the textbook's mode dropping; the verdict above says "
+                "whether the gap reaches the minimum effect.")
+    for source in mean.index:
+        row = mean.loc[source]
+        if source == "data" or not row["precision"] > data["precision"]:
+            continue
+        text += (f"\n\n{source}'s precision ({row['precision']:.2f}) is above the held-out real images' own "
+                 f"({data['precision']:.2f}): precision counts generated images inside the k-nearest-neighbour balls "
+                 "of real images, and samples concentrated on typical images land in the dense regions where those "
+                 "balls overlap, while real images include atypical ones that fall outside.")
+        if row["recall"] < data["recall"]:
+            text += (f" Its recall ({row['recall']:.2f} against the data's {data['recall']:.2f}) is the other side "
+                     "of that concentration: a precision above the data's does not mean better-than-real samples.")
+    return text
+
+
+def gan_sharpness_reading(section_ratio: float, ladder: pd.DataFrame, *, rung: str,
+                          section_budget: Mapping[str, int], ladder_budget: Mapping[str, int]) -> str:
+    """Markdown reconciling the GAN's sharpness in section 1 with the ladder's GAN on the same data: one measure
+    (mean Laplacian variance of the samples / that of held-out real images), two different GANs and budgets.
+
+    `section_ratio`: section 1's GAN Laplacian ratio (mean over seeds); `ladder`: `rung_table` rows; `rung`: the
+    ladder rung holding section 1's data. Each budget maps "steps", "batch", "width" and "images" to integers.
+    Returns "" when the ladder has no GAN on `rung`.
+
+    Raises:
+        ConfigError: when a budget lacks one of those keys or a value is not a positive integer.
+    """
+    for name, budget in (("section_budget", section_budget), ("ladder_budget", ladder_budget)):
+        for key in ("steps", "batch", "width", "images"):
+            require(key in budget, name, sorted(budget), f"it needs the key {key!r}")
+            as_int(budget[key], f"{name}[{key!r}]", low=1)
+    rows = ladder[(ladder["rung"] == rung) & (ladder["model"] == "GAN") & (ladder["output"] == "samples")]
+    if rows.empty:
+        return ""
+    ladder_ratio = float(rows["laplacian_ratio"].mean())
+
+    def budget_text(b: Mapping[str, int]) -> str:
+        return f"{b['steps']:,} steps of batch {b['batch']} at width {b['width']} on {b['images']:,} images"
+
+    higher = "the ladder's" if ladder_ratio > section_ratio else "section 1's"
+    text = (f"**Two GAN sharpness numbers.** Section 1's GAN has a Laplacian variance {section_ratio:.2f}× the real "
+            f"images', the ladder's GAN on {rung} {ladder_ratio:.2f}×: one measure (mean Laplacian variance of the "
+            "samples over that of held-out real images of the same data), two different GANs. Section 1's trains "
+            f"{budget_text(section_budget)}; the ladder's {budget_text(ladder_budget)} (one budget for every rung). "
+            f"{higher[0].upper()}{higher[1:]} GAN has the higher ratio.")
+    noisy = [name for name, value in (("section 1's", section_ratio), ("the ladder's", ladder_ratio)) if value > 1]
+    if noisy:
+        text += (f" A ratio above 1 ({' and '.join(noisy)}) means more high-frequency content than the real images "
+                 "have: noise such as speckle, not extra detail.")
+    return text
+
+
+def mean_image_psnr(train: Tensor, targets: Tensor) -> float:
+    """PSNR (dB, data range 1) of predicting every image of `targets` (N, C, H, W) by the mean image of `train`
+    (M, C, H, W): a baseline that ignores its input, mean over images (`aestudy.metrics.psnr`)."""
+    from aestudy.metrics import psnr
+
+    require(train.shape[1:] == targets.shape[1:], "targets", tuple(targets.shape), f"images of the training "
+            f"images' shape {tuple(train.shape[1:])}")
+    mean_image = train.mean(0, keepdim=True).expand_as(targets)
+    return float(psnr(targets, mean_image).mean())
+
+
+def psnr_reading(ladder: pd.DataFrame, baselines: Mapping[str, float]) -> str:
+    """Markdown explaining the rung with the AE's lowest reconstruction PSNR: each rung's PSNR against the baseline
+    of predicting the rung's mean training image (`mean_image_psnr`), i.e. what the models learned beyond it.
+
+    `ladder`: `rung_table` rows (rung, model, output, psnr in dB); `baselines[rung]`: the mean-image PSNR (dB) on
+    the same training images the reconstructions are scored on.
+
+    Raises:
+        ConfigError: when the ladder has no AE reconstructions or a rung lacks its baseline.
+    """
+    recon = ladder[ladder["output"] == "reconstructions"].groupby(["model", "rung"], sort=False)["psnr"].mean()
+    if "AE" not in recon.index.get_level_values(0):
+        raise ConfigError("psnr_reading needs the ladder's AE reconstructions; none measured.")
+    ae = recon.loc["AE"]
+    missing = [r for r in ae.index if r not in baselines]
+    require(not missing, "baselines", sorted(baselines), f"it needs the rungs {missing}")
+    gain = {r: float(ae[r]) - float(baselines[r]) for r in ae.index}
+    low = str(ae.idxmin())
+    others = ", ".join(f"{r} {ae[r]:.1f} dB" for r in ae.index if r != low)
+    gains = ", ".join(f"{r} {gain[r]:+.1f} dB" for r in ae.index)
+    text = (f"**Reading (PSNR):** the AE's reconstructions score their lowest PSNR on {low} ({ae[low]:.1f} dB; "
+            f"{others}). A baseline that ignores the input, every pixel predicted by the rung's mean training image, "
+            f"scores {baselines[low]:.1f} dB on {low}; the AE's gain over it per rung: {gains}.")
+    if len(gain) > 1 and min(gain, key=gain.get) == low:
+        text += (f" So the {low} rung's low PSNR is not only that its images are harder to predict from their "
+                 "average: within the one budget of optimiser steps the AE learned least beyond the average image "
+                 "there.")
+    elif len(gain) > 1:
+        text += (f" The gains rank the rungs differently from the raw PSNR: the {low} rung's low value comes largely "
+                 "from images that are harder to predict from their average.")
+    if "VAE" in recon.index.get_level_values(0):
+        # below at the precision shown, so the sentence never prints "10.0 against 10.0 dB"
+        below = [r for r in recon.loc["VAE"].index
+                 if r in baselines and round(recon.loc["VAE"][r], 1) < round(baselines[r], 1)]
+        if below:
+            text += (" The VAE's reconstructions score below the mean-image baseline on "
+                     + ", ".join(f"{r} ({recon.loc['VAE'][r]:.1f} against {baselines[r]:.1f} dB)" for r in below)
+                     + ".")
+    return text
+
+
+def gan_budget(*, epochs: int, images: int, batch_size: int, width: int) -> dict[str, int]:
+    """A GAN's training budget as `gan_sharpness_reading` takes it: optimiser steps (epochs × ⌈images / batch⌉, as
+    `gan_budget_text` counts them), batch, width and training images. Raises ConfigError for a non-positive count."""
+    values = {name: as_int(v, name, low=1) for name, v in (("epochs", epochs), ("images", images),
+                                                             ("batch_size", batch_size), ("width", width))}
+    return {"steps": values["epochs"] * math.ceil(values["images"] / values["batch_size"]),
+            "batch": values["batch_size"], "width": values["width"], "images": values["images"]}
+
+
+def ladder_gan_budget(n_train: int, steps: int) -> dict[str, int]:
+    """The budget of the ladder's GAN on a rung of `n_train` training images (`train_rung`: `epochs_for(steps)`
+    epochs of batch LADDER_BATCH at width LADDER_GAN_WIDTH)."""
+    return gan_budget(epochs=epochs_for(steps, n_train), images=n_train, batch_size=LADDER_BATCH,
+                      width=LADDER_GAN_WIDTH)
+
+
+def ladder_baselines(data: Mapping[str, tuple[Dataset, Dataset]], n_eval: int) -> dict[str, float]:
+    """Per rung, `mean_image_psnr` on the training images `rung_table` scores reconstructions on (the first
+    min(n_eval, test, train) of them); `data[rung]` = (grey, binary) as `run_ladder` returns it."""
+    n_eval = as_int(n_eval, "ladder_eval", low=1)
+    out = {}
+    for rung, (grey, _) in data.items():
+        n = min(n_eval, len(grey.test), len(grey.train))
+        out[rung] = mean_image_psnr(grey.train.images, grey.train.images[:n])
+    return out
