@@ -235,7 +235,9 @@ def run_ladder(rungs: Sequence[str], model_seeds: Sequence[int], *, limit: int, 
     tables, models, data = [], {}, {}
     for rung in rungs:
         grey, binary = rung_data(rung, limit=limit, seed=seed)
-        features = feature_extractor_from_autoencoder(grey, epochs=feature_epochs, seed=seed, device=device).cpu()
+        # The rung's ruler trains with the series' one ruler seed, not the run's (see shared.RULER_SEED).
+        features = feature_extractor_from_autoencoder(grey, epochs=feature_epochs, seed=shared.RULER_SEED,
+                                                      device=device).cpu()
         models[rung] = train_rung(binary, grey, model_seeds, latent_dim=latent_dim, steps=steps, device=device)
         data[rung] = (grey, binary)
         tables.append(rung_table(rung, models[rung], grey, binary, features, n=n_eval, seed=seed))
