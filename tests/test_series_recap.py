@@ -78,3 +78,43 @@ def test_the_own_ledger_wins_and_bad_ledgers_are_named(tmp_path, monkeypatch):
     (run / "metrics" / "bad.json").write_text('{"schema": 0}')
     with pytest.raises(DataError, match="not an aestudy ledger"):
         s05.run_ledgers(own)
+
+
+def test_a_notebook_still_running_is_left_out_and_its_rows_marked_provisional(tmp_path, monkeypatch):
+    """Reader 6: 05 ended before 04, and the recap counted 04's partial ledger while report.md counted all of it."""
+    import json
+
+    run = tmp_path / "run"
+    (run / "metrics").mkdir(parents=True)
+    _ledger03(run / "metrics" / "03_ae_vs_vae_comparison.json")
+    check_claim("04.partial", "half-way claim", {"x": 1.0}, True, profile="smoke", notebook="04_applications",
+                path=run / "metrics" / "04_applications.json")
+    own = run / "metrics" / "05_limits_and_scale.json"
+    _ledger05(own)
+    status = {"03_ae_vs_vae_comparison.ipynb": "done", "04_applications.ipynb": "running",
+              "05_limits_and_scale.ipynb": "running"}
+    (run / "state.json").write_text(json.dumps({"status": status}))
+    monkeypatch.setenv(s05.RUN_DIR_ENV, str(run))
+    # the row "Purpose" rests on a claim of 04 too: give it one
+    table = json.loads((run / "metrics" / "03_ae_vs_vae_comparison.json").read_text())
+    rows = table["notebooks"]["03_ae_vs_vae_comparison"]["metrics"]["comparison_table"]
+    rows[0]["Verdict"] += "; 04.partial holds"
+    (run / "metrics" / "03_ae_vs_vae_comparison.json").write_text(json.dumps(table))
+    ledgers = s05.run_ledgers(own)
+    assert ledgers["unfinished"] == ["04_applications"]  # its own notebook (05) is running too, and is read
+    assert sorted(ledgers["notebooks"]) == ["03_ae_vs_vae_comparison", "05_limits_and_scale"]
+    answers = dict(zip(*s05.series_recap(ledgers)[["Aspect", "This run"]].T.values, strict=True))
+    assert answers["Purpose"].startswith(s05.PROVISIONAL.format(nb="04") + "**holds**: “The AE reconstructs better”")
+    assert not answers["Architecture"].startswith("*provisional*")
+    text = s05.recap_markdown(ledgers)
+    assert text.startswith("*04_applications had not ended when this recap was made: the rows resting on it are "
+                           "marked provisional below.*\n\n|")
+    # once 04 has ended, its ledger counts and nothing is provisional
+    (run / "state.json").write_text(json.dumps({"status": {**status, "04_applications.ipynb": "done"}}))
+    ended = s05.run_ledgers(own)
+    assert ended["unfinished"] == [] and "04_applications" in ended["notebooks"]
+    assert not any(a.startswith("*provisional*") for a in s05.series_recap(ended)["This run"])
+    assert s05.recap_markdown(ended).startswith("|")
+    (run / "state.json").write_text("{not json")
+    with pytest.raises(DataError, match="state.json is not a readable aestudy run state"):
+        s05.run_ledgers(own)

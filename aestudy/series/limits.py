@@ -15,8 +15,10 @@ a seed × 5, the ladder ≈ 190 s (three rungs × 3 seeds + three FID-AE feature
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 from aestudy import blur
 from aestudy.claims import load_metrics
 from aestudy.data import Dataset, binarize_images, load_dataset, split_sizes
-from aestudy.errors import ConfigError
+from aestudy.errors import ConfigError, DataError
 from aestudy.evaluation import encode_means, reconstruct
 from aestudy.gan import GANConfig, GANResult, fit_gan, num_halvings
 from aestudy.generation import fit_code_density, generation_scores
@@ -488,26 +490,58 @@ def limits_table(evidence: Mapping[str, str], records: Mapping[str, Mapping[str,
 RUN_DIR_ENV = "AESTUDY_RUN_DIR"  # set by `aestudy run` for every kernel (aestudy.runner.kernel.RUN_DIR_ENV)
 RECAP_COLUMNS: tuple[str, ...] = ("Aspect", "AE (textbook)", "VAE (textbook)", "This run")
 NOT_RUN = "not run in this session (notebook {nb})"
+NOT_ENDED = ("not measured yet: notebook {nb} had not ended when this recap was made (the run's `report.md`, written "
+             "when every notebook has ended, has this row)")
+PROVISIONAL = ("*provisional* — notebook {nb} had not ended when this recap was made, so its claims are not counted "
+               "here (the run's `report.md`, written when every notebook has ended, counts them): ")
+ENDED = ("done", "failed")  # a notebook's runner status once its ledger is final (aestudy.runner.run)
 
 
 def run_ledgers(own: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The ledgers of every notebook of this session merged into one `{"notebooks": {name: entry}}`.
+    """The ledgers of every notebook of this session merged into one `{"notebooks": {name: entry}, "unfinished":
+    [name, ...]}`.
 
-    Under `aestudy run`, `$AESTUDY_RUN_DIR/metrics/*.json` (one ledger per notebook of the run); by hand, the
-    ledger `own` (the study's, which holds every notebook run by hand: `runs/interactive/metrics.json`). `own` is
-    read last, so this notebook's newest records win. Raises DataError for a file that is not an aestudy ledger.
+    Under `aestudy run`, `$AESTUDY_RUN_DIR/metrics/*.json` (one ledger per notebook of the run) of the notebooks
+    that have ended; "unfinished" names the others still running or waiting (from the run's `state.json`: notebooks
+    run in parallel, and 05 can end before 04), whose ledgers are partial and left out. By hand, the ledger `own`
+    (the study's, which holds every notebook run by hand: `runs/interactive/metrics.json`). `own` is read last, so
+    this notebook's newest records win. Raises DataError for a file that is not an aestudy ledger.
     """
     files: list[Path] = []
+    unfinished: list[str] = []
     run_dir = os.environ.get(RUN_DIR_ENV)
     if run_dir and (Path(run_dir) / "metrics").is_dir():
-        files += sorted((Path(run_dir) / "metrics").glob("*.json"))
+        status = _run_status(Path(run_dir))
+        own_name = None if own is None else Path(own).stem
+        unfinished = sorted(Path(name).stem for name, word in status.items()
+                            if word not in ENDED and Path(name).stem != own_name)
+        files += [f for f in sorted((Path(run_dir) / "metrics").glob("*.json")) if f.stem not in unfinished]
     if own is not None:
         files.append(Path(own))
-    merged: dict[str, Any] = {"notebooks": {}}
+    merged: dict[str, Any] = {"notebooks": {}, "unfinished": unfinished}
     for file in files:
         if file.exists():
             merged["notebooks"].update(load_metrics(file)["notebooks"])
     return merged
+
+
+def _run_status(run_dir: Path) -> dict[str, str]:
+    """{notebook file: runner status} from the run's state.json; {} without one (a run folder made by hand)."""
+    path = run_dir / "state.json"
+    if not path.exists():
+        return {}
+    try:
+        status = json.loads(path.read_text()).get("status", {})
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not a readable aestudy run state ({err}); re-run the notebook under `aestudy "
+                        "run`, or run it by hand without AESTUDY_RUN_DIR set") from err
+    return {str(k): str(v) for k, v in status.items()} if isinstance(status, dict) else {}
+
+
+def _row_notebooks(row: Mapping[str, Any]) -> set[str]:
+    """The notebook numbers ("04") of the claim ids a table row names (ids are prefixed by their notebook's)."""
+    text = " ".join(str(row.get(key) or "") for key in ("Verdict", "Evidence", "Claims"))
+    return set(re.findall(r"(?<![\w.-])(\d\d)\.[a-z]", text))
 
 
 def series_recap(ledgers: Mapping[str, Any]) -> pd.DataFrame:
@@ -515,7 +549,9 @@ def series_recap(ledgers: Mapping[str, Any]) -> pd.DataFrame:
 
     "This run" is the runner report's finding for the row (`aestudy.runner.report.row_sentence`: its verdict, the
     claims behind it with effect, interval and verdict, and the evidence it quotes), so the recap and `report.md`
-    say the same; a row whose notebook did not run in this session says so. Columns: `RECAP_COLUMNS`.
+    say the same once every notebook has ended. A row whose notebook did not run in this session says so; a row
+    resting on a notebook that had not ended (`ledgers["unfinished"]`, see `run_ledgers`) is marked provisional.
+    Columns: `RECAP_COLUMNS`.
     """
     from aestudy.runner.report import _all_claims, comparison_frame, row_sentence  # the report's own templates
     from aestudy.series.comparison import TABLE_ASPECTS, TEXTBOOK
@@ -523,23 +559,32 @@ def series_recap(ledgers: Mapping[str, Any]) -> pd.DataFrame:
     table = comparison_frame(ledgers)
     measured = {} if table is None else {str(r.get("Aspect")): r for r in table.to_dict("records")}
     claims = _all_claims(ledgers)
+    waiting = {str(name)[:2]: str(name) for name in ledgers.get("unfinished", ())}
     textbook = {**TEXTBOOK, **{aspect: (ae, vae) for aspect, (ae, vae, _) in LIMIT_ROWS.items()}}
     rows = []
     for aspect in (*TABLE_ASPECTS, *LIMIT_ROWS):
         row = measured.get(aspect)
+        home = "03" if aspect in TABLE_ASPECTS else "05"
         if row is None:
-            answer = NOT_RUN.format(nb="03" if aspect in TABLE_ASPECTS else "05")
+            answer = (NOT_ENDED if home in waiting else NOT_RUN).format(nb=home)
         else:
             answer = row_sentence(row, claims).removeprefix(f"**{aspect}** — ")
+            pending = sorted(nb for nb in _row_notebooks(row) if nb in waiting)
+            if pending:
+                answer = PROVISIONAL.format(nb=" and ".join(pending)) + answer
         rows.append(dict(zip(RECAP_COLUMNS, (aspect, *textbook[aspect], answer), strict=True)))
     return pd.DataFrame(rows, columns=list(RECAP_COLUMNS))
 
 
 def recap_markdown(ledgers: Mapping[str, Any]) -> str:
-    """`series_recap` as a markdown table (the notebook renders it with IPython's Markdown)."""
+    """`series_recap` as a markdown table (the notebook renders it with IPython's Markdown), after a line naming
+    the notebooks of the run that had not ended (`ledgers["unfinished"]`), when there are any."""
     from aestudy.runner.report import markdown_table
 
-    return markdown_table(series_recap(ledgers))
+    waiting = [str(name) for name in ledgers.get("unfinished", ())]
+    note = (f"*{', '.join(waiting)} had not ended when this recap was made: the rows resting on "
+            f"{'it' if len(waiting) == 1 else 'them'} are marked provisional below.*\n\n" if waiting else "")
+    return note + markdown_table(series_recap(ledgers))
 
 
 # --- readings of surprising results (issue 19): one sentence each, its wording chosen from the measured values ---
