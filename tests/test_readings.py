@@ -1015,3 +1015,60 @@ def test_the_report_says_its_notebook_times_are_the_runners():
     assert list(table.content["notebook"]) == ["01_a"]
     assert report.RUNNER_TIME_NOTE.startswith("Each notebook's time here is the runner's wall time: from starting its "
                                               "kernel to saving the executed notebook.")
+
+
+# --- r7a (issue 19, reader 6: T2, S3) ---
+
+def test_bound_reading_says_the_is_nll_removes_part_of_the_kl_term_not_most():
+    # reader 6 T2: "removes most of that KL term" against 02's measurement (importance weighting closed 41 %)
+    run = [(0.737, 0.722), (0.731, 0.723), (0.724, 0.720), (0.722, 0.712), (0.731, 0.718)]
+    shown = {"the shown pair": _shown((0.698, 249.726, 298.267), (0.694, 246.425, 293.519))}
+    text = s04.bound_reading(shown, _held(run))
+    assert "removes most" not in text
+    assert ("−ELBO(x) = −log p(x) + KL(q(z|x) ‖ p(z|x)), where the KL term is the gap between the encoder's posterior "
+            "and the true one. The IS-NLL removes part of that term; how much of it, notebook 02 measures on a model "
+            "whose log p(x) is exact (what it removed here is the gap −ELBO − IS-NLL measured below). The encoder "
+            "was fitted") in text
+    # Without mean scores there is no gap line, so the mechanism does not point to one.
+    bare = s04.bound_reading({}, _held(run))
+    assert ("notebook 02 measures on a model whose log p(x) is exact. The encoder was fitted") in bare
+    assert "measured below" not in bare
+
+
+def _shown_auc(values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame({"auroc": list(values.values())}, index=list(values))
+
+
+def _held_reps(per_score: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"seed": s, "score": score, "auroc": v} for score, vs in per_score.items()
+                         for s, v in enumerate(vs)])
+
+
+def test_holdout_shown_reading_states_where_the_shown_pair_falls_and_what_differs():
+    # reader 6 S3: the shown pair below every replicate on every score, with only "can differ" beside it
+    reps = _held_reps({"AE recon error": [0.593, 0.621, 0.60, 0.61, 0.605], "VAE −ELBO": [0.722, 0.737, 0.73, 0.731,
+                                                                                            0.724]})
+    below = s04.holdout_shown_reading(_shown_auc({"AE recon error": 0.550, "VAE −ELBO": 0.698}), reps,
+                                      shown_budget=(18000, 5, 2000), replicate_budget=(4500, 3, 1000))
+    assert below == ("**Reading (the shown pair against its replicates):** on every score the shown pair's AUROC is "
+                     "lower than every one of the 5 replicates' (AE recon error 0.550 against 0.593–0.621; VAE −ELBO "
+                     "0.698 against 0.722–0.737). They differ in training images: 18,000 for the shown pair against "
+                     "4,500 for each replicate; epochs: 5 for the shown pair against 3 for each replicate; test images "
+                     "scored: 2,000 for the shown pair against 1,000 for each replicate. The shown pair is one "
+                     "training seed, so this run does not test which of these differences moves its AUROC.")
+    above = s04.holdout_shown_reading(_shown_auc({"AE recon error": 0.70, "VAE −ELBO": 0.80}), reps,
+                                      shown_budget=(4500, 3, 1000), replicate_budget=(4500, 3, 1000))
+    assert above == ("**Reading (the shown pair against its replicates):** on every score the shown pair's AUROC is "
+                     "higher than every one of the 5 replicates' (AE recon error 0.700 against 0.593–0.621; VAE −ELBO "
+                     "0.800 against 0.722–0.737). The shown pair is trained and scored like the replicates: it is one "
+                     "more training seed.")
+    # Mixed, and a tie with the range's end counts as inside it (compared as printed); one budget differs.
+    mixed = s04.holdout_shown_reading(_shown_auc({"AE recon error": 0.5931, "VAE −ELBO": 0.75, "other": 0.1}), reps,
+                                      shown_budget=(4500, 5, 1000), replicate_budget=(4500, 3, 1000))
+    assert mixed == ("**Reading (the shown pair against its replicates):** the shown pair's AUROC against the range "
+                     "over its 5 replicates: AE recon error 0.593 against 0.593–0.621 (inside their range); VAE −ELBO "
+                     "0.750 against 0.722–0.737 (above all of them). They differ in epochs: 5 for the shown pair "
+                     "against 3 for each replicate. The shown pair is one training seed, so this run does not test "
+                     "which of these differences moves its AUROC.")
+    with pytest.raises(ConfigError, match="holdout_shown_reading needs a score"):
+        s04.holdout_shown_reading(_shown_auc({"x": 0.5}), reps, shown_budget=(1, 1, 1), replicate_budget=(1, 1, 1))
