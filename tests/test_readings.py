@@ -1054,21 +1054,21 @@ def test_holdout_shown_reading_states_where_the_shown_pair_falls_and_what_differ
                      "lower than every one of the 5 replicates' (AE recon error 0.550 against 0.593–0.621; VAE −ELBO "
                      "0.698 against 0.722–0.737). They differ in training images: 18,000 for the shown pair against "
                      "4,500 for each replicate; epochs: 5 for the shown pair against 3 for each replicate; test images "
-                     "scored: 2,000 for the shown pair against 1,000 for each replicate. The shown pair is one "
-                     "training seed, so this run does not test which of these differences moves its AUROC.")
+                     "scored: 2,000 for the shown pair against 1,000 for each replicate. The shown pair is a "
+                     "single trained pair, so this run does not test which of these differences moves its AUROC.")
     above = s04.holdout_shown_reading(_shown_auc({"AE recon error": 0.70, "VAE −ELBO": 0.80}), reps,
                                       shown_budget=(4500, 3, 1000), replicate_budget=(4500, 3, 1000))
     assert above == ("**Reading (the shown pair against its replicates):** on every score the shown pair's AUROC is "
                      "higher than every one of the 5 replicates' (AE recon error 0.700 against 0.593–0.621; VAE −ELBO "
-                     "0.800 against 0.722–0.737). The shown pair is trained and scored like the replicates: it is one "
-                     "more training seed.")
+                     "0.800 against 0.722–0.737). The shown pair has the replicates' budget (training "
+                     "images, epochs, test images scored).")
     # Mixed, and a tie with the range's end counts as inside it (compared as printed); one budget differs.
     mixed = s04.holdout_shown_reading(_shown_auc({"AE recon error": 0.5931, "VAE −ELBO": 0.75, "other": 0.1}), reps,
                                       shown_budget=(4500, 5, 1000), replicate_budget=(4500, 3, 1000))
     assert mixed == ("**Reading (the shown pair against its replicates):** the shown pair's AUROC against the range "
                      "over its 5 replicates: AE recon error 0.593 against 0.593–0.621 (inside their range); VAE −ELBO "
                      "0.750 against 0.722–0.737 (above all of them). They differ in epochs: 5 for the shown pair "
-                     "against 3 for each replicate. The shown pair is one training seed, so this run does not test "
-                     "which of these differences moves its AUROC.")
+                     "against 3 for each replicate. The shown pair is a single trained pair, so this run does "
+                     "not test which of these differences moves its AUROC.")
     with pytest.raises(ConfigError, match="holdout_shown_reading needs a score"):
         s04.holdout_shown_reading(_shown_auc({"x": 0.5}), reps, shown_budget=(1, 1, 1), replicate_budget=(1, 1, 1))

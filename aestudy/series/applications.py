@@ -798,10 +798,10 @@ def holdout_shown_reading(shown: pd.DataFrame, replicates: pd.DataFrame, *, show
                                                   ("training images", "epochs", "test images scored"), strict=True)]
     differ = [f"{what}: {a:,} for the shown pair against {b:,} for each replicate" for a, b, what in parts if a != b]
     if differ:
-        tail = ("They differ in " + "; ".join(differ) + ". The shown pair is one training seed, so this run does not "
-                "test which of these differences moves its AUROC.")
+        tail = ("They differ in " + "; ".join(differ) + ". The shown pair is a single trained pair, so this run "
+                "does not test which of these differences moves its AUROC.")
     else:
-        tail = "The shown pair is trained and scored like the replicates: it is one more training seed."
+        tail = "The shown pair has the replicates' budget (training images, epochs, test images scored)."
     return f"**Reading (the shown pair against its replicates):** {head}. {tail}"
 
 
