@@ -1119,3 +1119,17 @@ def test_coverage_reading_sets_a_gan_recall_lead_beside_a_lower_precision():
     other_way = s05.coverage_reading(_coverage((0.48, 0.30, 0.93), (0.80, 0.367, 0.15)))
     assert "off the data's manifold" not in other_way  # no recall lead to qualify
 
+
+# --- lead (reader 6, T4): 03's per-epoch column against the interleaved step timing -------------------------------
+
+def test_cost_reading_says_which_timing_compares_the_models_when_they_disagree():
+    from aestudy.series import comparison as s03
+
+    cost = pd.DataFrame([{"model": m, "seed": s, "seconds_per_epoch": t, "epochs_to_converge": 2, "epochs": 4}
+                         for m, t in (("AE", 1.044), ("VAE", 1.01)) for s in range(5)])
+    text = s03.cost_reading(cost, pd.Series({"AE": 0.01303, "VAE": 0.01335}))  # as the notebook passes it
+    assert ("**The two timings disagree:** by seconds per epoch the VAE is the quicker (1.01 s against 1.04 s), by the "
+            "interleaved step timing the AE (13.03 ms against 13.35 ms per step).") in text
+    assert text.endswith("so only it compares them — and 03.ae-faster-per-step rests on it.")
+    agree = s03.cost_reading(cost, {"AE": 0.0134, "VAE": 0.0130})  # both put the VAE first: nothing to reconcile
+    assert "disagree" not in agree and agree == s03.cost_reading(cost)
