@@ -643,7 +643,11 @@ def m1_reading(ssl: pd.DataFrame) -> str:
     """Markdown interpreting the semi-supervised errors where they go against the textbook (VAE codes are good M1
     features; M2 beats raw pixels): the worst and best method at each label count.
 
-    `ssl`: `semi_supervised_table` rows (labels, method, test_error; error a share). Source: Kingma et al. (2014).
+    `ssl`: `semi_supervised_table` rows (labels, method, seed, test_error; error a share; optional ci_low / ci_high,
+    the test error's 95 % interval). Where the bottom two are within CLEAR_ERROR_GAP, the reading says what the gap
+    was set against: the spread over labelled subsets (sd over seeds) where more than one subset was drawn at that
+    count, else the test-set intervals of the one subset (the spread over subsets was not measured there).
+    Source: Kingma et al. (2014).
 
     Raises:
         ConfigError: when the table is empty.
@@ -664,13 +668,45 @@ def m1_reading(ssl: pd.DataFrame) -> str:
                      "can switch units off, which a linear probe cannot undo; Kingma et al. (2014) used "
                      "longer-trained models and a transductive SVM on them.")
         elif worst == "VAE codes":
-            line += (f" The VAE's codes trail the next method by under {CLEAR_ERROR_GAP:.0%} of error, within what a "
-                     "different labelled subset can change: no clear ranking at the bottom.")
+            line += _close_bottom_text(ssl, labels, worst, str(part.index[-2]), float(part[worst]) - runner_up)
         if best == "pixels" and "M2" in part.index and not any("beating M2" in earlier for earlier in lines):
             line += (" Raw pixels beating M2 means that at this training budget the unlabelled images taught M2's "
                      "classifier less than a linear model learns from the labelled pixels alone.")
         lines.append(line)
     return "**Reading:** " + " ".join(lines)
+
+
+def _close_bottom_text(ssl: pd.DataFrame, labels: int, worst: str, next_: str, gap: float) -> str:
+    """The m1_reading sentence for a bottom gap under CLEAR_ERROR_GAP, worded by how many labelled subsets were drawn
+    at `labels` (the spread over subsets is measured only with more than one)."""
+    rows = ssl[ssl["labels"] == labels]
+    n_subsets = rows["seed"].nunique() if "seed" in rows else 1
+    text = (f" The VAE's codes trail the next method ({next_}) by {gap * 100:.1f} percentage points of test error, "
+            f"under the {CLEAR_ERROR_GAP * 100:.0f} points this reading asks before calling a method clearly worst")
+    if n_subsets > 1:
+        per = rows.pivot_table(index="seed", columns="method", values="test_error")
+        gaps = (per[worst] - per[next_]).dropna()
+        flips = int((gaps <= 0).sum())
+        text += (f"; per labelled subset the gap runs from {gaps.min() * 100:+.1f} to {gaps.max() * 100:+.1f} points "
+                 f"over the {len(gaps)} subsets drawn at {labels:,} labels")
+        if flips:
+            return text + (f", and in {flips} of them the VAE's codes are not the worse of the two: a different "
+                           "labelled subset can change this order, so no clear ranking at the bottom.")
+        return text + (": the VAE's codes are the worse of the two in every subset, by less than the reading's "
+                       "threshold.")
+    text += (f"; only one labelled subset was drawn at {labels:,} labels, so how much another subset would move this "
+             "gap was not measured")
+    if not {"ci_low", "ci_high"} <= set(rows.columns):
+        return text + ": no clear ranking at the bottom from this run."
+    ci = rows.groupby("method")[["ci_low", "ci_high"]].mean()
+    overlap = ci.loc[worst, "ci_low"] <= ci.loc[next_, "ci_high"]
+    low_w, high_w, low_n, high_n = (ci.loc[m, c] for m in (worst, next_) for c in ("ci_low", "ci_high"))
+    return (text + f". On the test set alone their 95 % Wilson intervals ({worst} [{low_w:.1%}, {high_w:.1%}], {next_} "
+            f"[{low_n:.1%}, {high_n:.1%}]) "
+            + ("overlap: the test set does not separate them either, so no clear ranking at the bottom."
+               if overlap else
+               "do not overlap: on these test images the VAE's codes are worse, by less than the reading's threshold "
+               "and with the labelled subset's own variation unmeasured."))
 
 
 def gan_budget_text(*, gan_epochs: int, gan_images: int, vae_epochs: int, vae_images: int, batch_size: int = 64) -> str:
@@ -780,6 +816,15 @@ def coverage_reading(samples: pd.DataFrame) -> str:
                 f"samples (recall GAN {gan['recall']:.2f} against VAE {vae['recall']:.2f}; held-out real images "
                 f"{data['recall']:.2f}). Mode collapse, the textbook's reason to expect the opposite, is a way a GAN "
                 "*can* fail, not a rule, and this GAN's recall does not show it.")
+        lower = [f"the {name} {p:.2f}" for name, p in (("VAE's", vae["precision"]), ("held-out real images'",
+                                                                                    data["precision"]))
+                 if round(gan["precision"], 2) < round(p, 2)]
+        if lower:
+            text += (f" Read that recall beside the GAN's precision, {gan['precision']:.2f} against "
+                     f"{' and '.join(lower)}: fewer of its samples land near real images, and a broad, noisy cloud of "
+                     "samples reaches many real images' neighbourhoods without resembling them (notebook 01's "
+                     "samples drawn uniformly from the code box show this), so part of this recall may come from "
+                     "samples off the data's manifold rather than from covering more of the data.")
         if vae["laplacian_ratio"] < 1 and vae["precision"] < data["precision"] and vae["recall"] < data["recall"]:
             text += (f" The VAE's prior samples are decoder means, blurrier than the data (Laplacian ratio "
                      f"{vae['laplacian_ratio']:.2f}), and they fall short of real images on both counts: fewer of "
@@ -806,6 +851,11 @@ def coverage_reading(samples: pd.DataFrame) -> str:
     return text
 
 
+# What a DCGAN's "width" counts (aestudy.gan: Generator / Discriminator `width`), said where a reading first uses it.
+GAN_WIDTH_MEANS = ("width = the number of feature maps of the generator's last hidden layer and of the "
+                   "discriminator's first layer, doubled at each coarser layer")
+
+
 def gan_sharpness_reading(section_ratio: float, ladder: pd.DataFrame, *, rung: str,
                           section_budget: Mapping[str, int], ladder_budget: Mapping[str, int]) -> str:
     """Markdown reconciling the GAN's sharpness in section 1 with the ladder's GAN on the same data: one measure
@@ -827,20 +877,56 @@ def gan_sharpness_reading(section_ratio: float, ladder: pd.DataFrame, *, rung: s
         return ""
     ladder_ratio = float(rows["laplacian_ratio"].mean())
 
-    def budget_text(b: Mapping[str, int]) -> str:
-        return f"{b['steps']:,} steps of batch {b['batch']} at width {b['width']} on {b['images']:,} images"
+    def budget_text(b: Mapping[str, int], *, define: bool = False) -> str:
+        width = f"width {b['width']}" + (f" ({GAN_WIDTH_MEANS})" if define else "")
+        return f"{b['steps']:,} steps of batch {b['batch']} at {width} on {b['images']:,} images"
 
     higher = "the ladder's" if ladder_ratio > section_ratio else "section 1's"
     text = (f"**Two GAN sharpness numbers.** Section 1's GAN has a Laplacian variance {section_ratio:.2f}× the real "
             f"images', the ladder's GAN on {rung} {ladder_ratio:.2f}×: one measure (mean Laplacian variance of the "
             "samples over that of held-out real images of the same data), two different GANs. Section 1's trains "
-            f"{budget_text(section_budget)}; the ladder's {budget_text(ladder_budget)} (one budget for every rung). "
+            f"{budget_text(section_budget, define=True)}; the ladder's {budget_text(ladder_budget)} (one budget for "
+            "every rung). "
             f"{higher[0].upper()}{higher[1:]} GAN has the higher ratio.")
     noisy = [name for name, value in (("section 1's", section_ratio), ("the ladder's", ladder_ratio)) if value > 1]
     if noisy:
         text += (f" A ratio above 1 ({' and '.join(noisy)}) means more high-frequency content than the real images "
                  "have: noise such as speckle, not extra detail.")
     return text
+
+
+def blur_measures_reading(table: pd.DataFrame, by: Sequence[str] = ("rung", "model", "output")) -> str:
+    """Markdown naming the rows where the two blur measures point opposite ways around the data's 1 (one ratio
+    below, the other above, at the two decimals shown), what each measures, and which one the claims use; "" when
+    they agree on every row.
+
+    `table`: rows with the `by` columns, laplacian_ratio and hf_ratio (each the outputs' mean over the data's,
+    `aestudy.blur.relative_blur`), averaged over seeds here. States no cause for a disagreement: none is tested.
+
+    Raises:
+        ConfigError: when a column is missing.
+    """
+    need = [*by, "laplacian_ratio", "hf_ratio"]
+    missing = [c for c in need if c not in table.columns]
+    require(not missing, "table", sorted(table.columns), f"it needs the columns {missing}")
+    mean = table.groupby(list(by), sort=False)[["laplacian_ratio", "hf_ratio"]].mean()
+    rows = []
+    for key, row in mean.iterrows():
+        lap, hf = round(float(row["laplacian_ratio"]), 2), round(float(row["hf_ratio"]), 2)
+        if (lap < 1 < hf) or (hf < 1 < lap):
+            name = " ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            rows.append(f"{name} (Laplacian variance {lap:.2f}× the data's, high-frequency share {hf:.2f}×)")
+    if not rows:
+        return ""
+    return (f"**Reading (two blur measures):** the two blur measures point opposite ways on {len(rows)} "
+            f"row{'s' if len(rows) != 1 else ''}, one below the data's 1 and the other above: {'; '.join(rows)}. "
+            "They measure different things: the Laplacian variance is the variance of a 3×3 second-difference "
+            "filter's response, which grows with edge contrast and with pixel-to-pixel noise; the high-frequency "
+            "share is the share of the spectral power above half the Nyquist frequency, a proportion of the image's "
+            "own power, so it also rises when the power at low frequencies falls. Which of the two follows blur on "
+            "these rows was not tested here. The claims use neither the high-frequency share nor these rows' "
+            "disagreement: 05.vae-blurrier-than-gan rests on the Laplacian ratio (section 1), the ladder's claims on "
+            "the relative FID-AE, and the ladder's sharpness panel plots the Laplacian ratio.")
 
 
 def mean_image_psnr(train: Tensor, targets: Tensor) -> float:
