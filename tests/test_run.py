@@ -478,18 +478,25 @@ def test_jobs_run_notebooks_at_once(tmp_path, monkeypatch):
     gate, reached = tmp_path / "gate", tmp_path / "reached"
     monkeypatch.setenv("TOY_GATE", str(gate))
     monkeypatch.setenv("TOY_GATE_REACHED", str(reached))
+    # A relative --out, as `aestudy run --out runs/x` gives it: papermill's cwd= used to chdir the whole runner into
+    # the notebooks' folder while a notebook ran, and with two at once the run wrote half its files there.
+    monkeypatch.chdir(tmp_path)
     results: list = []
     worker = threading.Thread(target=lambda: results.append(
-        run_study(NOTEBOOKS, out=run_dir, profile="smoke", device="cpu", progress=False, jobs=2)))
+        run_study(NOTEBOOKS, out=Path("runs/parallel"), profile="smoke", device="cpu", progress=False, jobs=2)))
     worker.start()
     beta_ledger = run_dir / "metrics" / f"{BETA}.json"
+    beta_done = lambda: load_state(run_dir)["status"][f"{BETA}.ipynb"] == "done"  # noqa: E731
     deadline = time.monotonic() + 45
-    while not (reached.exists() and beta_ledger.exists()) and time.monotonic() < deadline:
+    while not (reached.exists() and beta_ledger.exists() and beta_done()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    beta_done_while_alpha_held = reached.exists() and beta_ledger.exists()
+    beta_done_while_alpha_held = reached.exists() and beta_ledger.exists() and beta_done()
+    cwd_while_running = os.getcwd()
     gate.touch()
     worker.join(timeout=60)
     assert beta_done_while_alpha_held, "02 did not run while 01 was held at its gate"
+    assert cwd_while_running == str(tmp_path), "a notebook's execution moved the runner's working directory"
+    assert not (NOTEBOOKS / "runs").exists(), "the run wrote files into the notebooks' folder"
     assert results and results[0].status == "complete"
     state = load_state(run_dir)
     assert state["jobs"] == 2 and state["status"] == {f"{ALPHA}.ipynb": "done", f"{BETA}.ipynb": "done"}
@@ -820,3 +827,18 @@ def test_kernels_talk_over_private_unix_sockets_with_absolute_unique_paths():
     assert first.transport == "ipc" and second.transport == "ipc"
     # absolute (papermill changes the working directory) and distinct (parallel sweep points share a folder)
     assert Path(first.ip).parent == Path(tempfile.gettempdir()) and first.ip != second.ip
+
+
+def test_a_kernel_starts_in_its_notebooks_folder_and_the_runner_stays_where_it_was(tmp_path, monkeypatch):
+    """Relative paths in a notebook are relative to it (as in JupyterLab); the runner's own never move."""
+    from aestudy.runner.kernel import DEFAULT_KERNEL, execute_notebook
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.getcwd())")])
+    nbformat.write(nb, str(folder / "where.ipynb"))
+    monkeypatch.chdir(tmp_path)
+    execute_notebook(Path("nbs/where.ipynb"), Path("where.out.ipynb"), {}, kernel=DEFAULT_KERNEL, env={},
+                     progress=False)
+    printed = nbformat.read(str(tmp_path / "where.out.ipynb"), as_version=4).cells[0].outputs[0]["text"].strip()
+    assert printed == str(folder.resolve()) and os.getcwd() == str(tmp_path)

@@ -115,20 +115,28 @@ def kernel_manager_class() -> type:
     return IPCKernelManager
 
 
-def _kernel_manager_with_env(env: Mapping[str, str], base: type | None = None) -> type:
-    """A kernel manager (a subclass of `base`) whose kernel process gets `env` on top of the inherited environment.
+def _kernel_manager_with_env(env: Mapping[str, str], base: type | None = None,
+                             cwd: str | os.PathLike[str] | None = None) -> type:
+    """A kernel manager (a subclass of `base`) whose kernel process gets `env` on top of the inherited environment,
+    and starts in `cwd` (None: ours).
 
     Passing the variables to this one kernel, rather than setting `os.environ` around papermill, lets several
     notebooks run at once (`aestudy run --jobs N`), each kernel with its own ledger file and thread count. With a
-    thread budget in `env` the kernel also loads the hook that follows it (`kernel_command`).
+    thread budget in `env` the kernel also loads the hook that follows it (`kernel_command`). The working directory
+    is the kernel's alone for the same reason: papermill's `cwd=` changes the whole runner process's directory
+    (`os.chdir`) while a notebook runs, so with two notebooks at once the runner's relative paths (`--out runs/x`)
+    resolved into the notebooks' folder, and a run wrote half its files there.
     """
     from jupyter_client.manager import AsyncKernelManager
 
     extra = dict(env)
+    folder = None if cwd is None else str(Path(cwd).resolve())
 
     class EnvKernelManager(base or AsyncKernelManager):  # type: ignore[misc, valid-type]
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             kw["env"] = {**(kw.get("env") or os.environ), **extra}
+            if folder is not None:
+                kw["cwd"] = folder
             kernel_cmd = kernel_command(kernel_cmd, extra)
             await super()._async_launch_kernel(kernel_cmd, **kw)
             pid = getattr(getattr(self, "provisioner", None), "pid", None)
@@ -203,7 +211,8 @@ def kernel_log_path(folder: Path, notebook: str | os.PathLike[str]) -> Path:
 
 def execute_notebook(notebook: Path, output: Path, parameters: Mapping[str, Any], *, kernel: str,
                      env: Mapping[str, str], progress: bool = True, kernel_log: Path | None = None) -> float:
-    """Run one notebook with papermill (cwd: its own folder) and return its wall time in seconds.
+    """Run one notebook with papermill (its kernel's cwd: the notebook's folder; ours unchanged) and return its
+    wall time in seconds.
 
     `kernel_log`: a file for the kernel process's own stdout/stderr (None: inherited, printed with ours).
     """
@@ -213,11 +222,11 @@ def execute_notebook(notebook: Path, output: Path, parameters: Mapping[str, Any]
     manager = kernel_manager_class()
     if kernel_log is not None:
         manager = _kernel_manager_logging_to(kernel_log, base=manager)
-    manager = _kernel_manager_with_env(env, base=manager)
+    # The kernel starts in the notebook's folder; papermill's own `cwd=` is not used (see _kernel_manager_with_env).
+    manager = _kernel_manager_with_env(env, base=manager, cwd=notebook.parent)
     start = time.perf_counter()
     papermill.execute_notebook(str(notebook.resolve()), str(output.resolve()), parameters=dict(parameters),
-                               kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent.resolve()),
-                               kernel_manager_class=manager)
+                               kernel_name=kernel, progress_bar=progress, kernel_manager_class=manager)
     return time.perf_counter() - start
 
 
