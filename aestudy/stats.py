@@ -275,12 +275,12 @@ def _decide(effect: float, low: float | None, high: float | None, p: float | Non
     if low is None or high is None or p is None:
         return "inconclusive", "no interval"
     if low > 0 and effect >= min_effect and p < alpha:
-        return "holds", f"CI above 0, effect >= min effect {min_effect:g}, p < {alpha:g}"
+        return "holds", f"CI above 0, effect >= min effect {min_effect:.3g}, p < {alpha:g}"
     if high < min_effect:
-        return "does not hold", f"CI upper end {high:.3g} < min effect {min_effect:g}"
+        return "does not hold", f"CI upper end {high:.3g} < min effect {min_effect:.3g}"
     if low <= 0:
         return "inconclusive", "CI includes 0 and reaches the min effect"
-    return "inconclusive", f"CI above 0 but effect {effect:.3g} < min effect {min_effect:g}, CI reaches it"
+    return "inconclusive", f"CI above 0 but effect {effect:.3g} < min effect {min_effect:.3g}, CI reaches it"
 
 
 def _require_replicates(verdict: str, reason: str, n: int, replicates: str = "seeds") -> tuple[str, str]:

@@ -91,6 +91,8 @@ def test_m1_reading_says_per_label_count_which_method_is_worst_and_why_when_it_s
                            "that of VAE codes (38.8%). The VAE's codes are the worst M1 features")
     assert "With 1,000 labels the lowest test error is that of pixels (20.8%)" in text
     assert text.count("Raw pixels beating M2") == 1 and text.count("worst M1 features") == 1
+    # reader 7: at 100 labels M2 is best, so the sentence names the label count where pixels beat it
+    assert "Raw pixels beating M2 with 1,000 labels means" in text
     with pytest.raises(ConfigError, match="empty"):
         s05.m1_reading(ssl.iloc[:0])
 
@@ -520,7 +522,7 @@ def test_complexity_reading_says_what_subtracting_the_code_length_did_where_it_h
                            "bits), as they cost the model more (mean NLL 522 against 355 bits): the subtraction "
                            "credits "
                            "67 % of their extra NLL (112 of 167 bits on average) to generic complexity")
-    assert text.endswith("It raises the AUROC, or leaves it, on digits, MNIST layout (0.364 → 0.610; these images are "
+    assert text.endswith("It raises the AUROC on digits, MNIST layout (0.364 → 0.610; these images are "
                          "simpler for the compressor, mean L 593 against 671 bits, the case the correction is built "
                          "for).")
     # The correction takes away more than the extra NLL: said so, not "credits N %".
@@ -530,10 +532,14 @@ def test_complexity_reading_says_what_subtracting_the_code_length_did_where_it_h
     # The other direction: it helps everywhere, so no "lowers" reading.
     helps = s04.complexity_reading(_ood_means({"digits": {"VAE IS-NLL": (0.4, 100 * ln2, 90 * ln2),
                                                           "complexity-corrected IS-NLL": (0.7, -100.0, -60.0)}}))
-    assert helps == ("**Reading:** the complexity correction raises the AUROC, or leaves it, on digits (0.400 → 0.700; "
+    assert helps == ("**Reading:** the complexity correction raises the AUROC on digits (0.400 → 0.700; "
                      "these images are simpler for the compressor, mean L 150 against 200 bits, the case the "
                      "correction "
                      "is built for).")
+    # reader 7: a tie at the precision shown is "unchanged", never "raises"
+    tie = s04.complexity_reading(_ood_means({"digits": {"VAE IS-NLL": (0.4001, 100 * ln2, 90 * ln2),
+                                                        "complexity-corrected IS-NLL": (0.4002, -100.0, -60.0)}}))
+    assert tie.startswith("**Reading:** the complexity correction leaves the AUROC unchanged on digits (0.400 → 0.400")
     with pytest.raises(ConfigError, match="missing \\['mean_anomalous', 'mean_normal'\\]"):
         s04.complexity_reading(run[["auroc"]])
 
@@ -630,16 +636,17 @@ def test_step_timing_reading_explains_medians_that_order_the_models_against_the_
         "**Reading:** the table's step times are medians per model (AE 13.85 ms, VAE 13.80 ms: by medians the VAE "
         "is faster). The claim pairs the rounds instead: its effect is the mean over rounds of log(VAE time / AE "
         "time), as a ratio ×1.019 [0.988, 1.050] (geometric mean of the paired per-round ratios, "
-        "03.ae-faster-per-step: inconclusive) — the AE about 1.9% faster on average over the rounds. The two order "
+        "03.ae-faster-per-step: inconclusive) — the AE taking about 1.8% less time per step on average over the "
+        "rounds. The two order "
         "the models differently: a median per model ignores which rounds belong together, while the paired ratio "
         "compares the two models within each round (same machine load) and averages over all rounds, so a few "
         "rounds in which one model was slower move it and not the medians. With the models this close, the "
         "claim's interval is what to read.")
     agree = s03.step_timing_reading(_timing([0.010] * 3, [0.012] * 3), _step_record(0.18, 0.1, 0.26, "holds"))
-    assert "by medians the AE is faster" in agree and "the AE about 19.7% faster" in agree
+    assert "by medians the AE is faster" in agree and "the AE taking about 16.5% less time per step" in agree
     assert agree.endswith("Both put the AE ahead; the claim's interval says whether that is more than noise.")
     vae = s03.step_timing_reading(_timing([0.012] * 3, [0.010] * 3), _step_record(-0.18, -0.26, -0.1))
-    assert "the VAE about 19.7% faster" in vae and "Both put the VAE ahead" in vae
+    assert "the VAE taking about 16.5% less time per step" in vae and "Both put the VAE ahead" in vae
     with pytest.raises(ConfigError, match="needs the effect"):
         s03.step_timing_reading(timing, {"id": "03.ae-faster-per-step", "holds": False})
     with pytest.raises(ConfigError, match="needs rows for \\['VAE'\\]"):
@@ -949,9 +956,18 @@ def test_psnr_reading_sets_each_rung_against_its_mean_image_baseline():
                     "fashion-mnist 14.6 dB, photo-patches-32 14.0 dB). A baseline that ignores the input, every pixel "
                     "predicted by the rung's mean training image, scores 11.4 dB on digits; the AE's gain over it per "
                     "rung: digits +0.3 dB, fashion-mnist +4.0 dB, photo-patches-32 +4.2 dB. So the digits rung's low "
-                    "PSNR is not only that its images are harder to predict from their average: within the one budget "
-                    "of optimiser steps the AE learned least beyond the average image there. The VAE's "
-                    "reconstructions score below the mean-image baseline on digits (10.9 against 11.4 dB).")
+                    "PSNR is not that its images are harder to predict from their average (its baseline is the "
+                    "highest of the rungs): within the one budget of optimiser steps the AE learned least beyond the "
+                    "average image there. The VAE's reconstructions score below the mean-image baseline on digits "
+                    "(10.9 against 11.4 dB).")
+    # reader 8: the sentence about difficulty follows the baselines' order, whichever way it falls
+    lowest = s05.psnr_reading(ladder, {"digits": 11.37, "fashion-mnist": 12.0, "photo-patches-32": 11.5})
+    assert ("So the digits rung's low PSNR is partly that its images are the hardest to predict from their average "
+            "(its baseline is the lowest of the rungs), and partly that within the one budget of optimiser steps the "
+            "AE learned least beyond the average image there.") in lowest
+    middle = s05.psnr_reading(ladder, {"digits": 11.37, "fashion-mnist": 12.0, "photo-patches-32": 9.82})
+    assert ("So the digits rung's low PSNR is not mainly its baseline, which lies between the other rungs': within "
+            "the one budget") in middle
     level = s05.psnr_reading(ladder, {**base, "fashion-mnist": 13.06})
     assert "fashion-mnist (13.1 against" not in level  # 13.1 against 13.06 is not "below" at the precision shown
     hard = s05.psnr_reading(ladder, {"digits": 6.0, "fashion-mnist": 10.57, "photo-patches-32": 9.82})

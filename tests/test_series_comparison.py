@@ -479,7 +479,7 @@ def test_comparison_table_has_every_required_row_in_order():
     # notebook 04's claims bear on "Use cases" too: this notebook's verdict says it is provisional (issue 19)
     assert verdict["Use cases"] == ("holds (provisional: notebook 03's claims only; the run report's row also weighs "
                                     "notebook 04's 5 claims on it): 03.vae-samples-beat-ae-prior holds")
-    assert verdict["Limitations"] == ("partly: 03.ex-post-density-closes-gap holds (against the row); "
+    assert verdict["Limitations"] == ("mixed: 03.ex-post-density-closes-gap holds (against the row); "
                                       "03.vae-outputs-blurrier holds; 03.vae-needs-careful-tuning holds")
     assert table[["AE", "VAE", "Evidence"]].map(len).gt(10).all().all()
 
@@ -500,7 +500,7 @@ def test_comparison_table_verdicts_follow_the_claims():
     records = _records(vae_smoother_interpolations=False, vae_generalises_better=False)
     table = s03.comparison_table(_facts(), records).set_index("Aspect")
     assert table.loc["Loss function", "Verdict"] == "does not hold: 03.vae-generalises-better does not hold"
-    assert table.loc["Latent space", "Verdict"] == ("partly: 03.vae-latent-matches-prior holds; "
+    assert table.loc["Latent space", "Verdict"] == ("mixed: 03.vae-latent-matches-prior holds; "
                                                     "03.vae-smoother-interpolations does not hold; "
                                                     "03.vae-interpolations-realistic holds")
     contradicted = s03.comparison_table(_facts(), _records(vae_smoother_interpolations=False,
@@ -597,4 +597,4 @@ def test_holm_summary_names_the_claims_that_survive():
                              "z": verdict(0.5, "inconclusive")})
     # Holm: 0.001 < 0.05/3 survives; 0.04 > 0.05/2 does not
     assert line == ("**Holm–Bonferroni** over the 3 comparative claims of this notebook (family-wise α = 0.05): "
-                    "2 hold, 1 survive the correction (x); not surviving: y.")
+                    "2 hold, 1 survives the correction (x); not surviving: y.")

@@ -828,7 +828,7 @@ def complexity_reading(ood_table: pd.DataFrame, *, normal: str = "test") -> str:
             if {base, COMPLEXITY_FIX} <= set(ood_table.loc[s].index)]
     if not sets:
         raise ConfigError(f"complexity_reading: no OOD set has both {base!r} and {COMPLEXITY_FIX!r}.")
-    lines, helped = [], []
+    lines, helped, level = [], [], []
     for s in sets:
         t = ood_table.loc[s]
         a_nll, a_fix = (round(float(t.loc[n, "auroc"]), 3) for n in (base, COMPLEXITY_FIX))  # compared as shown
@@ -836,7 +836,7 @@ def complexity_reading(ood_table: pd.DataFrame, *, normal: str = "test") -> str:
         l_in, l_out = (n - float(t.loc[COMPLEXITY_FIX, c])
                        for n, c in ((nll_in, "mean_normal"), (nll_out, "mean_anomalous")))
         if a_fix >= a_nll:
-            helped.append(f"{s} ({a_nll:.3f} → {a_fix:.3f}"
+            (helped if a_fix > a_nll else level).append(f"{s} ({a_nll:.3f} → {a_fix:.3f}"
                           + (f"; these images are simpler for the compressor, mean L {l_out:.0f} against "
                              f"{l_in:.0f} bits, the case the correction is built for)" if l_out < l_in else ")"))
             continue
@@ -862,8 +862,8 @@ def complexity_reading(ood_table: pd.DataFrame, *, normal: str = "test") -> str:
             head += (f" Mean L: {l_out:.0f} bits on these images against {l_in:.0f} on the {normal} images; mean NLL "
                      f"{nll_out:.0f} against {nll_in:.0f} bits.")
         lines.append(head)
-    if helped:
-        lead = ("**Reading:** the complexity correction raises the AUROC, or leaves it, on " if not lines
-                else "It raises the AUROC, or leaves it, on ")
-        lines.append(lead + "; ".join(helped) + ".")
+    for sets_, verb in ((helped, "raises the AUROC"), (level, "leaves the AUROC unchanged")):
+        if sets_:
+            lead = f"**Reading:** the complexity correction {verb} on " if not lines else f"It {verb} on "
+            lines.append(lead + "; ".join(sets_) + ".")
     return "\n\n".join(lines)

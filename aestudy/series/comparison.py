@@ -542,8 +542,13 @@ def _verdict(records: Mapping[str, Mapping[str, Any]], claims: Sequence[tuple[st
             agree.append((verdict == "holds") == (sign > 0))
         notes.append(f"03.{name} {verdict}" + ("" if sign > 0 else " (against the row)"))
     word = ("inconclusive" if not agree  # every claim of the row was inconclusive (or skipped)
-            else "holds" if all(agree) else "does not hold" if not any(agree) else "partly")
+            else "holds" if all(agree) else "does not hold" if not any(agree) else "mixed")
     return f"{word}: " + "; ".join(notes)
+
+
+# Which models the table's FIDs score: 05's "Output vs GANs" row quotes the reference VAE's FID (trained longer, on
+# more images), and one table shows both (reader 7).
+REPLICATES_NOTE = "03's seed replicates, trained on fewer images than the series' reference VAE of notebooks 02 and 05"
 
 
 def _share(x: float) -> str:
@@ -559,7 +564,8 @@ def _evidence(f: Facts, fid_name: str = "FID-FMNIST",
     03.ae-faster-per-step's record, whose effect the "Advantages" row quotes as a ratio (`step_ratio_text`)."""
     return {
         "Purpose": (f"test MSE AE {f.mse_ae:.4f} vs VAE {f.mse_vae:.4f}; prior-sample {fid_name} "
-                    f"VAE {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f} (real images {f.fid_data:.1f})"),
+                    f"VAE {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f} (real images {f.fid_data:.1f}; "
+                    f"{REPLICATES_NOTE})"),
         "Architecture": (f"same MLP backbone: AE {f.params_ae:,.0f} vs VAE {f.params_vae:,.0f} parameters "
                          "(the VAE's head outputs μ and log σ²)"),
         "Latent space": (f"MMD² to N(0, I): AE {f.mmd_ae:.3f} vs VAE {f.mmd_vae:.3f}; prior holes AE "
@@ -575,7 +581,7 @@ def _evidence(f: Facts, fid_name: str = "FID-FMNIST",
         "Use cases": (f"DAE test MSE {f.mse_dae:.4f} (clean inputs); β-VAE FID {f.fid_bvae:.1f}, MSE "
                       f"{f.mse_bvae:.4f}; {LATER_NOTE}"),
         "Advantages": (f"{step_ratio_text(step_record, f.step_ratio)}; SSIM AE {f.ssim_ae:.3f} vs VAE "
-                       f"{f.ssim_vae:.3f}; VAE FID {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f}"),
+                       f"{f.ssim_vae:.3f}; VAE FID {f.fid_vae:.1f} vs AE {f.fid_ae_prior:.1f} (seed replicates)"),
         "Limitations": (f"AE + GMM ex post: FID {f.fid_ae_gmm:.1f} (Gaussian {f.fid_ae_gauss:.1f}), closing "
                         f"{f.gap_closed_gmm:.0%} of the AE→VAE gap; VAE + the same GMM {f.fid_vae_gmm:.1f}; "
                         "MSE spread over lr×seed AE "
@@ -715,7 +721,8 @@ def holm_summary(verdicts: Mapping[str, Verdict], *, alpha: float = 0.05) -> str
     kept = [key for key, ok in survives.items() if ok]
     lost = [key for key in held if key not in kept]
     return (f"**Holm–Bonferroni** over the {len(verdicts)} comparative claims of this notebook (family-wise "
-            f"α = {alpha:g}): {len(held)} hold, {len(kept)} survive the correction"
+            f"α = {alpha:g}): {len(held)} hold{'s' * (len(held) == 1)}, {len(kept)} "
+            f"survive{'s' * (len(kept) == 1)} the correction"
             + (f" ({', '.join(kept)})" if kept else "")
             + (f"; not surviving: {', '.join(lost)}" if lost else "") + ".")
 
@@ -1031,12 +1038,13 @@ def step_timing_reading(timing: pd.DataFrame, record: Mapping[str, Any]) -> str:
     by_median = "VAE" if median["VAE"] < median["AE"] else "AE"
     ratio = math.exp(float(record["effect"]))
     by_pairs = "AE" if ratio > 1 else "VAE"
-    share = abs(ratio - 1) if by_pairs == "AE" else abs(1 / ratio - 1)
+    # ratio = VAE time / AE time: the AE takes 1 − 1/ratio less time when ratio > 1, the VAE 1 − ratio when < 1.
+    share = 1 - 1 / ratio if by_pairs == "AE" else 1 - ratio
     text = (f"**Reading:** the table's step times are medians per model (AE {median['AE']:.2f} ms, VAE "
             f"{median['VAE']:.2f} ms: by medians the {by_median} is faster). The claim pairs the rounds instead: its "
             "effect is the mean over rounds of log(VAE time / AE time), as a ratio "
-            f"{step_ratio_text(record).removeprefix('VAE/AE time per training step ')} — the {by_pairs} about "
-            f"{share:.1%} faster on average over the rounds.")
+            f"{step_ratio_text(record).removeprefix('VAE/AE time per training step ')} — the {by_pairs} taking about "
+            f"{share:.1%} less time per step on average over the rounds.")
     if by_median != by_pairs:
         text += (" The two order the models differently: a median per model ignores which rounds belong together, "
                  "while the paired ratio compares the two models within each round (same machine load) and averages "

@@ -670,8 +670,8 @@ def m1_reading(ssl: pd.DataFrame) -> str:
         elif worst == "VAE codes":
             line += _close_bottom_text(ssl, labels, worst, str(part.index[-2]), float(part[worst]) - runner_up)
         if best == "pixels" and "M2" in part.index and not any("beating M2" in earlier for earlier in lines):
-            line += (" Raw pixels beating M2 means that at this training budget the unlabelled images taught M2's "
-                     "classifier less than a linear model learns from the labelled pixels alone.")
+            line += (f" Raw pixels beating M2 with {labels:,} labels means that at this training budget the unlabelled "
+                     "images taught M2's classifier less than a linear model learns from those labelled pixels alone.")
         lines.append(line)
     return "**Reading:** " + " ".join(lines)
 
@@ -964,9 +964,16 @@ def psnr_reading(ladder: pd.DataFrame, baselines: Mapping[str, float]) -> str:
             f"{others}). A baseline that ignores the input, every pixel predicted by the rung's mean training image, "
             f"scores {baselines[low]:.1f} dB on {low}; the AE's gain over it per rung: {gains}.")
     if len(gain) > 1 and min(gain, key=gain.get) == low:
-        text += (f" So the {low} rung's low PSNR is not only that its images are harder to predict from their "
-                 "average: within the one budget of optimiser steps the AE learned least beyond the average image "
-                 "there.")
+        # What the baselines say about the rung's difficulty, ranked among the rungs (never assumed).
+        rank = sorted(ae.index, key=lambda r: baselines[r])
+        hardness = ("not that its images are harder to predict from their average (its baseline is the highest of "
+                    "the rungs)" if rank[-1] == low
+                    else "partly that its images are the hardest to predict from their average (its baseline is the "
+                    "lowest of the rungs), and partly" if rank[0] == low
+                    else "not mainly its baseline, which lies between the other rungs'")
+        joint = " that" if rank[0] == low else ":"
+        text += (f" So the {low} rung's low PSNR is {hardness}{joint} within the one budget of optimiser steps the AE "
+                 "learned least beyond the average image there.")
     elif len(gain) > 1:
         text += (f" The gains rank the rungs differently from the raw PSNR: the {low} rung's low value comes largely "
                  "from images that are harder to predict from their average.")
