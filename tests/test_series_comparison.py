@@ -544,7 +544,8 @@ def test_collect_facts_averages_over_seeds_and_feeds_the_table():
                fid=[100.0, 70.0, 40.0, 20.0, 15.0, 30.0])
     per_model = rows(model=["AE", "VAE"], mmd=[0.5, 0.01], holes=[0.4, 0.1], roughness=[0.02, 0.01],
                      off_manifold=[1.8, 1.3], path_realism=[0.9, 0.95], recon_gap=[0.7, 0.2],
-                     parameters=[10, 12], loss_gap_rel=[0.02, 0.01], mse_gap_rel=[0.03, 0.02])
+                     parameters=[10, 12], loss_gap_rel=[0.02, 0.01], mse_gap_rel=[0.03, 0.02],
+                     seconds_per_epoch=[1.0, 1.2])
     timing = rows(model=["AE", "VAE", "AE", "VAE"], round=[1, 1, 2, 2], seconds_per_step=[1.0, 1.5, 1.0, 1.1])
     tuning = pd.DataFrame({"runs": [6, 10], "relative_spread": [0.1, 0.3], "collapsed": [0, 2]}, index=["AE", "VAE"])
     sharp = rows(model=["data", "AE", "VAE", "VAE", "AE"],

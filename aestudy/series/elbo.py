@@ -308,6 +308,36 @@ def iwae_gap_closed(models: Mapping[int, nn.Module], images: Tensor, k_max: int,
     return pd.DataFrame(rows)
 
 
+def iwae_share_sentence(iw: pd.DataFrame, gap_closed: pd.DataFrame, *, shown_seed: int, repeats: int) -> str:
+    """Markdown: the share of the ELBO's gap that IWAE closes at the largest k for the shown linear VAE, and (reader 8,
+    S4) where its seed's row of the replicate table comes from: the same model, scored there on fewer test images
+    with one Monte-Carlo draw per k, so the two shares differ by those images and draws.
+
+    `iw`: `iwae_gap_table` of the shown model (k, gap [nats / image]; `repeats` draws per image and k);
+    `gap_closed`: `iwae_gap_closed` of the replicates (seed, gap_k1, gap_kmax, closed), on the first images of the
+    same test images; `shown_seed`: the shown model's training seed. Source: Burda et al. 2016, Theorem 1.
+
+    Raises:
+        ConfigError: when `iw` has no rows.
+    """
+    if iw.empty:
+        raise ConfigError("iwae_share_sentence needs the rows of iwae_gap_table; it got none.")
+    first, last = float(iw["gap"].iloc[0]), float(iw["gap"].iloc[-1])
+    text = (f"At $k = {int(iw['k'].max()):,}$ importance samples the IWAE bound closes **{1 - last / first:.0%}** of "
+            f"the ELBO's gap to the exact $\\log p_\\theta(x)$ ({first:.3g} → {last:.3g} nats per image).")
+    row = gap_closed[gap_closed["seed"] == shown_seed]
+    if row.empty:
+        return text
+    own = row.iloc[0]
+    draws = "one draw" if repeats == 1 else f"the mean of {repeats} draws"
+    text += (f" The replicate table's seed {shown_seed} is this same model, scored there on fewer of the same test "
+             f"images with one Monte-Carlo draw per image and k (here {draws}): it closes {own['closed']:.0%} there "
+             f"({own['gap_k1']:.3g} → {own['gap_kmax']:.3g} nats), so the two shares differ by those images and draws "
+             f"only; the {len(gap_closed)} replicates close {gap_closed['closed'].min():.0%} to "
+             f"{gap_closed['closed'].max():.0%}.")
+    return text
+
+
 def iwae_closes_gap(table: pd.DataFrame) -> Verdict:
     """The verdict on 02.iwae-closes-gap from `iwae_gap_closed`: the per-seed share closed against 0.5."""
     return compare_to_value(table["closed"].to_numpy(dtype=float), IWAE_MAJORITY, higher_is_better=True,
