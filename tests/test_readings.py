@@ -1291,3 +1291,33 @@ def test_iwae_share_sentence_says_the_shown_seed_is_the_same_model_on_fewer_imag
     assert s02.iwae_share_sentence(iw, reps, shown_seed=7, repeats=3) == head  # no replicate of the shown seed
     with pytest.raises(ConfigError, match="iwae_share_sentence needs the rows"):
         s02.iwae_share_sentence(iw.iloc[:0], reps, shown_seed=0, repeats=3)
+
+
+# --- r9b (issue 19, reader 8 N3): the scaling row's slopes name their rungs; the GAN's beside the VAE's on its rungs
+
+
+def _slopes(vae: list[float], ae: list[float], vae_gan: list[float], gan: list[float]) -> dict[str, pd.Series]:
+    return {"VAE samples": pd.Series(vae), "AE reconstructions": pd.Series(ae),
+            "VAE samples (GAN's rungs)": pd.Series(vae_gan), "GAN samples": pd.Series(gan)}
+
+
+def test_slopes_evidence_compares_the_gan_with_the_vae_over_the_gans_rungs():
+    rungs, gan_rungs = ["digits", "fashion-mnist", "photo patches"], ["fashion-mnist", "photo patches"]
+    # reader 8 N3: the VAE's 3-rung slope against the GAN's 2-rung one read as a VAE degrading faster; on the same
+    # rungs the VAE's is the more negative.
+    text = s05.slopes_evidence(_slopes([-1.3, -1.5], [-1.6, -1.66], [-3.2, -3.28], [-3.1, -3.26]), rungs, gan_rungs)
+    assert text == ("slope per rung over digits → fashion-mnist → photo patches: VAE samples -1.40 vs AE "
+                    "reconstructions -1.63; over the GAN's rungs fashion-mnist → photo patches: VAE samples -3.24 vs "
+                    "GAN samples -3.18")
+    # The other way round (the VAE's slope above the GAN's on its rungs): the same wording, the values as measured.
+    other = s05.slopes_evidence(_slopes([0.5], [-0.2], [0.25], [-0.75]), rungs, gan_rungs)
+    assert other == ("slope per rung over digits → fashion-mnist → photo patches: VAE samples +0.50 vs AE "
+                     "reconstructions -0.20; over the GAN's rungs fashion-mnist → photo patches: VAE samples +0.25 vs "
+                     "GAN samples -0.75")
+    # A GAN on every rung: one rung set, named once.
+    same = s05.slopes_evidence(_slopes([-1.0], [-2.0], [-1.0], [-3.0]), gan_rungs, gan_rungs)
+    assert same == ("slope per rung over fashion-mnist → photo patches: VAE samples -1.00 vs AE reconstructions "
+                    "-2.00 vs GAN samples -3.00")
+    with pytest.raises(ConfigError, match="slopes_evidence needs the slopes GAN samples"):
+        s05.slopes_evidence({k: v for k, v in _slopes([0], [0], [0], [0]).items() if k != "GAN samples"}, rungs,
+                            gan_rungs)

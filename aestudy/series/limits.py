@@ -317,6 +317,26 @@ def degradation_slopes(ladder: pd.DataFrame, model: str, output: str, rungs: Seq
     return pd.Series(out, name=f"{model} {output}", dtype=float).sort_index()
 
 
+def slopes_evidence(slopes: Mapping[str, pd.Series], rungs: Sequence[str], gan_rungs: Sequence[str]) -> str:
+    """The "Scaling to complex data" row's slope evidence: each mean slope (`degradation_slopes`, log relative FID-AE
+    per rung) with the rungs it is fitted over, the VAE's and the AE's over `rungs`, and the GAN's beside the VAE's
+    over the GAN's own rungs (`gan_rungs`), so that no two slopes over different rung sets stand side by side.
+
+    `slopes` holds per-seed Series under "VAE samples", "AE reconstructions", "VAE samples (GAN's rungs)" and
+    "GAN samples" (05 cell-11). Raises ConfigError if one is missing.
+    """
+    keys = ("VAE samples", "AE reconstructions", "VAE samples (GAN's rungs)", "GAN samples")
+    missing = [k for k in keys if k not in slopes]
+    if missing:
+        raise ConfigError(f"slopes_evidence needs the slopes {', '.join(missing)}; pass the slopes of 05 cell-11.")
+    vae, ae, vae_gan, gan = (float(np.mean(slopes[k])) for k in keys)
+    if list(gan_rungs) == list(rungs):
+        return (f"slope per rung over {' → '.join(rungs)}: VAE samples {vae:+.2f} vs AE reconstructions {ae:+.2f} "
+                f"vs GAN samples {gan:+.2f}")
+    return (f"slope per rung over {' → '.join(rungs)}: VAE samples {vae:+.2f} vs AE reconstructions {ae:+.2f}; over "
+            f"the GAN's rungs {' → '.join(gan_rungs)}: VAE samples {vae_gan:+.2f} vs GAN samples {gan:+.2f}")
+
+
 # --- 3. semi-supervised learning: M2 against M1 probes --------------------------------------------------------
 
 def probe_predictions(train_x: Any, train_y: Any, *eval_x: Any, seed: int = 0,
