@@ -33,7 +33,8 @@ MODEL_COLOURS: dict[str, tuple[float, float, float]] = {
     "β-VAE": _COLORBLIND[4], "GAN": _COLORBLIND[5], "AE + GMM ex post": _COLORBLIND[6],
     "VAE + GMM ex post": _COLORBLIND[8], "M2": _COLORBLIND[9], "CVAE": _COLORBLIND[9],
     "PCA": (0.55, 0.55, 0.55), "raw pixels": (0.3, 0.3, 0.3), "data": (0.0, 0.0, 0.0),
-    "linear AE": _COLORBLIND[7], "mlp AE": _COLORBLIND[0], "conv AE": _COLORBLIND[9],
+    # Not the palette's grey: the linear AE is drawn beside PCA's grey, and the point is to tell them apart.
+    "linear AE": (0.45, 0.15, 0.5), "mlp AE": _COLORBLIND[0], "conv AE": _COLORBLIND[9],
 }
 MODEL_COLORS = MODEL_COLOURS  # the older spelling, kept for callers
 INACTIVE_COLOUR = _COLORBLIND[7]  # the palette's grey: what a figure greys out (inactive latent units)

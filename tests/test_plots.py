@@ -252,6 +252,10 @@ def test_models_shown_together_have_distinct_fixed_colours(names):
     pal = plots.model_palette(list(names))
     assert [pal[n] for n in names] == [plots.MODEL_COLOURS[n] for n in names]
     assert len({pal[n] for n in names}) == len(names)
+    # Distinct to the eye, not only as tuples (reader 10: linear AE and PCA were two greys 0.03 apart).
+    rgb = np.array([pal[n] for n in names])
+    gaps = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(len(names), 1)]
+    assert gaps.min() >= 0.15, dict(zip(names, map(tuple, rgb.round(2)), strict=True))
 
 
 def test_a_model_keeps_its_colour_whatever_else_is_drawn():

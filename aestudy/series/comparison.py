@@ -635,7 +635,8 @@ LATER_ROW_CLAIMS: dict[str, tuple[tuple[str, int], ...]] = {
                   ("04.vae-elbo-beats-recon-across-classes", 1), ("04.ood-likelihood-failure", -1),
                   ("04.vae-beats-ae-few-labels", 1)),
 }
-LATER_NOTE = ("notebook 04 measures denoising, probes and anomaly scores; the run report's row includes them")
+LATER_NOTE = ("notebook 04 measures denoising, probes and anomaly scores; its claims are weighed with this row once "
+              "every notebook has run (the run's report.md)")
 
 
 def _provisional(aspect: str, verdict: str) -> str:
