@@ -1143,12 +1143,21 @@ def test_cost_reading_says_which_timing_compares_the_models_when_they_disagree()
 
     cost = pd.DataFrame([{"model": m, "seed": s, "seconds_per_epoch": t, "epochs_to_converge": 2, "epochs": 4}
                          for m, t in (("AE", 1.044), ("VAE", 1.01)) for s in range(5)])
-    text = s03.cost_reading(cost, pd.Series({"AE": 0.01303, "VAE": 0.01335}))  # as the notebook passes it
-    assert ("**The two timings disagree:** by seconds per epoch the VAE is the quicker (1.01 s against 1.04 s), by the "
-            "interleaved step timing the AE (13.03 ms against 13.35 ms per step).") in text
-    assert text.endswith("so only it compares them — and 03.ae-faster-per-step rests on it.")
-    agree = s03.cost_reading(cost, {"AE": 0.0134, "VAE": 0.0130})  # both put the VAE first: nothing to reconcile
-    assert "disagree" not in agree and agree == s03.cost_reading(cost)
+    ae_quicker = _timing([0.0130, 0.0131, 0.0129], [0.0134, 0.0135, 0.0133])  # paired: the AE quicker every round
+    text = s03.cost_reading(cost, ae_quicker)
+    ratio = s03.paired_step_ratio(ae_quicker)
+    assert ratio > 1 and ("**The two timings disagree:** by seconds per epoch the VAE is the quicker (1.01 s against "
+                          f"1.04 s), by the interleaved step timing the AE (VAE/AE time per step ×{ratio:.3f}, paired "
+                          "by round as 03.ae-faster-per-step pairs them).") in text
+    assert text.endswith("so only it compares them.")
+    vae_quicker = _timing([0.0134, 0.0135, 0.0133], [0.0130, 0.0131, 0.0129])  # agrees with the epochs: nothing to say
+    assert "disagree" not in s03.cost_reading(cost, vae_quicker)
+    assert s03.cost_reading(cost, vae_quicker) == s03.cost_reading(cost)
+    # reader 11: medians that order the models against the paired ratio must not decide it. Medians: VAE quicker
+    # (13.28 vs 13.29 ms); paired: the AE quicker (two rounds where the VAE was much slower).
+    split = _timing([0.01329, 0.01329, 0.01329, 0.01329, 0.01329], [0.01328, 0.01328, 0.01328, 0.016, 0.016])
+    assert s03.paired_step_ratio(split) > 1
+    assert "by the interleaved step timing the AE" in s03.cost_reading(cost, split)
 
 
 # --- r7a (issue 19, reader 6: T2, S3) ---

@@ -982,14 +982,15 @@ def generalisation_reading(gaps: pd.DataFrame) -> str:
     return text.rstrip()
 
 
-def cost_reading(cost: pd.DataFrame, step_median: Mapping[str, float] | None = None) -> str:
+def cost_reading(cost: pd.DataFrame, timing: pd.DataFrame | None = None) -> str:
     """Markdown saying what the training-cost columns of section 5 can and cannot show: seed replicates trained as one
     batched computation (`aestudy.ensemble.fit_many`) get equal shares of its wall time, an "epochs to converge"
-    equal to the whole budget means that no run converged within it, and (given `step_median`) when the per-epoch
+    equal to the whole budget means that no run converged within it, and (given `timing`) when the per-epoch
     column orders the AE and the VAE otherwise than the interleaved step timing, which of the two compares them.
 
-    `cost`: `cost_table` rows (model, seed, seconds_per_epoch, epochs_to_converge, epochs); `step_median`: seconds
-    per training step per model, the median over the interleaved timing rounds.
+    `cost`: `cost_table` rows (model, seed, seconds_per_epoch, epochs_to_converge, epochs); `timing`: `step_timing`
+    rows (model, round, seconds_per_step), read as 03.ae-faster-per-step reads them: the VAE/AE ratio paired by
+    round (`paired_step_ratio`), not the per-model medians, which can order close models the other way.
 
     Raises:
         ConfigError: when the table has no rows.
@@ -1005,17 +1006,17 @@ def cost_reading(cost: pd.DataFrame, step_median: Mapping[str, float] | None = N
                      "gets an equal share of its wall time — that sd is not a measured spread. The interleaved step "
                      "timing is the comparison between models.")
     epoch = cost.groupby("model")["seconds_per_epoch"].mean()
-    step_median = None if step_median is None else dict(step_median)  # a pandas Series iterates over its values
-    if step_median is not None and {"AE", "VAE"} <= set(epoch.index) and {"AE", "VAE"} <= set(step_median):
+    if timing is not None and {"AE", "VAE"} <= set(epoch.index) and {"AE", "VAE"} <= set(timing["model"]):
+        ratio = paired_step_ratio(timing)  # VAE / AE, the claim's own quantity
         by_epoch = "AE" if epoch["AE"] < epoch["VAE"] else "VAE"
-        by_step = "AE" if step_median["AE"] < step_median["VAE"] else "VAE"
-        if by_epoch != by_step and epoch["AE"] != epoch["VAE"] and step_median["AE"] != step_median["VAE"]:
+        by_step = "AE" if ratio > 1 else "VAE"
+        if by_epoch != by_step and epoch["AE"] != epoch["VAE"] and ratio != 1:
             lines.append(f"**The two timings disagree:** by seconds per epoch the {by_epoch} is the quicker "
                          f"({epoch[by_epoch]:.3g} s against {epoch[by_step]:.3g} s), by the interleaved step timing "
-                         f"the {by_step} ({1000 * step_median[by_step]:.2f} ms against "
-                         f"{1000 * step_median[by_epoch]:.2f} ms per step). The per-epoch column times each model's "
-                         "own batched run, at whatever load the machine had then; the step timing alternates the "
-                         "models round by round, so only it compares them — and 03.ae-faster-per-step rests on it.")
+                         f"the {by_step} (VAE/AE time per step ×{ratio:.3f}, paired by round as "
+                         "03.ae-faster-per-step pairs them). The per-epoch column times each model's own batched run, "
+                         "at whatever load the machine had then; the step timing alternates the models round by "
+                         "round, so only it compares them.")
     at_budget = cost["epochs_to_converge"] >= cost["epochs"]
     if at_budget.all():
         lines.append(f"**No run converged within its budget:** epochs to converge equals the whole budget "
