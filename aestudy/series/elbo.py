@@ -404,7 +404,7 @@ def active_units_reading(shown_active: int, latent_dim: int, replicate_active: S
     text += ("which units stay active is not fixed by β. It depends on training and initialisation (the seed, the "
              "number of epochs and training images, the data order): a unit whose KL falls towards zero early on is "
              "ignored by the decoder, which then gives the encoder no reason to use it again (*posterior collapse*, "
-             "[glossary](../README.md#glossary)). Notebook 04's likelihood sections and notebook 05's first "
-             "reference VAE reuse this very model, so they carry its count; the other VAEs of notebooks 03 and 04 are "
-             "trained anew, and each notebook prints their own counts.")
+             "[glossary](../README.md#glossary)). Notebook 03's shown VAE, notebook 04's likelihood sections and "
+             "notebook 05's first reference VAE reuse this very model, so they carry its count; 03's seed replicates "
+             "and 04's other VAEs are trained anew, with counts of their own.")
     return text
